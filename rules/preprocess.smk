@@ -1,0 +1,16 @@
+rule preprocess:
+    input:
+        "results/{dataset}/converted",
+    output:
+        directory("results/{dataset}/preprocessed"),
+    log:
+        "results/logs/{dataset}/preprocess.log",
+    conda:
+        CONDA_ENV
+    params:
+        family=family,
+        grid=" ".join(map(str, config["preprocess"]["grid"])),
+        hu_window=" ".join(map(str, config["preprocess"]["hu_window"])),
+    shell:
+        "micd preprocess --manifest {input}/manifest.csv --out {output} --family {params.family} "
+        "--grid {params.grid} --hu-window {params.hu_window} > {log} 2>&1"

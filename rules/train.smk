@@ -1,0 +1,30 @@
+rule train:
+    input:
+        data="results/{dataset}/preprocessed",
+        train="results/{dataset}/splits/train.txt",
+        labelled="results/{dataset}/splits/labelled_{ratio}p.txt",
+        unlabelled="results/{dataset}/splits/unlabelled_{ratio}p.txt",
+        eval="results/{dataset}/splits/eval.txt",
+    output:
+        model="results/{dataset}/runs/{ratio}p/{method}/seed{seed}/model.pt",
+        log="results/{dataset}/runs/{ratio}p/{method}/seed{seed}/train_log.jsonl",
+        validation="results/{dataset}/runs/{ratio}p/{method}/seed{seed}/validation.csv",
+    log:
+        "results/logs/{dataset}/train_{ratio}p_{method}_seed{seed}.log",
+    benchmark:
+        "results/benchmarks/{dataset}/train_{ratio}p_{method}_seed{seed}.tsv"
+    conda:
+        CONDA_ENV
+    threads: config["resources"]["train_threads"]
+    params:
+        out_dir=run_dir,
+        family=family,
+        method_settings=lambda wc: as_json(config["method_settings"].get(wc.method, {})),
+        train_settings=as_json(config["train"]),
+    shell:
+        "micd train --data-dir {input.data} --train {input.train} --labelled {input.labelled} "
+        "--unlabelled {input.unlabelled} --eval {input.eval} --out-dir {params.out_dir} "
+        "--method {wildcards.method} --method-settings {params.method_settings:q} "
+        "--train-settings {params.train_settings:q} --family {params.family} "
+        "--dataset {wildcards.dataset} --ratio {wildcards.ratio} --seed {wildcards.seed} "
+        "--threads {threads} > {log} 2>&1"

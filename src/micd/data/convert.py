@@ -1,0 +1,190 @@
+"""Conversion of an AMOS-layout archive (the real AMOS 2022 or the synthetic one) to a canonical layout.
+
+Output (built in a temporary sibling and renamed into place, so a failure leaves nothing)::
+
+    out_dir/images/{case_id}.nii.gz   image, int16 (or float32), closest canonical RAS orientation
+    out_dir/labels/{case_id}.nii.gz   label, uint8, same orientation and affine
+    out_dir/manifest.csv              one row per case, columns MANIFEST_COLUMNS
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from micd.data.errors import case_error
+from micd.data.io import Volume, atomic_dir, load_nifti, save_nifti, sha256_file, write_csv
+
+NUM_LABELS = 16  # background + AMOS's 15 organs
+AFFINE_TOLERANCE_MM = 1e-3
+MANIFEST_COLUMNS = (
+    "case_id",
+    "subset",
+    "modality",
+    "source_image",
+    "source_label",
+    "shape",
+    "spacing",
+    "image_sha256",
+    "label_sha256",
+)
+MODALITIES = ("all", "ct")
+_SUBSETS = (("Tr", "train"), ("Va", "validation"))
+_CASE_ID = re.compile(r"^amos_(\d{4})$")
+_MAX_CT_ID = 500  # AMOS: ids up to 500 are CT, 501..600 MRI
+
+
+@dataclass(frozen=True)
+class SourceCase:
+    """One image/label pair found in the archive."""
+
+    case_id: str
+    subset: str
+    modality: str
+    image: Path
+    label: Path | None
+
+
+def convert_amos(archive_dir: Path, out_dir: Path, modality: str = "all") -> Path:
+    """Validate and convert every train/validation case of an AMOS-layout archive.
+
+    ``modality="ct"`` keeps only CT cases (ids up to 500), ``"all"`` keeps all.
+    Returns the path of ``out_dir/manifest.csv``; bad input raises DataError.
+    """
+    archive_dir, out_dir = Path(archive_dir), Path(out_dir)
+    check_dataset_json(archive_dir / "dataset.json")
+    cases = find_cases(archive_dir, modality)
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "images").mkdir()
+        (tmp / "labels").mkdir()
+        rows = [_convert_case(case, archive_dir, tmp) for case in cases]
+        write_csv(tmp / "manifest.csv", MANIFEST_COLUMNS, rows)
+    return out_dir / "manifest.csv"
+
+
+def check_dataset_json(path: Path) -> None:
+    """Check that ``dataset.json`` is readable and declares labels "0".."15" (names are not matched)."""
+    try:
+        labels = json.loads(Path(path).read_text())["labels"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise case_error(None, path, f"expected a readable JSON file with a 'labels' mapping ({exc})") from exc
+    expected = {str(i) for i in range(NUM_LABELS)}
+    if not isinstance(labels, dict) or set(labels) != expected:
+        found = sorted(labels, key=str) if isinstance(labels, dict) else labels
+        raise case_error(None, path, f"expected labels '0'..'{NUM_LABELS - 1}', found {found}")
+
+
+def find_cases(archive_dir: Path, modality: str = "all") -> list[SourceCase]:
+    """Pair images and labels by case id in ``imagesTr``/``labelsTr`` and ``imagesVa``/``labelsVa``."""
+    if modality not in MODALITIES:
+        raise ValueError(f"expected modality in {MODALITIES}, got {modality!r}")
+    cases: list[SourceCase] = []
+    for tag, subset in _SUBSETS:
+        images = _nifti_files(archive_dir / f"images{tag}")
+        labels = _nifti_files(archive_dir / f"labels{tag}")
+        orphans = sorted(set(labels) - set(images))
+        if orphans:
+            raise case_error(orphans[0], labels[orphans[0]], f"label without an image in images{tag}/ (all such: {orphans})")
+        for case_id, image in sorted(images.items()):
+            case_modality = _modality_of(case_id, image)
+            if modality == "all" or case_modality == modality:
+                cases.append(SourceCase(case_id, subset, case_modality, image, labels.get(case_id)))
+    if not cases:
+        raise case_error(None, archive_dir, f"expected {modality} cases in imagesTr/ or imagesVa/, found none")
+    return cases
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    """Rows of a ``manifest.csv`` written by :func:`convert_amos`."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = set(MANIFEST_COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise case_error(None, path, f"expected manifest columns {list(MANIFEST_COLUMNS)}, missing {sorted(missing)}")
+        return list(reader)
+
+
+def _nifti_files(directory: Path) -> dict[str, Path]:
+    """Case id -> file for the NIfTI files of a directory, skipping dot-files (macOS junk)."""
+    if not directory.is_dir():
+        return {}
+    files = {}
+    for path in directory.iterdir():
+        name = path.name
+        if name.startswith(".") or not path.is_file():
+            continue
+        for suffix in (".nii.gz", ".nii"):
+            if name.endswith(suffix):
+                files[name[: -len(suffix)]] = path
+    return files
+
+
+def _modality_of(case_id: str, path: Path) -> str:
+    match = _CASE_ID.match(case_id)
+    if match is None:
+        raise case_error(case_id, path, "expected a file named like amos_0001.nii.gz")
+    return "ct" if int(match.group(1)) <= _MAX_CT_ID else "mri"
+
+
+def _convert_case(case: SourceCase, archive_dir: Path, out_dir: Path) -> dict[str, str]:
+    """Validate one case, write its canonical image and label, and return its manifest row."""
+    if case.label is None:
+        expected = case.image.parent.parent / case.image.parent.name.replace("images", "labels") / case.image.name
+        raise case_error(case.case_id, expected, "label file missing; expected one label per image (restore it or remove the image)")
+    image = load_nifti(case.image, case.case_id)
+    label = load_nifti(case.label, case.case_id)
+    _validate(case, image, label)
+
+    image, label = _to_canonical(image), _to_canonical(label)
+    image_dtype = np.int16 if _fits_int16(image.data) else np.float32
+    save_nifti(out_dir / "images" / f"{case.case_id}.nii.gz", Volume(image.data.astype(image_dtype), image.affine))
+    save_nifti(out_dir / "labels" / f"{case.case_id}.nii.gz", Volume(label.data.astype(np.uint8), label.affine))
+    return {
+        "case_id": case.case_id,
+        "subset": case.subset,
+        "modality": case.modality,
+        "source_image": case.image.relative_to(archive_dir).as_posix(),
+        "source_label": case.label.relative_to(archive_dir).as_posix(),
+        "shape": "x".join(str(n) for n in image.data.shape),
+        "spacing": "x".join(str(round(s, 4)) for s in image.spacing),
+        "image_sha256": sha256_file(case.image),
+        "label_sha256": sha256_file(case.label),
+    }
+
+
+def _validate(case: SourceCase, image: Volume, label: Volume) -> None:
+    """Raise DataError unless image and label match and hold sensible values."""
+    if image.data.shape != label.data.shape:
+        raise case_error(case.case_id, case.label, f"expected the image's shape {image.data.shape}, found {label.data.shape}")
+    if not np.allclose(image.affine, label.affine, rtol=0.0, atol=AFFINE_TOLERANCE_MM):
+        raise case_error(
+            case.case_id, case.label, f"expected the image's affine (within {AFFINE_TOLERANCE_MM} mm):\n"
+            f"{np.round(image.affine, 4)}\nfound:\n{np.round(label.affine, 4)}"
+        )
+    if np.issubdtype(image.data.dtype, np.floating) and not np.isfinite(image.data).all():
+        n_bad = int(np.size(image.data) - np.isfinite(image.data).sum())
+        raise case_error(case.case_id, case.image, f"expected finite intensities, found {n_bad} NaN or infinite voxels")
+    values = np.unique(label.data)
+    bad = values[(values < 0) | (values > NUM_LABELS - 1) | (values != np.round(values))]
+    if bad.size:
+        raise case_error(case.case_id, case.label, f"expected integer label values in 0..{NUM_LABELS - 1}, found {bad[:10].tolist()}")
+
+
+def _to_canonical(volume: Volume) -> Volume:
+    """Reorient by axis flips/permutations only to the closest RAS+ orientation."""
+    ornt = nib.orientations.io_orientation(volume.affine)
+    data = np.ascontiguousarray(nib.orientations.apply_orientation(volume.data, ornt))
+    return Volume(data, volume.affine @ nib.orientations.inv_ornt_aff(ornt, volume.data.shape))
+
+
+def _fits_int16(data: np.ndarray) -> bool:
+    if not np.issubdtype(data.dtype, np.integer):
+        return False
+    info = np.iinfo(np.int16)
+    return bool(data.size == 0 or (data.min() >= info.min and data.max() <= info.max))

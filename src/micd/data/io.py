@@ -1,0 +1,154 @@
+"""File helpers shared by the data stages: atomic writes, case lists, NIfTI volumes.
+
+Every writer here either leaves the complete output or nothing: files are written to a
+temporary sibling and moved into place with :func:`os.replace`.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from micd.data.errors import case_error
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling, so ``path`` is never half written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(out_dir: Path) -> Iterator[Path]:
+    """Build a directory in a temporary sibling and rename it to ``out_dir`` on success.
+
+    Usage::
+
+        with atomic_dir(out) as tmp:
+            (tmp / "a.txt").write_text("...")
+
+    If the block raises, the temporary directory is removed and ``out_dir`` is untouched.
+    An existing ``out_dir`` is replaced only once the new one is complete.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(
+            0o777 & ~umask
+        )  # mkdtemp makes it private; give it normal permissions
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex}")
+            os.replace(out_dir, old)
+            try:
+                os.replace(tmp, out_dir)
+            except BaseException:
+                os.replace(old, out_dir)
+                raise
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_case_list(path: Path) -> list[str]:
+    """Case ids of a one-id-per-line text file, blank lines skipped."""
+    return [
+        line.strip() for line in Path(path).read_text().splitlines() if line.strip()
+    ]
+
+
+def write_case_list(path: Path, ids: Iterable[str]) -> None:
+    """Write case ids one per line (atomically)."""
+    atomic_write(path, "".join(f"{case_id}\n" for case_id in ids))
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> None:
+    """Write rows (dicts keyed by column) as CSV with a header line (atomically)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buffer.getvalue())
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Volume:
+    """A 3-D array in NIfTI voxel order (x, y, z) and its voxel-to-world affine (mm)."""
+
+    data: np.ndarray
+    affine: np.ndarray
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the array's three axes."""
+        return tuple(float(s) for s in nib.affines.voxel_sizes(self.affine))  # type: ignore[return-value]
+
+
+def load_nifti(path: Path, case_id: str | None = None) -> Volume:
+    """Read a 3-D NIfTI file completely; any failure raises DataError naming case and file.
+
+    The array keeps its stored dtype unless the header asks for intensity scaling.
+    """
+    try:
+        image = nib.load(str(path))
+        data = np.asanyarray(image.dataobj)
+    except Exception as exc:  # nibabel, gzip and zlib each raise their own kinds
+        raise case_error(
+            case_id, path, f"expected a readable NIfTI file; it may be truncated or damaged, so extract or download it again ({exc})"
+        ) from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise case_error(
+            case_id, path, f"expected a 3-D volume, found shape {data.shape}"
+        )
+    return Volume(data, np.asarray(image.affine, dtype=np.float64))
+
+
+def save_nifti(path: Path, volume: Volume) -> None:
+    """Write ``volume`` as NIfTI (gzipped if the name ends in .gz), atomically and byte-reproducibly.
+
+    The gzip stream is written here with mtime 0 so the same volume always gives the same bytes.
+    """
+    image = nib.Nifti1Image(volume.data, volume.affine)
+    image.set_qform(volume.affine, code=1)
+    image.set_sform(volume.affine, code=1)
+    image.header.set_xyzt_units("mm")
+    raw = image.to_bytes()
+    if str(path).endswith(".gz"):
+        # Level 1: CT noise barely compresses further at higher levels, which cost 4x the time.
+        raw = gzip.compress(raw, compresslevel=1, mtime=0)
+    atomic_write(path, raw)

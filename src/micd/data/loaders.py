@@ -1,0 +1,91 @@
+"""TorchIO subjects from the preprocessed cases, and the patch queues that feed training.
+
+Preprocessed cases are ``.npy`` arrays in (D, H, W) order; they are read lazily through a
+TorchIO reader, so a queue only holds the volumes it is sampling from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchio as tio
+from torch.utils.data import DataLoader
+
+
+def _read_npy(path: Path) -> tuple[torch.Tensor, np.ndarray]:
+    array = np.load(path)
+    return torch.from_numpy(np.ascontiguousarray(array))[None], np.eye(4)
+
+
+def case_paths(data_dir: Path, case_id: str) -> tuple[Path, Path]:
+    """Image and label files of one preprocessed case."""
+    return (
+        data_dir / "images" / f"{case_id}.npy",
+        data_dir / "labels" / f"{case_id}.npy",
+    )
+
+
+def load_subject(data_dir: Path, case_id: str, with_label: bool = True) -> tio.Subject:
+    image_path, label_path = case_paths(data_dir, case_id)
+    missing = [
+        p for p in (image_path, label_path)[: 2 if with_label else 1] if not p.is_file()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"case {case_id}: preprocessed file {missing[0]} does not exist; "
+            f"is {data_dir} the output of the preprocess rule for this data set?"
+        )
+    images = {"image": tio.ScalarImage(image_path, reader=_read_npy)}
+    if with_label:
+        images["label"] = tio.LabelMap(label_path, reader=_read_npy)
+    return tio.Subject(**images, case_id=case_id)
+
+
+@dataclass
+class QueueSettings:
+    patch_size: tuple[int, int, int]
+    samples_per_volume: int = 2
+    queue_length: int = 16
+    num_workers: int = 0
+    class_balanced: bool = (
+        False  # labelled patches centred on every class equally often
+    )
+
+
+def labelled_sampler(
+    patch_size: Sequence[int], num_classes: int, class_balanced: bool
+) -> tio.PatchSampler:
+    if class_balanced:
+        probabilities = {c: 1.0 for c in range(num_classes)}
+        return tio.LabelSampler(
+            patch_size, label_name="label", label_probabilities=probabilities
+        )
+    return tio.UniformSampler(patch_size)
+
+
+# The protocol's augmentation: random flips on the two in-plane axes (H, W).
+AUGMENTATION = tio.RandomFlip(axes=(1, 2), flip_probability=0.5)
+
+
+def patch_stream(
+    subjects: list[tio.Subject],
+    sampler: tio.PatchSampler,
+    batch_size: int,
+    settings: QueueSettings,
+) -> Iterator[dict]:
+    """An endless stream of patch batches; each pass over the queue reshuffles the subjects."""
+    dataset = tio.SubjectsDataset(subjects, transform=AUGMENTATION)
+    queue = tio.Queue(
+        dataset,
+        max_length=max(settings.queue_length, settings.samples_per_volume),
+        samples_per_volume=settings.samples_per_volume,
+        sampler=sampler,
+        num_workers=settings.num_workers,
+    )
+    loader = DataLoader(queue, batch_size=batch_size, num_workers=0, drop_last=False)
+    while True:
+        yield from loader

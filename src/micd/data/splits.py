@@ -1,0 +1,125 @@
+"""Seeded generation and validation of the case splits.
+
+Split names: ``train``, ``eval``, ``test``, and per labelled ratio ``r`` (percent of ``train``)
+``labelled_{r}p`` and ``unlabelled_{r}p``. On disk each split is ``{name}.txt``, one id per line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from micd.data.errors import DataError
+from micd.data.io import read_case_list, write_case_list
+
+
+def labelled_name(ratio: int) -> str:
+    return f"labelled_{ratio}p"
+
+
+def unlabelled_name(ratio: int) -> str:
+    return f"unlabelled_{ratio}p"
+
+
+def _round_half_up(x: float) -> int:
+    # Python's round() rounds halves to even (round(2.5) == 2); counts should not depend on parity.
+    return math.floor(x + 0.5)
+
+
+def make_splits(
+    train_ids: list[str],
+    test_ids: list[str],
+    ratios: list[int],
+    seed: int,
+    eval_fraction: float = 0.1,
+) -> dict[str, list[str]]:
+    """Draw ``eval``/``train`` from the archive's training cases and nested labelled subsets of ``train``.
+
+    ``eval`` has round(eval_fraction * n) cases (at least 1); ``test`` is ``test_ids`` (the
+    validation-archive cases). ``labelled_{r}p`` has max(1, round(r / 100 * len(train))) cases
+    and every smaller ratio's labelled set lies inside every larger one's. All lists are sorted;
+    the result depends only on the arguments.
+    """
+    _check_unique("train_ids", train_ids)
+    _check_unique("test_ids", test_ids)
+    shared = sorted(set(train_ids) & set(test_ids))
+    if shared:
+        raise DataError(f"expected train_ids and test_ids to be disjoint, shared: {shared}")
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"expected 0 < eval_fraction < 1, got {eval_fraction}")
+    bad_ratios = [r for r in ratios if not 0 < r <= 100]
+    if bad_ratios:
+        raise ValueError(f"expected ratios in 1..100 (percent), got {bad_ratios}")
+
+    pool = sorted(train_ids)
+    n_eval = max(1, _round_half_up(eval_fraction * len(pool)))
+    if len(pool) - n_eval < 1:
+        raise DataError(f"expected at least 2 training cases to split into train and eval, got {len(pool)}")
+    rng = np.random.default_rng(seed)
+    shuffled = [pool[i] for i in rng.permutation(len(pool))]
+    eval_ids, train = shuffled[:n_eval], shuffled[n_eval:]
+    # Labelled sets are prefixes of one permutation of train, so they nest by construction.
+    labelling_order = [train[i] for i in rng.permutation(len(train))]
+
+    splits = {"train": sorted(train), "eval": sorted(eval_ids), "test": sorted(test_ids)}
+    for ratio in sorted(set(ratios)):
+        n_labelled = max(1, _round_half_up(ratio / 100 * len(train)))
+        splits[labelled_name(ratio)] = sorted(labelling_order[:n_labelled])
+        splits[unlabelled_name(ratio)] = sorted(labelling_order[n_labelled:])
+    return splits
+
+
+def write_splits(splits: dict[str, list[str]], out_dir: Path) -> None:
+    """Write each split to ``out_dir/{name}.txt``, one id per line (each file atomically)."""
+    for name, ids in splits.items():
+        write_case_list(Path(out_dir) / f"{name}.txt", ids)
+
+
+def validate_splits(split_dir: Path, ratios: Iterable[int], known_ids: set[str]) -> None:
+    """Raise DataError listing every fault found in a split directory, with the offending ids.
+
+    Faults: a missing file, an id listed twice in a file, an unknown id, eval/test overlapping
+    each other or train, a labelled or unlabelled id outside train, labelled and unlabelled
+    overlapping, or labelled + unlabelled not covering train.
+    """
+    split_dir = Path(split_dir)
+    names = ["train", "eval", "test"]
+    for ratio in ratios:
+        names += [labelled_name(ratio), unlabelled_name(ratio)]
+    missing = [f"{name}.txt" for name in names if not (split_dir / f"{name}.txt").is_file()]
+    if missing:
+        raise DataError(f"split directory {split_dir}: expected files {missing} to exist")
+    lists = {name: read_case_list(split_dir / f"{name}.txt") for name in names}
+    sets = {name: set(ids) for name, ids in lists.items()}
+    faults: list[str] = []
+
+    def fault(ids: Iterable[str], what: str) -> None:
+        ids = sorted(ids)
+        if ids:
+            faults.append(f"{what}: {ids}")
+
+    for name, ids in lists.items():
+        fault((i for i, n in Counter(ids).items() if n > 1), f"{name}.txt lists ids more than once")
+        fault(sets[name] - known_ids, f"{name}.txt has ids not in the data")
+    fault(sets["eval"] & sets["test"], "eval.txt and test.txt overlap")
+    fault(sets["train"] & sets["eval"], "train.txt and eval.txt overlap")
+    fault(sets["train"] & sets["test"], "train.txt and test.txt overlap")
+    for ratio in ratios:
+        lab, unlab = labelled_name(ratio), unlabelled_name(ratio)
+        fault(sets[lab] & sets[unlab], f"{lab}.txt and {unlab}.txt overlap")
+        for name in (lab, unlab):
+            fault(sets[name] - sets["train"], f"{name}.txt has ids not in train.txt")
+            fault(sets[name] & (sets["eval"] | sets["test"]), f"{name}.txt has ids in eval.txt or test.txt")
+        fault(sets["train"] - sets[lab] - sets[unlab], f"{lab}.txt + {unlab}.txt miss ids of train.txt")
+    if faults:
+        raise DataError(f"split directory {split_dir} is inconsistent:\n  " + "\n  ".join(faults))
+
+
+def _check_unique(what: str, ids: list[str]) -> None:
+    repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if repeated:
+        raise DataError(f"expected each id once in {what}, repeated: {repeated}")

@@ -1,0 +1,128 @@
+"""The method interface: what a method declares and what the training engine does for it.
+
+A method owns its networks (students it trains, and any teachers) and its class-weighting
+state; it turns a batch into named loss terms. The engine does everything else: data,
+optimisers (one per student), learning-rate schedule, mixed precision, EMA calls,
+checkpoints, validation and logging.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from micd.nets import VNet
+
+
+@dataclass
+class Batch:
+    """``image`` holds the labelled patches first, then the unlabelled ones."""
+
+    image: Tensor  # (b_l + b_u, 1, D, H, W)
+    label: Tensor  # (b_l, D, H, W), int64
+
+    @property
+    def n_labelled(self) -> int:
+        return self.label.shape[0]
+
+
+@dataclass
+class Progress:
+    epoch: int  # 0-based epoch of this iteration
+    max_epochs: int
+    iteration: int  # 0-based global iteration
+
+
+def gaussian_rampup(epoch: float, rampup_epochs: float, beta_max: float) -> float:
+    """``beta_max * exp(-5 (1 - min(t, T)/T)^2)``: the consistency weight's ramp-up."""
+    if rampup_epochs <= 0:
+        return beta_max
+    phase = 1.0 - min(epoch, rampup_epochs) / rampup_epochs
+    return beta_max * math.exp(-5.0 * phase * phase)
+
+
+@torch.no_grad()
+def ema_update(
+    teacher: nn.Module, student: nn.Module, decay: float, iteration: int
+) -> None:
+    """``T <- a T + (1 - a) S`` with ``a = min(1 - 1/(iteration + 1), decay)``; buffers are copied."""
+    a = min(1.0 - 1.0 / (iteration + 1), decay)
+    for t, s in zip(teacher.parameters(), student.parameters()):
+        t.mul_(a).add_(s.detach(), alpha=1.0 - a)
+    for t, s in zip(teacher.buffers(), student.buffers()):
+        t.copy_(s)
+
+
+def make_teacher(student: nn.Module) -> nn.Module:
+    """A frozen copy of a student: no gradients, eval mode (no dropout)."""
+    import copy
+
+    teacher = copy.deepcopy(student)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
+
+
+class Method(nn.Module):
+    """Base class of every training method. Subclasses set ``name`` and ``Settings``."""
+
+    name: ClassVar[str]
+    Settings: ClassVar[type]
+    uses_unlabelled: ClassVar[bool] = True
+    # "labelled": the ratio's labelled list; "train": every training case (upper bound)
+    labelled_set: ClassVar[str] = "labelled"
+
+    def __init__(self, settings: Any, num_classes: int, n_filters: int) -> None:
+        super().__init__()
+        self.settings = settings
+        self.num_classes = num_classes
+        self.n_filters = n_filters
+
+    def new_network(self) -> VNet:
+        return VNet(self.num_classes, self.n_filters)
+
+    def students(self) -> dict[str, nn.Module]:
+        """The trained networks; the engine gives each its own optimiser."""
+        raise NotImplementedError
+
+    def initialise(self, labelled_counts: Tensor) -> None:
+        """Called once before training with the voxel count per class of the labelled set."""
+
+    def training_step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
+        """Named loss terms of one iteration; ``loss`` is the total that is back-propagated."""
+        raise NotImplementedError
+
+    def after_step(self, progress: Progress) -> None:
+        """Called after the optimisers stepped (EMA teachers update here)."""
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Logits for inference."""
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> "Method":
+        super().train(mode)
+        for teacher in self.teachers():
+            teacher.eval()
+        return self
+
+    def teachers(self) -> list[nn.Module]:
+        return []
+
+
+def settings_from_dict(
+    settings_cls: type, values: dict[str, Any] | None, method: str
+) -> Any:
+    """Build a method's settings dataclass, refusing keys it does not know."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(settings_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"method {method!r} has no setting(s) {unknown}; its settings are {sorted(known)}"
+        )
+    return settings_cls(**values)

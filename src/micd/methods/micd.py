@@ -1,0 +1,234 @@
+"""MICD: Masked Image Consistency and Discrepancy learning (reconstruction, see docs/method.md).
+
+Two heterogeneous students (A weighted by DiffDW, B by DistDW) and an EMA teacher each.
+Per iteration: clean forward of both students; block-masked forward of both; the terms
+
+- ``sup``:  Dice+CE of each student on the labelled half, with its class weights;
+- ``mcpc``: masked cross pseudo consistency, CE of each student's masked prediction against
+  the other student's clean argmax;
+- ``cfc``:  cross feature consistency between the students' four decoder-stage features;
+- ``cmd``:  cross model discrepancy, CE of each student's masked prediction against its own
+  teacher's clean argmax;
+
+``loss = sup + beta(t) (mcpc + cfc + cmd)`` with a Gaussian ramp-up of beta. With masking,
+CFC and CMD switched off this is DHC's heterogeneous co-training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from micd.methods.base import (
+    Batch,
+    Method,
+    Progress,
+    ema_update,
+    gaussian_rampup,
+    make_teacher,
+)
+from micd.methods.losses import dice_ce, hard_labels, weighted_cross_entropy
+from micd.methods.weighting import make_weighting
+
+
+@dataclass
+class MICDSettings:
+    mcpc: bool = True
+    cfc: bool = True
+    cmd: bool = True
+    masking: bool = True
+    mask_ratio: float = 0.5  # reconstruction choice: fraction of blocks masked
+    mask_block: int = 16  # reconstruction choice: block edge in voxels, every axis
+    feature_distance: str = "mse"  # "mse" (of L2-normalised features), "cosine" or "kl"
+    feature_weights: list[float] = field(
+        default_factory=lambda: [0.25, 0.25, 0.25, 0.25]
+    )
+    heterogeneous: bool = True  # False: uniform class weights on both branches
+    weighting_a: str = "diffdw"
+    weighting_b: str = "distdw"
+    beta_max: float = 0.1
+    rampup_epochs: float | None = None  # None: the whole schedule
+    ema_decay: float = 0.99
+    inference: str = "students"  # or "teachers"
+
+
+def block_mask(
+    shape: tuple[int, ...],
+    block: int,
+    ratio: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Per-sample binary mask (1 = kept) made of ``block``-voxel cubes, each masked with prob. ``ratio``.
+
+    ``shape`` is (B, C, D, H, W); the mask has shape (B, 1, D, H, W).
+    """
+    batch, spatial = shape[0], shape[2:]
+    coarse_shape = [batch, 1, *(-(-s // block) for s in spatial)]
+    keep = (torch.rand(coarse_shape, generator=generator) >= ratio).float()
+    fine = keep
+    for axis in range(2, 5):
+        fine = fine.repeat_interleave(block, dim=axis)
+    return fine[:, :, : spatial[0], : spatial[1], : spatial[2]].to(device)
+
+
+def _normalised_mse(a: Tensor, b: Tensor) -> Tensor:
+    return F.mse_loss(F.normalize(a, dim=1), F.normalize(b, dim=1))
+
+
+def _cosine(a: Tensor, b: Tensor) -> Tensor:
+    return (1 - F.cosine_similarity(a, b, dim=1)).mean()
+
+
+def _symmetric_kl(a: Tensor, b: Tensor) -> Tensor:
+    log_a, log_b = F.log_softmax(a, dim=1), F.log_softmax(b, dim=1)
+    kl_ab = (log_a.exp() * (log_a - log_b)).sum(1)
+    kl_ba = (log_b.exp() * (log_b - log_a)).sum(1)
+    return (kl_ab + kl_ba).mean() / 2
+
+
+# Distances between two feature maps (B, C, ...), over channels, averaged over voxels.
+FEATURE_DISTANCES = {"mse": _normalised_mse, "cosine": _cosine, "kl": _symmetric_kl}
+
+
+def feature_distance(a: Tensor, b: Tensor, kind: str) -> Tensor:
+    return FEATURE_DISTANCES[kind](a.float(), b.float())
+
+
+class MICD(Method):
+    name = "micd"
+    Settings = MICDSettings
+
+    def __init__(
+        self, settings: MICDSettings, num_classes: int, n_filters: int
+    ) -> None:
+        super().__init__(settings, num_classes, n_filters)
+        if settings.feature_distance not in FEATURE_DISTANCES:
+            raise ValueError(
+                f"unknown feature_distance {settings.feature_distance!r}; expected one of {sorted(FEATURE_DISTANCES)}"
+            )
+        if len(settings.feature_weights) != 4:
+            raise ValueError(
+                f"feature_weights needs one weight per decoder stage (4), got {settings.feature_weights}"
+            )
+        if settings.inference not in ("students", "teachers"):
+            raise ValueError(
+                f"inference must be 'students' or 'teachers', got {settings.inference!r}"
+            )
+        self.student_a = self.new_network()
+        self.student_b = self.new_network()
+        self.teacher_a = make_teacher(self.student_a)
+        self.teacher_b = make_teacher(self.student_b)
+        names = (
+            (settings.weighting_a, settings.weighting_b)
+            if settings.heterogeneous
+            else ("uniform", "uniform")
+        )
+        self.weighting_a = make_weighting(names[0], num_classes)
+        self.weighting_b = make_weighting(names[1], num_classes)
+        self.mask_generator = torch.Generator()
+
+    def students(self) -> dict[str, nn.Module]:
+        return {"student_a": self.student_a, "student_b": self.student_b}
+
+    def teachers(self) -> list[nn.Module]:
+        return [self.teacher_a, self.teacher_b]
+
+    def initialise(self, labelled_counts: Tensor) -> None:
+        self.weighting_a.initialise(labelled_counts)
+        self.weighting_b.initialise(labelled_counts)
+
+    def consistency_weight(self, progress: Progress) -> float:
+        s = self.settings
+        rampup = progress.max_epochs if s.rampup_epochs is None else s.rampup_epochs
+        return gaussian_rampup(progress.epoch, rampup, s.beta_max)
+
+    def training_step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
+        s = self.settings
+        x, y, n = batch.image, batch.label, batch.n_labelled
+        clean_features = s.cfc and not s.masking
+        p_a, f_a = (
+            self.student_a(x, return_features=True)
+            if clean_features
+            else (self.student_a(x), None)
+        )
+        p_b, f_b = (
+            self.student_b(x, return_features=True)
+            if clean_features
+            else (self.student_b(x), None)
+        )
+        w_a = self.weighting_a.update(p_a[:n], y, p_a[n:])
+        w_b = self.weighting_b.update(p_b[:n], y, p_b[n:])
+
+        terms: dict[str, Tensor] = {
+            "sup": dice_ce(p_a[:n], y, w_a) + dice_ce(p_b[:n], y, w_b)
+        }
+        if s.masking and (s.mcpc or s.cfc or s.cmd):
+            mask = block_mask(
+                tuple(x.shape),
+                s.mask_block,
+                s.mask_ratio,
+                self.mask_generator,
+                x.device,
+            )
+            q_a, f_a = self.student_a(x * mask, return_features=True)
+            q_b, f_b = self.student_b(x * mask, return_features=True)
+        else:
+            q_a, q_b = p_a, p_b
+        if s.mcpc:
+            terms["mcpc"] = weighted_cross_entropy(
+                q_a, hard_labels(p_b), w_a
+            ) + weighted_cross_entropy(q_b, hard_labels(p_a), w_b)
+        if s.cfc:
+            terms["cfc"] = sum(
+                weight * feature_distance(fa, fb, s.feature_distance)
+                for weight, fa, fb in zip(s.feature_weights, f_a, f_b)
+            )
+        if s.cmd:
+            with torch.no_grad():
+                t_a, t_b = self.teacher_a(x), self.teacher_b(x)
+            terms["cmd"] = weighted_cross_entropy(
+                q_a, hard_labels(t_a)
+            ) + weighted_cross_entropy(q_b, hard_labels(t_b))
+        beta = self.consistency_weight(progress)
+        unsupervised = sum(
+            (terms[k] for k in ("mcpc", "cfc", "cmd") if k in terms),
+            torch.zeros((), device=x.device),
+        )
+        loss = terms["sup"] + beta * unsupervised
+        logged = {k: v.detach() for k, v in terms.items()}
+        logged["beta"] = torch.tensor(beta)
+        return {"loss": loss, **logged}
+
+    def after_step(self, progress: Progress) -> None:
+        ema_update(
+            self.teacher_a, self.student_a, self.settings.ema_decay, progress.iteration
+        )
+        ema_update(
+            self.teacher_b, self.student_b, self.settings.ema_decay, progress.iteration
+        )
+
+    def predict(self, x: Tensor) -> Tensor:
+        a, b = (
+            (self.teacher_a, self.teacher_b)
+            if self.settings.inference == "teachers"
+            else (self.student_a, self.student_b)
+        )
+        return (a(x) + b(x)) / 2
+
+
+@dataclass
+class DHCSettings(MICDSettings):
+    """DHC: heterogeneous co-training with cross pseudo supervision on clean inputs."""
+
+    masking: bool = False
+    cfc: bool = False
+    cmd: bool = False
+
+
+class DHC(MICD):
+    name = "dhc"
+    Settings = DHCSettings

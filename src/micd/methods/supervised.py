@@ -1,0 +1,46 @@
+"""The VNet trained on labelled cases only: the lower bound, and with every training case
+labelled, the upper bound ("V-Net (fully)")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from micd.methods.base import Batch, Method, Progress
+from micd.methods.losses import dice_ce
+
+
+@dataclass
+class SupervisedSettings:
+    pass
+
+
+class Supervised(Method):
+    name = "supervised"
+    Settings = SupervisedSettings
+    uses_unlabelled = False
+
+    def __init__(
+        self, settings: SupervisedSettings, num_classes: int, n_filters: int
+    ) -> None:
+        super().__init__(settings, num_classes, n_filters)
+        self.net = self.new_network()
+
+    def students(self) -> dict[str, nn.Module]:
+        return {"net": self.net}
+
+    def training_step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
+        logits = self.net(batch.image[: batch.n_labelled])
+        loss = dice_ce(logits, batch.label)
+        return {"loss": loss, "sup": loss.detach()}
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Fully(Supervised):
+    """Upper bound: the same network with every training case labelled."""
+
+    name = "fully"
+    labelled_set = "train"

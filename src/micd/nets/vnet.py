@@ -1,0 +1,106 @@
+"""The VNet backbone of DHC's protocol.
+
+Conv-BN-ReLU stages without residual connections; encoder stages of 1/2/3/3/3 convolutions
+(n, 2n, 4n, 8n, 16n channels), stride-2 convolutions down, stride-2 transposed convolutions up,
+additive skips, decoder stages of 3/3/2/1 convolutions and a 1x1x1 head. With ``n_filters=32``
+it has about 37.8 M parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def _conv_stage(n_convs: int, in_channels: int, out_channels: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(n_convs):
+        layers += [
+            nn.Conv3d(
+                in_channels if i == 0 else out_channels, out_channels, 3, padding=1
+            ),
+            nn.BatchNorm3d(out_channels),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(*layers)
+
+
+def _resample(in_channels: int, out_channels: int, up: bool) -> nn.Sequential:
+    conv = nn.ConvTranspose3d if up else nn.Conv3d
+    return nn.Sequential(
+        conv(in_channels, out_channels, 2, stride=2),
+        nn.BatchNorm3d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class VNet(nn.Module):
+    """VNet returning logits and, on request, the four decoder-stage feature maps.
+
+    >>> net = VNet(num_classes=16, n_filters=8)
+    >>> logits, features = net(torch.zeros(1, 1, 16, 32, 32), return_features=True)
+    >>> logits.shape, [f.shape[1] for f in features]
+    (torch.Size([1, 16, 16, 32, 32]), [64, 32, 16, 8])
+
+    Spatial sizes must be divisible by 16 (four stride-2 levels).
+    """
+
+    ENCODER_CONVS = (1, 2, 3, 3, 3)
+    DECODER_CONVS = (3, 3, 2, 1)
+
+    def __init__(
+        self,
+        num_classes: int,
+        n_filters: int = 32,
+        in_channels: int = 1,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        widths = [n_filters * 2**i for i in range(5)]  # n .. 16n
+        self.encoder = nn.ModuleList()
+        self.down = nn.ModuleList()
+        for level, n_convs in enumerate(self.ENCODER_CONVS):
+            stage_in = in_channels if level == 0 else widths[level]
+            self.encoder.append(_conv_stage(n_convs, stage_in, widths[level]))
+            if level < 4:
+                self.down.append(_resample(widths[level], widths[level + 1], up=False))
+        self.up = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        for step, n_convs in enumerate(self.DECODER_CONVS):
+            level = 3 - step
+            self.up.append(_resample(widths[level + 1], widths[level], up=True))
+            self.decoder.append(_conv_stage(n_convs, widths[level], widths[level]))
+        self.dropout = nn.Dropout3d(dropout)
+        self.head = nn.Conv3d(n_filters, num_classes, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+                nn.init.kaiming_normal_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm3d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(
+        self, x: Tensor, return_features: bool = False
+    ) -> Tensor | tuple[Tensor, list[Tensor]]:
+        skips = []
+        for level, stage in enumerate(self.encoder):
+            x = stage(x)
+            if level < 4:
+                skips.append(x)
+                x = self.down[level](x)
+        x = self.dropout(x)  # bottleneck
+        features = []
+        for up, stage, skip in zip(self.up, self.decoder, reversed(skips)):
+            x = stage(up(x) + skip)
+            features.append(x)
+        logits = self.head(self.dropout(x))
+        return (logits, features) if return_features else logits
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

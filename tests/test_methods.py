@@ -1,0 +1,155 @@
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from micd.methods import METHODS, Batch, Method, Progress, build_method
+from micd.methods.base import ema_update, gaussian_rampup
+from micd.methods.micd import MICD, block_mask, feature_distance
+
+NUM_CLASSES = 4
+
+
+def tiny_batch(n_labelled=2, n_unlabelled=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(n_labelled + n_unlabelled, 1, 16, 16, 16, generator=g)
+    label = torch.randint(0, NUM_CLASSES, (n_labelled, 16, 16, 16), generator=g)
+    return Batch(image=image, label=label)
+
+
+def make(name, **settings):
+    torch.manual_seed(0)
+    method = build_method(name, settings, NUM_CLASSES, n_filters=2)
+    method.initialise(torch.bincount(tiny_batch().label.flatten(), minlength=NUM_CLASSES).double())
+    return method.train()
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_registered_method_satisfies_the_interface(name):
+    cls = METHODS[name]
+    assert issubclass(cls, Method) and cls.name == name
+    assert dataclasses.is_dataclass(cls.Settings)
+    method = make(name)
+    students = method.students()
+    assert students and all(isinstance(n, nn.Module) for n in students.values())
+    batch = tiny_batch(n_unlabelled=2 if cls.uses_unlabelled else 0)
+    terms = method.training_step(batch, Progress(epoch=3, max_epochs=10, iteration=5))
+    assert terms["loss"].requires_grad and torch.isfinite(terms["loss"])
+    assert all(torch.isfinite(v) for v in terms.values())
+    terms["loss"].backward()
+    for net in students.values():
+        assert all(p.grad is not None for p in net.parameters())
+    method.after_step(Progress(epoch=3, max_epochs=10, iteration=5))
+    assert method.eval().predict(batch.image).shape == (batch.image.shape[0], NUM_CLASSES, 16, 16, 16)
+
+
+def test_unknown_setting_is_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="mask_ratio"):
+        build_method("micd", {"mask_ration": 0.3}, NUM_CLASSES, 2)
+
+
+def test_block_mask_keeps_whole_blocks_at_the_configured_fraction():
+    g = torch.Generator().manual_seed(0)
+    mask = block_mask((64, 1, 32, 32, 32), block=8, ratio=0.3, generator=g)
+    assert mask.shape == (64, 1, 32, 32, 32)
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    blocks = mask.reshape(64, 1, 4, 8, 4, 8, 4, 8)
+    per_block = blocks.amin(dim=(3, 5, 7))
+    assert torch.equal(per_block, blocks.amax(dim=(3, 5, 7)))  # constant within each block
+    assert mask.mean().item() == pytest.approx(0.7, abs=0.02)
+    # sizes that are not multiples of the block are cropped, not rejected
+    assert block_mask((1, 1, 20, 12, 9), 8, 0.5).shape == (1, 1, 20, 12, 9)
+
+
+def test_feature_distances_on_hand_made_features():
+    a = torch.tensor([1.0, 0.0]).reshape(1, 2, 1)
+    b = torch.tensor([0.0, 2.0]).reshape(1, 2, 1)
+    # normalised: (1, 0) and (0, 1) -> mean squared difference over 2 channels = 1
+    assert feature_distance(a, b, "mse").item() == pytest.approx(1.0)
+    assert feature_distance(a, b, "cosine").item() == pytest.approx(1.0)
+    assert feature_distance(a, a, "kl").item() == pytest.approx(0.0, abs=1e-7)
+    assert feature_distance(a, b, "kl").item() > 0
+
+
+def test_gaussian_rampup():
+    assert gaussian_rampup(0, 100, 0.1) == pytest.approx(0.1 * torch.exp(torch.tensor(-5.0)).item())
+    assert gaussian_rampup(100, 100, 0.1) == pytest.approx(0.1)
+    assert gaussian_rampup(250, 100, 0.1) == pytest.approx(0.1)
+
+
+def test_teachers_get_no_gradient_and_follow_the_ema_rule():
+    method = make("micd")
+    before = [p.clone() for p in method.teacher_a.parameters()]
+    terms = method.training_step(tiny_batch(), Progress(epoch=5, max_epochs=10, iteration=9))
+    terms["loss"].backward()
+    assert all(p.grad is None and not p.requires_grad for t in method.teachers() for p in t.parameters())
+    with torch.no_grad():
+        for p in method.student_a.parameters():
+            p.add_(1.0)
+    method.after_step(Progress(epoch=5, max_epochs=10, iteration=9))
+    a = min(1 - 1 / 10, 0.99)
+    for t, old, s in zip(method.teacher_a.parameters(), before, method.student_a.parameters()):
+        assert torch.allclose(t, a * old + (1 - a) * s)
+    assert not method.teacher_a.training  # no dropout in the teachers, even in training mode
+
+
+def test_ema_uses_the_warm_up_decay_in_the_first_steps():
+    teacher, student = nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False)
+    teacher.weight.data.fill_(0.0)
+    student.weight.data.fill_(1.0)
+    ema_update(teacher, student, decay=0.99, iteration=0)  # a = 0: copy the student
+    assert teacher.weight.item() == 1.0
+
+
+def test_pseudo_labels_are_detached_hard_labels():
+    from micd.methods.losses import hard_labels
+
+    logits = torch.randn(2, NUM_CLASSES, 4, 4, 4, requires_grad=True)
+    labels = hard_labels(logits * 2)
+    assert not labels.requires_grad and labels.dtype == torch.long
+    assert labels.equal(logits.argmax(1))
+
+
+@pytest.mark.parametrize("switch", ["mcpc", "cfc", "cmd"])
+def test_each_switch_removes_its_term(switch):
+    on = make("micd").training_step(tiny_batch(), Progress(5, 10, 3))
+    off = make("micd", **{switch: False}).training_step(tiny_batch(), Progress(5, 10, 3))
+    assert switch in on and switch not in off
+    assert set(on) - set(off) == {switch}
+
+
+def test_masking_off_makes_mcpc_cross_pseudo_supervision_on_clean_inputs(monkeypatch):
+    calls = []
+    monkeypatch.setattr("micd.methods.micd.block_mask", lambda *a, **k: calls.append(1))
+    make("micd", masking=False).training_step(tiny_batch(), Progress(5, 10, 3))
+    assert calls == []
+    dhc = make("dhc")
+    assert not dhc.settings.masking and not dhc.settings.cfc and not dhc.settings.cmd
+    assert set(dhc.training_step(tiny_batch(), Progress(5, 10, 3))) == {"loss", "sup", "mcpc", "beta"}
+
+
+def test_total_loss_is_supervised_plus_ramped_consistency():
+    method = make("micd")
+    terms = method.training_step(tiny_batch(), Progress(epoch=4, max_epochs=10, iteration=3))
+    beta = gaussian_rampup(4, 10, 0.1)
+    assert terms["beta"].item() == pytest.approx(beta)
+    expected = terms["sup"] + beta * (terms["mcpc"] + terms["cfc"] + terms["cmd"])
+    assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_heterogeneity_switch_gives_uniform_weights():
+    method = make("micd", heterogeneous=False)
+    method.training_step(tiny_batch(), Progress(5, 10, 3))
+    assert torch.equal(method.weighting_a.weights, torch.ones(NUM_CLASSES))
+    assert torch.equal(method.weighting_b.weights, torch.ones(NUM_CLASSES))
+    hetero = make("micd")
+    assert type(hetero.weighting_a).__name__ == "DiffDW" and type(hetero.weighting_b).__name__ == "DistDW"
+
+
+def test_inference_is_the_mean_of_the_two_students_or_teachers():
+    method = make("micd").eval()
+    x = tiny_batch().image
+    assert torch.allclose(method.predict(x), (method.student_a(x) + method.student_b(x)) / 2)
+    teachers = make("micd", inference="teachers").eval()
+    assert torch.allclose(teachers.predict(x), (teachers.teacher_a(x) + teachers.teacher_b(x)) / 2)
