@@ -103,7 +103,7 @@ def test_each_run_keeps_a_checkpoint_a_log_and_its_provenance(tiny_run: Path):
     model = torch.load(run / "model.pt", weights_only=False)
     assert model["provenance"]["method"] == "micd" and model["provenance"]["seed"] == 0
     assert model["provenance"]["labelled_cases"] and model["train_settings"]["n_filters"] == 2
-    assert (run / "checkpoint.pt").is_file()
+    assert (run / "state" / "checkpoint.pt").is_file()
     log = pd.read_json(run / "train_log.jsonl", lines=True)
     assert len(log) == 4 and {"sup", "mcpc", "cfc", "cmd", "data_s", "compute_s"} <= set(log.columns)
     predicted = sorted(p.name.removesuffix(".nii.gz") for p in (run / "predictions").glob("*.nii.gz"))

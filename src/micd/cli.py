@@ -81,7 +81,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     run_info = {"dataset": args.dataset, "ratio": args.ratio, "labelled_cases": labelled}
     trainer = Trainer(args.method, args.method_settings, TrainSettings.from_dict(args.train_settings), data,
                       args.out_dir, seed=args.seed, run_info=run_info)
-    trainer.fit()
+    if not trainer.fit():
+        # stopped by SIGTERM after a checkpoint: a non-zero exit lets the scheduler requeue the
+        # job, and the next run resumes from the checkpoint
+        sys.exit(143)
 
 
 def cmd_infer(args: argparse.Namespace) -> None:

@@ -12,7 +12,9 @@ import json
 import math
 import random
 import time
-from contextlib import nullcontext
+import signal
+import threading
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from micd.data.loaders import QueueSettings, case_paths, labelled_sampler, load_
 from micd.evaluation.inference import segment
 from micd.evaluation.metrics import mean_foreground_dice
 from micd.methods import Batch, Method, Progress, build_method
-from micd.provenance import atomic_torch_save, provenance
+from micd.provenance import atomic_torch_save, provenance, write_text_atomic
 
 
 @dataclass
@@ -50,6 +52,7 @@ class TrainSettings:
     validate_every: int = 10  # epochs
     early_stop_patience: int | None = 50  # epochs without a better eval Dice; None: never stop
     window_stride: list[int] = field(default_factory=lambda: [16, 32, 32])
+    checkpoint_every: int = 100  # iterations; a checkpoint is also written after every epoch
     amp: str = "auto"  # "auto": bf16 where supported, else fp16 on CUDA; off on CPU. Or "off", "bf16", "fp16"
     device: str = "auto"
 
@@ -105,11 +108,49 @@ def labelled_voxel_counts(data: TrainData) -> torch.Tensor:
     return torch.from_numpy(counts)
 
 
-class Trainer:
-    """Trains one method on one split with one seed, writing into ``out_dir``:
+class DataRandomness:
+    """The data pipeline's own torch random stream, kept apart from the model's (dropout).
 
-    ``model.pt`` (best weights and provenance), ``checkpoint.pt`` (to resume),
-    ``train_log.jsonl`` (one line per iteration) and ``validation.csv``.
+    TorchIO's samplers, flips and queue shuffles draw from torch's global generator. Fetching
+    batches inside :meth:`active` gives them a separate stream, so a resumed run can replay an
+    epoch's data from the epoch's start state without touching the model's random state.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.state = torch.Generator().manual_seed(seed).get_state()
+
+    @contextmanager
+    def active(self):
+        model_state = torch.get_rng_state()
+        torch.set_rng_state(self.state)
+        try:
+            yield
+        finally:
+            self.state = torch.get_rng_state()
+            torch.set_rng_state(model_state)
+
+
+@contextmanager
+def stop_on_sigterm(trainer: "Trainer"):
+    """While training, SIGTERM (how SLURM preempts) asks for a checkpoint and a clean stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: trainer.request_stop())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Trainer:
+    """Trains one method on one split with one seed.
+
+    Declared outputs in ``out_dir``, written when training ends: ``model.pt`` (best weights
+    and provenance), ``train_log.jsonl`` (one line per iteration: losses, learning rate,
+    data-wait and compute seconds) and ``validation.csv``. While it runs, its state lives in
+    ``out_dir/state/``; a run started again on the same ``out_dir`` resumes from
+    ``state/checkpoint.pt`` exactly where the last one stopped.
     """
 
     def __init__(
@@ -125,6 +166,7 @@ class Trainer:
         self.settings = settings
         self.data = data
         self.out_dir = Path(out_dir)
+        self.state_dir = self.out_dir / "state"
         self.seed = seed
         self.device = resolve_device(settings.device)
         seed_everything(seed)
@@ -132,8 +174,6 @@ class Trainer:
         self.method.to(self.device)
         self.method_settings = asdict(self.method.settings)
         self.run_info = dict(run_info or {}, method=method_name, seed=seed)
-        if hasattr(self.method, "mask_generator"):
-            self.method.mask_generator.manual_seed(seed)
         self.optimisers = {
             name: torch.optim.SGD(
                 net.parameters(),
@@ -146,10 +186,17 @@ class Trainer:
         }
         self.amp_dtype = autocast_dtype(settings.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.data_random = DataRandomness(seed)
         self.epoch = 0
+        self.done_in_epoch = 0  # iterations of the current epoch already trained
         self.iteration = 0
         self.best_dice = -1.0
         self.best_epoch = -1
+        self._stop_requested = False
+
+    def request_stop(self) -> None:
+        """Checkpoint after the current iteration and return from :meth:`fit`."""
+        self._stop_requested = True
 
     # ----- data -----------------------------------------------------------------------
     def _streams(self):
@@ -169,15 +216,19 @@ class Trainer:
         s = self.settings
         if s.iterations_per_epoch:
             return s.iterations_per_epoch
-        if self.method.uses_unlabelled and self.data.unlabelled:
+        # One pass over the split's unlabelled cases, also for methods that ignore them, so
+        # every method of a split trains for the same number of iterations.
+        if self.data.unlabelled:
             return math.ceil(len(self.data.unlabelled) * s.samples_per_volume / s.batch_unlabelled)
         return math.ceil(len(self.data.labelled) * s.samples_per_volume / s.batch_labelled)
 
-    def _batch(self, labelled_stream, unlabelled_stream) -> Batch:
-        labelled = next(labelled_stream)
-        images = [labelled["image"][tio.DATA]]
-        if unlabelled_stream is not None:
-            images.append(next(unlabelled_stream)["image"][tio.DATA])
+    def _next_batch(self, streams) -> Batch:
+        labelled_stream, unlabelled_stream = streams
+        with self.data_random.active():
+            labelled = next(labelled_stream)
+            images = [labelled["image"][tio.DATA]]
+            if unlabelled_stream is not None:
+                images.append(next(unlabelled_stream)["image"][tio.DATA])
         image = torch.cat(images).float().to(self.device, non_blocking=True)
         label = labelled["label"][tio.DATA][:, 0].long().to(self.device, non_blocking=True)
         return Batch(image=image, label=label)
@@ -185,22 +236,33 @@ class Trainer:
     # ----- checkpoints ----------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path:
-        return self.out_dir / "checkpoint.pt"
+        return self.state_dir / "checkpoint.pt"
 
-    def _checkpoint(self) -> dict[str, Any]:
-        return {
-            "method": self.method.state_dict(),
-            "optimisers": {k: o.state_dict() for k, o in self.optimisers.items()},
-            "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch,
-            "iteration": self.iteration,
-            "best_dice": self.best_dice,
-            "best_epoch": self.best_epoch,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-        }
+    def _random_states(self) -> dict[str, Any]:
+        states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                  "epoch_data": self.epoch_data_state}
+        if self.device.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(self.device)
+        return states
+
+    def save_checkpoint(self) -> None:
+        atomic_torch_save(
+            {
+                "method": self.method.state_dict(),
+                "optimisers": {k: o.state_dict() for k, o in self.optimisers.items()},
+                "scaler": self.scaler.state_dict(),
+                "epoch": self.epoch,
+                "done_in_epoch": self.done_in_epoch,
+                "iteration": self.iteration,
+                "best_dice": self.best_dice,
+                "best_epoch": self.best_epoch,
+                "random": self._random_states(),
+            },
+            self.checkpoint_path,
+        )
 
     def resume(self) -> bool:
-        """Load ``checkpoint.pt`` if a previous run of this job left one."""
+        """Load ``state/checkpoint.pt`` if an earlier run of this job left one."""
         if not self.checkpoint_path.is_file():
             return False
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
@@ -208,26 +270,31 @@ class Trainer:
         for name, optimiser in self.optimisers.items():
             optimiser.load_state_dict(state["optimisers"][name])
         self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.iteration = state["epoch"], state["iteration"]
+        self.epoch, self.done_in_epoch, self.iteration = state["epoch"], state["done_in_epoch"], state["iteration"]
         self.best_dice, self.best_epoch = state["best_dice"], state["best_epoch"]
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        rs = state["random"]
+        torch.set_rng_state(rs["torch"])
+        np.random.set_state(rs["numpy"])
+        random.setstate(rs["python"])
+        if "cuda" in rs:
+            torch.cuda.set_rng_state(rs["cuda"], self.device)
+        self.data_random.state = rs["epoch_data"]
+        # drop log lines of iterations after the checkpoint: they are trained again
+        _keep_rows(self.state_dir / "train_log.jsonl", lambda line: json.loads(line)["iteration"] <= self.iteration)
+        _keep_rows(self.state_dir / "validation.csv",
+                   lambda line: line.startswith("epoch") or int(line.split(",")[1]) <= self.iteration)
         return True
 
-    def _save_model(self) -> None:
-        atomic_torch_save(
-            {
-                "method_state": self.method.state_dict(),
-                "method_settings": self.method_settings,
-                "train_settings": asdict(self.settings),
-                "num_classes": self.data.num_classes,
-                "best_epoch": self.best_epoch,
-                "best_eval_dice": self.best_dice,
-                "provenance": provenance(self.run_info),
-            },
-            self.out_dir / "model.pt",
-        )
+    def _model_payload(self) -> dict[str, Any]:
+        return {
+            "method_state": self.method.state_dict(),
+            "method_settings": self.method_settings,
+            "train_settings": asdict(self.settings),
+            "num_classes": self.data.num_classes,
+            "best_epoch": self.best_epoch,
+            "best_eval_dice": self.best_dice,
+            "provenance": provenance(self.run_info),
+        }
 
     # ----- validation -----------------------------------------------------------------
     def validate(self) -> float:
@@ -242,54 +309,84 @@ class Trainer:
         self.method.train()
         return float(np.mean(dices))
 
-    # ----- the loop -------------------------------------------------------------------
-    def fit(self) -> Path:
+    def _validate_and_select(self, validation_log) -> bool:
+        """Validate at the protocol's interval; keep the best model. True: stop early."""
         s = self.settings
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if not self.data.eval or not (self.epoch % s.validate_every == 0 or self.epoch == s.max_epochs):
+            return False
+        dice = self.validate()
+        validation_log.write(f"{self.epoch},{self.iteration},{dice:.4f}\n")
+        validation_log.flush()
+        print(f"epoch {self.epoch}/{s.max_epochs}: eval mean Dice {dice:.2f}", flush=True)
+        if dice > self.best_dice:
+            self.best_dice, self.best_epoch = dice, self.epoch
+            atomic_torch_save(self._model_payload(), self.state_dir / "best.pt")
+            return False
+        if s.early_stop_patience is not None and self.epoch - self.best_epoch >= s.early_stop_patience:
+            print(f"early stop: no better eval Dice since epoch {self.best_epoch}", flush=True)
+            return True
+        return False
+
+    # ----- the loop -------------------------------------------------------------------
+    def fit(self) -> bool:
+        """Train to the end (True) or until a stop is requested (False, after a checkpoint)."""
+        s = self.settings
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.resume()
-        if not resumed:
+        if resumed:
+            print(f"resuming from {self.checkpoint_path} at iteration {self.iteration} (epoch {self.epoch})",
+                  flush=True)
+        else:
             self.method.initialise(labelled_voxel_counts(self.data))
-        labelled_stream, unlabelled_stream = self._streams()
+            (self.state_dir / "validation.csv").write_text("epoch,iteration,eval_mean_dice\n")
+            (self.state_dir / "train_log.jsonl").write_text("")
         per_epoch = self.iterations_per_epoch()
-        log_mode = "a" if resumed else "w"
-        with open(self.out_dir / "train_log.jsonl", log_mode) as log, \
-                open(self.out_dir / "validation.csv", log_mode) as validation_log:
-            if not resumed:
-                validation_log.write("epoch,iteration,eval_mean_dice\n")
+        with open(self.state_dir / "train_log.jsonl", "a") as log, \
+                open(self.state_dir / "validation.csv", "a") as validation_log, stop_on_sigterm(self):
             self.method.train()
             while self.epoch < s.max_epochs:
+                self.epoch_data_state = self.data_random.state
+                streams = self._streams()
+                for _ in range(self.done_in_epoch):  # resumed mid-epoch: replay the data seen
+                    self._next_batch(streams)
                 lr = poly_lr(s.lr, self.epoch, s.max_epochs, s.poly_power)
                 for optimiser in self.optimisers.values():
                     for group in optimiser.param_groups:
                         group["lr"] = lr
-                for _ in range(per_epoch):
-                    log.write(json.dumps(self._step(labelled_stream, unlabelled_stream, lr)) + "\n")
+                while self.done_in_epoch < per_epoch:
+                    log.write(json.dumps(self._step(streams, lr)) + "\n")
+                    self.done_in_epoch += 1
+                    if self._stop_requested or self.iteration % s.checkpoint_every == 0:
+                        log.flush()
+                        self.save_checkpoint()
+                        if self._stop_requested:
+                            print(f"stopped at iteration {self.iteration}; checkpoint {self.checkpoint_path}",
+                                  flush=True)
+                            return False
                 self.epoch += 1
-                last = self.epoch == s.max_epochs
-                if self.data.eval and (self.epoch % s.validate_every == 0 or last):
-                    dice = self.validate()
-                    validation_log.write(f"{self.epoch},{self.iteration},{dice:.4f}\n")
-                    validation_log.flush()
-                    print(f"epoch {self.epoch}/{s.max_epochs}: eval mean Dice {dice:.2f}", flush=True)
-                    if dice > self.best_dice:
-                        self.best_dice, self.best_epoch = dice, self.epoch
-                        self._save_model()
-                    elif s.early_stop_patience is not None and self.epoch - self.best_epoch >= s.early_stop_patience:
-                        print(f"early stop: no better eval Dice since epoch {self.best_epoch}", flush=True)
-                        break
+                self.done_in_epoch = 0
+                self.epoch_data_state = self.data_random.state
+                stop_early = self._validate_and_select(validation_log)
                 log.flush()
-                atomic_torch_save(self._checkpoint(), self.checkpoint_path)
-        if self.best_epoch < 0:  # no eval split: keep the last weights
-            self.best_epoch = self.epoch
-            self._save_model()
-        return self.out_dir / "model.pt"
+                self.save_checkpoint()
+                if stop_early:
+                    break
+        self._write_outputs()
+        return True
 
-    def _step(self, labelled_stream, unlabelled_stream, lr: float) -> dict[str, Any]:
+    def _write_outputs(self) -> None:
+        best = self.state_dir / "best.pt"
+        payload = torch.load(best, weights_only=False) if best.is_file() else self._model_payload()
+        atomic_torch_save(payload, self.out_dir / "model.pt")
+        for name in ("train_log.jsonl", "validation.csv"):
+            write_text_atomic(self.out_dir / name, (self.state_dir / name).read_text())
+
+    def _step(self, streams, lr: float) -> dict[str, Any]:
         started = time.perf_counter()
-        batch = self._batch(labelled_stream, unlabelled_stream)
+        batch = self._next_batch(streams)
         data_ready = time.perf_counter()
         progress = Progress(epoch=self.epoch, max_epochs=self.settings.max_epochs, iteration=self.iteration)
-        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext())
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with autocast:
             terms = self.method.training_step(batch, progress)
         for optimiser in self.optimisers.values():
@@ -307,7 +404,13 @@ class Trainer:
             "epoch": self.epoch,
             "iteration": self.iteration,
             "lr": lr,
-            **{k: round(float(v), 6) for k, v in terms.items()},
+            **{k: round(float(v.detach()), 6) for k, v in terms.items()},
             "data_s": round(data_ready - started, 5),
             "compute_s": round(finished - data_ready, 5),
         }
+
+
+def _keep_rows(path: Path, keep) -> None:
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if line.strip() and keep(line)]
+        write_text_atomic(path, "".join(line + "\n" for line in lines))

@@ -129,7 +129,6 @@ class MICD(Method):
         )
         self.weighting_a = make_weighting(names[0], num_classes)
         self.weighting_b = make_weighting(names[1], num_classes)
-        self.mask_generator = torch.Generator()
 
     def students(self) -> dict[str, nn.Module]:
         return {"student_a": self.student_a, "student_b": self.student_b}
@@ -167,13 +166,7 @@ class MICD(Method):
             "sup": dice_ce(p_a[:n], y, w_a) + dice_ce(p_b[:n], y, w_b)
         }
         if s.masking and (s.mcpc or s.cfc or s.cmd):
-            mask = block_mask(
-                tuple(x.shape),
-                s.mask_block,
-                s.mask_ratio,
-                self.mask_generator,
-                x.device,
-            )
+            mask = block_mask(tuple(x.shape), s.mask_block, s.mask_ratio, device=x.device)
             q_a, f_a = self.student_a(x * mask, return_features=True)
             q_b, f_b = self.student_b(x * mask, return_features=True)
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from micd.methods.losses import class_voxel_counts
+from micd.methods.losses import class_voxel_counts, hard_labels
 
 EPS = 1e-8
 
@@ -59,7 +59,7 @@ class DistDW(ClassWeighting):
     ) -> Tensor:
         if logits_unlabelled.shape[0] > 0:
             counts = class_voxel_counts(
-                logits_unlabelled.detach().argmax(1), self.num_classes
+                hard_labels(logits_unlabelled), self.num_classes
             )
             fresh = self.weights_from_counts(counts.to(self.weights.device))
             self.weights.mul_(self.momentum).add_((1 - self.momentum) * fresh)
@@ -84,7 +84,7 @@ class DiffDW(ClassWeighting):
         self.register_buffer("beta", torch.ones(num_classes))
 
     def hard_dice(self, logits: Tensor, labels: Tensor) -> Tensor:
-        pred = logits.detach().argmax(1).reshape(-1)
+        pred = hard_labels(logits).reshape(-1)
         truth = labels.reshape(-1)
         classes = torch.arange(self.num_classes, device=labels.device)[:, None]
         p, t = pred[None] == classes, truth[None] == classes

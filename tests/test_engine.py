@@ -1,0 +1,149 @@
+"""The training engine: exact resume, SIGTERM checkpoints, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from micd.engine import Trainer, TrainData, TrainSettings, autocast_dtype, poly_lr
+
+NUM_CLASSES = 4
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """Six tiny preprocessed cases: a bright box of each class in a noisy volume."""
+    root = tmp_path_factory.mktemp("preprocessed")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        label = np.zeros((20, 40, 40), np.uint8)
+        for c in range(1, NUM_CLASSES):
+            z, y, x = rng.integers(2, 12), rng.integers(2, 30), rng.integers(2, 30)
+            label[z : z + 6, y : y + 8, x : x + 8] = c
+        image = (label / NUM_CLASSES + rng.normal(0, 0.1, label.shape)).astype(np.float32)
+        np.save(root / "images" / f"case_{i}.npy", image)
+        np.save(root / "labels" / f"case_{i}.npy", label)
+    return root
+
+
+def tiny_settings(**overrides) -> TrainSettings:
+    values = dict(max_epochs=3, iterations_per_epoch=2, n_filters=2, patch_size=[16, 32, 32], batch_labelled=1,
+                  batch_unlabelled=1, queue_length=4, validate_every=1, window_stride=[4, 8, 8],
+                  checkpoint_every=1000, early_stop_patience=None)
+    values.update(overrides)
+    return TrainSettings(**values)
+
+
+def tiny_data(data_dir: Path) -> TrainData:
+    return TrainData(data_dir, labelled=["case_0", "case_1"], unlabelled=["case_2", "case_3", "case_4"],
+                     eval=["case_5"], num_classes=NUM_CLASSES)
+
+
+class StopAt(Trainer):
+    """A trainer 'killed' right after a given iteration (a checkpoint is written first)."""
+
+    stop_at = 3
+
+    def _step(self, streams, lr):
+        row = super()._step(streams, lr)
+        if self.iteration == self.stop_at:
+            self.request_stop()
+        return row
+
+
+def final_state(out_dir: Path) -> dict:
+    return torch.load(out_dir / "state" / "checkpoint.pt", weights_only=False)["method"]
+
+
+@pytest.mark.parametrize("method", ["micd", "supervised"])
+def test_kill_and_resume_gives_the_same_weights_as_a_straight_run(data_dir, tmp_path, method):
+    settings = tiny_settings()
+    method_settings = {"mask_block": 8} if method == "micd" else {}
+    straight = Trainer(method, method_settings, settings, tiny_data(data_dir), tmp_path / "straight", seed=1)
+    assert straight.fit()
+    interrupted = StopAt(method, method_settings, settings, tiny_data(data_dir), tmp_path / "resumed", seed=1)
+    assert not interrupted.fit()  # stopped mid-epoch (epoch 1, first of its two iterations)
+    assert not (tmp_path / "resumed" / "model.pt").exists()
+    resumed = Trainer(method, method_settings, settings, tiny_data(data_dir), tmp_path / "resumed", seed=1)
+    assert resumed.fit()
+    a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    log_a = (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()
+    log_b = (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in log_b] == list(range(1, 7))
+    strip = lambda rows: [{k: v for k, v in json.loads(r).items() if not k.endswith("_s")} for r in rows]  # noqa: E731
+    assert strip(log_a) == strip(log_b)
+    assert (tmp_path / "resumed" / "validation.csv").read_text() == (
+        tmp_path / "straight" / "validation.csv").read_text()
+
+
+def test_outputs_carry_provenance_and_the_best_epoch(data_dir, tmp_path):
+    trainer = Trainer("supervised", {}, tiny_settings(), tiny_data(data_dir), tmp_path, seed=0,
+                      run_info={"dataset": "tiny", "ratio": 5})
+    trainer.fit()
+    model = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert model["provenance"]["dataset"] == "tiny" and model["provenance"]["seed"] == 0
+    assert {"code_version", "packages", "host"} <= set(model["provenance"])
+    validation = (tmp_path / "validation.csv").read_text().splitlines()
+    assert validation[0] == "epoch,iteration,eval_mean_dice" and len(validation) == 4
+    dices = [float(line.split(",")[2]) for line in validation[1:]]
+    assert model["best_epoch"] == 1 + int(np.argmax(dices))
+    assert model["best_eval_dice"] == pytest.approx(max(dices), abs=1e-4)
+
+
+def test_sigterm_checkpoints_and_the_rerun_resumes_above_step_zero(data_dir, tmp_path):
+    lists = {}
+    for name, ids in {"train": ["case_0", "case_1", "case_2", "case_3", "case_4"], "labelled": ["case_0", "case_1"],
+                      "unlabelled": ["case_2", "case_3", "case_4"], "eval": ["case_5"]}.items():
+        lists[name] = tmp_path / f"{name}.txt"
+        lists[name].write_text("\n".join(ids) + "\n")
+    settings = json.dumps(dict(max_epochs=4, iterations_per_epoch=25, n_filters=2, patch_size=[16, 32, 32],
+                               queue_length=4, validate_every=2, window_stride=[16, 32, 32], checkpoint_every=1))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "micd.cli", "train", "--data-dir", str(data_dir), "--out-dir", str(out),
+               "--method", "supervised", "--train-settings", settings, "--family", "synthetic",
+               "--dataset", "tiny", "--ratio", "5", "--seed", "0",
+               *[arg for name, path in lists.items() for arg in (f"--{name}", str(path))]]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (out / "state" / "checkpoint.pt").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before it could be stopped"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 143, output
+    assert "stopped at iteration" in output
+    stopped_at = torch.load(out / "state" / "checkpoint.pt", weights_only=False)["iteration"]
+    assert 0 < stopped_at < 100
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"resuming from {out / 'state' / 'checkpoint.pt'} at iteration {stopped_at}" in rerun.stdout
+    iterations = [json.loads(line)["iteration"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert iterations == list(range(1, 101))
+
+
+def test_poly_schedule_and_mixed_precision_choice():
+    assert poly_lr(0.03, 0, 200, 0.9) == 0.03
+    assert poly_lr(0.03, 100, 200, 0.9) == pytest.approx(0.03 * 0.5**0.9)
+    assert autocast_dtype("auto", torch.device("cpu")) is None
+    assert autocast_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(ValueError, match="amp"):
+        autocast_dtype("fp8", torch.device("cpu"))
+
+
+def test_unknown_train_setting_is_named():
+    with pytest.raises(ValueError, match="max_epoch"):
+        TrainSettings.from_dict({"max_epoch": 3})
