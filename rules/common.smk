@@ -27,12 +27,34 @@ def as_json(value):
     return json.dumps(value, sort_keys=True)
 
 
-def metrics_files(dataset):
+def sensitivity_variants():
+    """The mask-sensitivity grid as named MICD variants, e.g. ``micd_mask30_block8``."""
+    grid = config["sensitivity"]
+    return {
+        f"micd_mask{round(ratio * 100)}_block{block}": {
+            "method": "micd",
+            "settings": {"mask_ratio": ratio, "mask_block": block},
+        }
+        for ratio in grid["mask_ratios"]
+        for block in grid["mask_blocks"]
+    }
+
+
+def method_spec(name):
+    """(registered method, its settings) of a method or variant name (the {method} wildcard)."""
+    variant = {**sensitivity_variants(), **config["variants"]}.get(name)
+    if variant is None:
+        return name, config["method_settings"].get(name, {})
+    base = config["method_settings"].get(variant["method"], {})
+    return variant["method"], {**base, **variant.get("settings", {})}
+
+
+def metrics_files(dataset, methods=None):
     return expand(
         "results/{dataset}/runs/{ratio}p/{method}/seed{seed}/metrics.csv",
         dataset=dataset,
         ratio=config["ratios"],
-        method=config["methods"],
+        method=methods or config["methods"],
         seed=config["seeds"],
     )
 

@@ -19,12 +19,13 @@ rule train:
     params:
         out_dir=run_dir,
         family=family,
-        method_settings=lambda wc: as_json(config["method_settings"].get(wc.method, {})),
+        method=lambda wc: method_spec(wc.method)[0],
+        method_settings=lambda wc: as_json(method_spec(wc.method)[1]),
         train_settings=as_json(config["train"]),
     shell:
         "micd train --data-dir {input.data} --train {input.train} --labelled {input.labelled} "
         "--unlabelled {input.unlabelled} --eval {input.eval} --out-dir {params.out_dir} "
-        "--method {wildcards.method} --method-settings {params.method_settings:q} "
+        "--method {params.method} --variant {wildcards.method} --method-settings {params.method_settings:q} "
         "--train-settings {params.train_settings:q} --family {params.family} "
         "--dataset {wildcards.dataset} --ratio {wildcards.ratio} --seed {wildcards.seed} "
         "--threads {threads} > {log} 2>&1"

@@ -153,3 +153,68 @@ def test_inference_is_the_mean_of_the_two_students_or_teachers():
     assert torch.allclose(method.predict(x), (method.student_a(x) + method.student_b(x)) / 2)
     teachers = make("micd", inference="teachers").eval()
     assert torch.allclose(teachers.predict(x), (teachers.teacher_a(x) + teachers.teacher_b(x)) / 2)
+
+
+def test_cotraining_presets_differ_from_micd_only_in_their_defaults():
+    expectations = {
+        "dhc": ("diffdw", "distdw", True),
+        "distdw": ("distdw", "distdw", True),
+        "diffdw": ("diffdw", "diffdw", True),
+        "cps": ("diffdw", "distdw", False),
+    }
+    for name, (a, b, heterogeneous) in expectations.items():
+        method = make(name)
+        assert isinstance(method, MICD)
+        s = method.settings
+        assert (s.weighting_a, s.weighting_b, s.heterogeneous) == (a, b, heterogeneous)
+        assert not (s.masking or s.cfc or s.cmd) and s.mcpc
+    cps = make("cps")
+    assert type(cps.weighting_a).__name__ == type(cps.weighting_b).__name__ == "ClassWeighting"
+    assert type(make("distdw").weighting_a).__name__ == "DistDW"
+    assert type(make("diffdw").weighting_b).__name__ == "DiffDW"
+
+
+def test_cps_targets_are_the_other_networks_argmax(monkeypatch):
+    import micd.methods.micd as micd_module
+
+    targets_from = []
+    monkeypatch.setattr(micd_module, "hard_labels", lambda logits: targets_from.append(logits) or logits.argmax(1))
+    method = make("cps")
+    outputs = {}
+    for name in ("student_a", "student_b"):
+        getattr(method, name).register_forward_hook(lambda m, i, o, name=name: outputs.setdefault(name, o))
+    method.training_step(tiny_batch(), Progress(5, 10, 3))
+    assert len(targets_from) == 2
+    assert targets_from[0] is outputs["student_b"]  # A learns from B's clean prediction
+    assert targets_from[1] is outputs["student_a"]  # and B from A's
+
+
+def test_mean_teacher_consistency_is_on_the_unlabelled_half_against_the_teacher():
+    method = make("mean_teacher")
+    terms = method.training_step(tiny_batch(), Progress(epoch=9, max_epochs=10, iteration=4))
+    assert {"sup", "consistency", "beta"} <= set(terms)
+    # a teacher identical to the student, with no noise and no dropout, gives no consistency loss
+    method = make("mean_teacher", noise_std=0.0)
+    method.teacher.load_state_dict(method.student.state_dict())
+    method.student.eval()
+    terms = method.training_step(tiny_batch(), Progress(epoch=9, max_epochs=10, iteration=4))
+    assert terms["consistency"].item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_uamt_masks_out_uncertain_voxels():
+    method = make("uamt", mc_passes=3)
+    batch = tiny_batch()
+    unlabelled = batch.image[2:]
+    mean, entropy = method.uncertainty(unlabelled)
+    assert mean.shape == (2, NUM_CLASSES, 16, 16, 16) and entropy.shape == (2, 1, 16, 16, 16)
+    assert torch.allclose(mean.sum(1), torch.ones(2, 16, 16, 16), atol=1e-5)
+    assert not any(m.training for m in method.teacher.modules())  # dropout switched back off
+    early, late = (method.uncertainty_threshold(Progress(e, 10, 0)) for e in (0, 10))
+    import math as _math
+
+    assert early == pytest.approx((0.75 + 0.25 * _math.exp(-5)) * _math.log(NUM_CLASSES))
+    assert late == pytest.approx(_math.log(NUM_CLASSES))
+    # with a threshold of zero every voxel is uncertain and the consistency vanishes
+    method.uncertainty_threshold = lambda progress: 0.0
+    probs = torch.rand(2, NUM_CLASSES, 16, 16, 16).softmax(1)
+    assert method.consistency(probs, unlabelled, Progress(1, 10, 0)).item() == 0.0

@@ -29,7 +29,10 @@ def test_sizes_and_disjointness() -> None:
     assert set(splits["train"]) | set(splits["eval"]) == set(TRAIN_IDS)
     assert not set(splits["train"]) & set(splits["eval"])
     for ratio, n_labelled in ((5, 2), (10, 4), (20, 7)):  # 1.8, 3.6, 7.2 of 36
-        labelled, unlabelled = splits[f"labelled_{ratio}p"], splits[f"unlabelled_{ratio}p"]
+        labelled, unlabelled = (
+            splits[f"labelled_{ratio}p"],
+            splits[f"unlabelled_{ratio}p"],
+        )
         assert len(labelled) == n_labelled and len(unlabelled) == 36 - n_labelled
         assert set(labelled) | set(unlabelled) == set(splits["train"])
         assert not set(labelled) & set(unlabelled)
@@ -38,7 +41,11 @@ def test_sizes_and_disjointness() -> None:
 
 def test_labelled_sets_are_nested() -> None:
     splits = make_splits(TRAIN_IDS, TEST_IDS, RATIOS, seed=3)
-    assert set(splits["labelled_5p"]) < set(splits["labelled_10p"]) < set(splits["labelled_20p"])
+    assert (
+        set(splits["labelled_5p"])
+        < set(splits["labelled_10p"])
+        < set(splits["labelled_20p"])
+    )
 
 
 def test_at_least_one_eval_and_one_labelled_case() -> None:
@@ -50,7 +57,9 @@ def test_deterministic_for_a_seed_and_different_for_another() -> None:
     first = make_splits(TRAIN_IDS, TEST_IDS, RATIOS, seed=1)
     assert make_splits(list(reversed(TRAIN_IDS)), TEST_IDS, RATIOS, seed=1) == first
     other = make_splits(TRAIN_IDS, TEST_IDS, RATIOS, seed=2)
-    assert other["eval"] != first["eval"] or other["labelled_10p"] != first["labelled_10p"]
+    assert (
+        other["eval"] != first["eval"] or other["labelled_10p"] != first["labelled_10p"]
+    )
 
 
 def test_bad_arguments_are_rejected() -> None:
@@ -66,7 +75,8 @@ def test_bad_arguments_are_rejected() -> None:
 
 def test_written_splits_validate(split_dir: Path) -> None:
     assert sorted(p.name for p in split_dir.iterdir()) == sorted(
-        ["train.txt", "eval.txt", "test.txt"] + [f"{k}_{r}p.txt" for r in RATIOS for k in ("labelled", "unlabelled")]
+        ["train.txt", "eval.txt", "test.txt"]
+        + [f"{k}_{r}p.txt" for r in RATIOS for k in ("labelled", "unlabelled")]
     )
     assert read_case_list(split_dir / "test.txt") == TEST_IDS
     validate_splits(split_dir, RATIOS, KNOWN)
@@ -79,19 +89,45 @@ def _edit(split_dir: Path, name: str, change) -> None:  # type: ignore[no-untype
 @pytest.mark.parametrize(
     ("id_from", "add_to", "remove_from", "expected"),
     [
-        ("labelled_10p.txt", "unlabelled_10p.txt", None, "labelled_10p.txt and unlabelled_10p.txt overlap"),
-        ("eval.txt", "labelled_10p.txt", None, "labelled_10p.txt has ids not in train.txt"),
-        ("test.txt", "unlabelled_5p.txt", None, "unlabelled_5p.txt has ids in eval.txt or test.txt"),
+        (
+            "labelled_10p.txt",
+            "unlabelled_10p.txt",
+            None,
+            "labelled_10p.txt and unlabelled_10p.txt overlap",
+        ),
+        (
+            "eval.txt",
+            "labelled_10p.txt",
+            None,
+            "labelled_10p.txt has ids not in train.txt",
+        ),
+        (
+            "test.txt",
+            "unlabelled_5p.txt",
+            None,
+            "unlabelled_5p.txt has ids in eval.txt or test.txt",
+        ),
         ("test.txt", "eval.txt", None, "eval.txt and test.txt overlap"),
-        ("unlabelled_20p.txt", None, "unlabelled_20p.txt", "labelled_20p.txt + unlabelled_20p.txt miss ids of train.txt"),
+        (
+            "unlabelled_20p.txt",
+            None,
+            "unlabelled_20p.txt",
+            "labelled_20p.txt + unlabelled_20p.txt miss ids of train.txt",
+        ),
         ("amos_9999", "train.txt", None, "train.txt has ids not in the data"),
         ("train.txt", "train.txt", None, "train.txt lists ids more than once"),
     ],
 )
 def test_validator_names_each_fault_and_its_ids(
-    split_dir: Path, id_from: str, add_to: str | None, remove_from: str | None, expected: str
+    split_dir: Path,
+    id_from: str,
+    add_to: str | None,
+    remove_from: str | None,
+    expected: str,
 ) -> None:
-    case_id = read_case_list(split_dir / id_from)[0] if id_from.endswith(".txt") else id_from
+    case_id = (
+        read_case_list(split_dir / id_from)[0] if id_from.endswith(".txt") else id_from
+    )
     if add_to:
         _edit(split_dir, add_to, lambda ids: ids + [case_id])
     if remove_from:

@@ -78,7 +78,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         eval=read_case_list(args.eval),
         num_classes=len(classes_for(args.family)),
     )
-    run_info = {"dataset": args.dataset, "ratio": args.ratio, "labelled_cases": labelled}
+    run_info = {"dataset": args.dataset, "ratio": args.ratio, "variant": args.variant or args.method,
+                "labelled_cases": labelled}
     trainer = Trainer(args.method, args.method_settings, TrainSettings.from_dict(args.train_settings), data,
                       args.out_dir, seed=args.seed, run_info=run_info)
     if not trainer.fit():
@@ -111,6 +112,15 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     build_report(args.metrics, args.family, args.methods, args.table_md, args.table_csv, args.figure,
                  caption=args.caption)
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from micd.report.figures import plot_mask_sensitivity
+
+    per_case = pd.concat([pd.read_csv(path) for path in args.metrics], ignore_index=True)
+    plot_mask_sensitivity(per_case, args.grid, args.table_csv, args.figure)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -150,7 +160,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train one method on one split with one seed")
     for name in ("data-dir", "train", "labelled", "unlabelled", "eval", "out-dir"):
         s.add_argument(f"--{name}", type=Path, required=True)
-    s.add_argument("--method", required=True)
+    s.add_argument("--method", required=True, help="registered method name")
+    s.add_argument("--variant", help="name of this configuration of the method (default: the method)")
     s.add_argument("--method-settings", type=_json, default={})
     s.add_argument("--train-settings", type=_json, default={})
     s.add_argument("--family", required=True)
@@ -190,6 +201,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--figure", type=Path, required=True)
     s.add_argument("--caption", default="")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("sensitivity", help="MICD's mask-sensitivity table and heat map")
+    s.add_argument("--metrics", type=Path, nargs="+", required=True)
+    s.add_argument("--grid", type=_json, required=True, help="JSON: variant -> {mask_ratio, mask_block}")
+    s.add_argument("--table-csv", type=Path, required=True)
+    s.add_argument("--figure", type=Path, required=True)
+    s.set_defaults(func=cmd_sensitivity)
     return p
 
 

@@ -19,7 +19,14 @@ import nibabel as nib
 import numpy as np
 
 from micd.data.errors import case_error
-from micd.data.io import Volume, atomic_dir, load_nifti, save_nifti, sha256_file, write_csv
+from micd.data.io import (
+    Volume,
+    atomic_dir,
+    load_nifti,
+    save_nifti,
+    sha256_file,
+    write_csv,
+)
 
 NUM_LABELS = 16  # background + AMOS's 15 organs
 AFFINE_TOLERANCE_MM = 1e-3
@@ -48,7 +55,7 @@ class SourceCase:
     subset: str
     modality: str
     image: Path
-    label: Path | None
+    label: Path  # where the label should be; it may be missing
 
 
 def convert_amos(archive_dir: Path, out_dir: Path, modality: str = "all") -> Path:
@@ -73,11 +80,15 @@ def check_dataset_json(path: Path) -> None:
     try:
         labels = json.loads(Path(path).read_text())["labels"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise case_error(None, path, f"expected a readable JSON file with a 'labels' mapping ({exc})") from exc
+        raise case_error(
+            None, path, f"expected a readable JSON file with a 'labels' mapping ({exc})"
+        ) from exc
     expected = {str(i) for i in range(NUM_LABELS)}
     if not isinstance(labels, dict) or set(labels) != expected:
         found = sorted(labels, key=str) if isinstance(labels, dict) else labels
-        raise case_error(None, path, f"expected labels '0'..'{NUM_LABELS - 1}', found {found}")
+        raise case_error(
+            None, path, f"expected labels '0'..'{NUM_LABELS - 1}', found {found}"
+        )
 
 
 def find_cases(archive_dir: Path, modality: str = "all") -> list[SourceCase]:
@@ -90,13 +101,22 @@ def find_cases(archive_dir: Path, modality: str = "all") -> list[SourceCase]:
         labels = _nifti_files(archive_dir / f"labels{tag}")
         orphans = sorted(set(labels) - set(images))
         if orphans:
-            raise case_error(orphans[0], labels[orphans[0]], f"label without an image in images{tag}/ (all such: {orphans})")
+            raise case_error(
+                orphans[0],
+                labels[orphans[0]],
+                f"label without an image in images{tag}/ (all such: {orphans})",
+            )
         for case_id, image in sorted(images.items()):
             case_modality = _modality_of(case_id, image)
-            if modality == "all" or case_modality == modality:
-                cases.append(SourceCase(case_id, subset, case_modality, image, labels.get(case_id)))
+            label = labels.get(case_id, archive_dir / f"labels{tag}" / image.name)
+            if modality in ("all", case_modality):
+                cases.append(SourceCase(case_id, subset, case_modality, image, label))
     if not cases:
-        raise case_error(None, archive_dir, f"expected {modality} cases in imagesTr/ or imagesVa/, found none")
+        raise case_error(
+            None,
+            archive_dir,
+            f"expected {modality} cases in imagesTr/ or imagesVa/, found none",
+        )
     return cases
 
 
@@ -106,7 +126,12 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
         reader = csv.DictReader(f)
         missing = set(MANIFEST_COLUMNS) - set(reader.fieldnames or ())
         if missing:
-            raise case_error(None, path, f"expected manifest columns {list(MANIFEST_COLUMNS)}, missing {sorted(missing)}")
+            raise case_error(
+                None,
+                path,
+                f"expected manifest columns {list(MANIFEST_COLUMNS)}, "
+                f"missing {sorted(missing)}",
+            )
         return list(reader)
 
 
@@ -134,17 +159,27 @@ def _modality_of(case_id: str, path: Path) -> str:
 
 def _convert_case(case: SourceCase, archive_dir: Path, out_dir: Path) -> dict[str, str]:
     """Validate one case, write its canonical image and label, and return its manifest row."""
-    if case.label is None:
-        expected = case.image.parent.parent / case.image.parent.name.replace("images", "labels") / case.image.name
-        raise case_error(case.case_id, expected, "label file missing; expected one label per image (restore it or remove the image)")
+    if not case.label.is_file():
+        raise case_error(
+            case.case_id,
+            case.label,
+            "label file missing; expected one label per image "
+            "(restore it or remove the image)",
+        )
     image = load_nifti(case.image, case.case_id)
     label = load_nifti(case.label, case.case_id)
     _validate(case, image, label)
 
     image, label = _to_canonical(image), _to_canonical(label)
     image_dtype = np.int16 if _fits_int16(image.data) else np.float32
-    save_nifti(out_dir / "images" / f"{case.case_id}.nii.gz", Volume(image.data.astype(image_dtype), image.affine))
-    save_nifti(out_dir / "labels" / f"{case.case_id}.nii.gz", Volume(label.data.astype(np.uint8), label.affine))
+    save_nifti(
+        out_dir / "images" / f"{case.case_id}.nii.gz",
+        Volume(image.data.astype(image_dtype), image.affine),
+    )
+    save_nifti(
+        out_dir / "labels" / f"{case.case_id}.nii.gz",
+        Volume(label.data.astype(np.uint8), label.affine),
+    )
     return {
         "case_id": case.case_id,
         "subset": case.subset,
@@ -161,26 +196,44 @@ def _convert_case(case: SourceCase, archive_dir: Path, out_dir: Path) -> dict[st
 def _validate(case: SourceCase, image: Volume, label: Volume) -> None:
     """Raise DataError unless image and label match and hold sensible values."""
     if image.data.shape != label.data.shape:
-        raise case_error(case.case_id, case.label, f"expected the image's shape {image.data.shape}, found {label.data.shape}")
+        raise case_error(
+            case.case_id,
+            case.label,
+            f"expected the image's shape {image.data.shape}, found {label.data.shape}",
+        )
     if not np.allclose(image.affine, label.affine, rtol=0.0, atol=AFFINE_TOLERANCE_MM):
         raise case_error(
-            case.case_id, case.label, f"expected the image's affine (within {AFFINE_TOLERANCE_MM} mm):\n"
-            f"{np.round(image.affine, 4)}\nfound:\n{np.round(label.affine, 4)}"
+            case.case_id,
+            case.label,
+            f"expected the image's affine (within {AFFINE_TOLERANCE_MM} mm):\n"
+            f"{np.round(image.affine, 4)}\nfound:\n{np.round(label.affine, 4)}",
         )
-    if np.issubdtype(image.data.dtype, np.floating) and not np.isfinite(image.data).all():
-        n_bad = int(np.size(image.data) - np.isfinite(image.data).sum())
-        raise case_error(case.case_id, case.image, f"expected finite intensities, found {n_bad} NaN or infinite voxels")
+    if np.issubdtype(image.data.dtype, np.floating):
+        n_bad = int((~np.isfinite(image.data)).sum())
+        if n_bad:
+            raise case_error(
+                case.case_id,
+                case.image,
+                f"expected finite intensities, found {n_bad} NaN or infinite voxels",
+            )
     values = np.unique(label.data)
-    bad = values[(values < 0) | (values > NUM_LABELS - 1) | (values != np.round(values))]
+    bad = values[(values < 0) | (values >= NUM_LABELS) | (values != np.round(values))]
     if bad.size:
-        raise case_error(case.case_id, case.label, f"expected integer label values in 0..{NUM_LABELS - 1}, found {bad[:10].tolist()}")
+        raise case_error(
+            case.case_id,
+            case.label,
+            f"expected integer label values in 0..{NUM_LABELS - 1}, "
+            f"found {bad[:10].tolist()}",
+        )
 
 
 def _to_canonical(volume: Volume) -> Volume:
     """Reorient by axis flips/permutations only to the closest RAS+ orientation."""
     ornt = nib.orientations.io_orientation(volume.affine)
     data = np.ascontiguousarray(nib.orientations.apply_orientation(volume.data, ornt))
-    return Volume(data, volume.affine @ nib.orientations.inv_ornt_aff(ornt, volume.data.shape))
+    return Volume(
+        data, volume.affine @ nib.orientations.inv_ornt_aff(ornt, volume.data.shape)
+    )
 
 
 def _fits_int16(data: np.ndarray) -> bool:

@@ -56,9 +56,7 @@ def atomic_dir(out_dir: Path) -> Iterator[Path]:
         yield tmp
         umask = os.umask(0)
         os.umask(umask)
-        tmp.chmod(
-            0o777 & ~umask
-        )  # mkdtemp makes it private; give it normal permissions
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's mode is private; use the usual one
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex}")
             os.replace(out_dir, old)
@@ -86,7 +84,9 @@ def write_case_list(path: Path, ids: Iterable[str]) -> None:
     atomic_write(path, "".join(f"{case_id}\n" for case_id in ids))
 
 
-def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> None:
+def write_csv(
+    path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]]
+) -> None:
     """Write rows (dicts keyed by column) as CSV with a header line (atomically)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
@@ -127,7 +127,10 @@ def load_nifti(path: Path, case_id: str | None = None) -> Volume:
         data = np.asanyarray(image.dataobj)
     except Exception as exc:  # nibabel, gzip and zlib each raise their own kinds
         raise case_error(
-            case_id, path, f"expected a readable NIfTI file; it may be truncated or damaged, so extract or download it again ({exc})"
+            case_id,
+            path,
+            "expected a readable NIfTI file; it may be truncated or damaged, "
+            f"so extract or download it again ({exc})",
         ) from exc
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]

@@ -25,8 +25,22 @@ import torch.nn.functional as F
 from micd.data.convert import read_manifest
 from micd.data.io import atomic_dir, atomic_write, load_nifti, write_csv
 
-CASE_COLUMNS = ("case_id", "subset", "original_shape", "original_spacing", "grid", "grid_spacing")
-CHECK_COLUMNS = ("case_id", "intensity_min", "intensity_max", "classes_present", "classes_lost", "ok")
+CASE_COLUMNS = (
+    "case_id",
+    "subset",
+    "original_shape",
+    "original_spacing",
+    "grid",
+    "grid_spacing",
+)
+CHECK_COLUMNS = (
+    "case_id",
+    "intensity_min",
+    "intensity_max",
+    "classes_present",
+    "classes_lost",
+    "ok",
+)
 
 
 @dataclass(frozen=True)
@@ -48,18 +62,24 @@ def window_normalise(image: np.ndarray, hu_window: tuple[float, float]) -> np.nd
     return (clipped - low) / (high - low)
 
 
+def _batch(volume: np.ndarray) -> torch.Tensor:
+    """A (1, 1, D, H, W) float32 tensor of a 3-D array."""
+    return torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
+
+
 def resize_image(volume: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
-    """Trilinear resize of a 3-D float volume to ``grid`` (half-pixel centres, no corner alignment)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
-    return F.interpolate(tensor, size=tuple(grid), mode="trilinear", align_corners=False)[0, 0].numpy()
+    """Trilinear resize of a 3-D volume to ``grid`` (voxel centres, no corner alignment)."""
+    resized = F.interpolate(
+        _batch(volume), size=grid, mode="trilinear", align_corners=False
+    )
+    return resized[0, 0].numpy()
 
 
 def resize_label(label: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
     """Nearest-neighbour resize of a label volume to ``grid``; ids are copied, never blended."""
-    tensor = torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32))[None, None]
     # float32 holds every id up to 2**24 exactly, so the round trip keeps ids exact.
-    resized = F.interpolate(tensor, size=tuple(grid), mode="nearest-exact")[0, 0].numpy()
-    return resized.astype(label.dtype)
+    resized = F.interpolate(_batch(label), size=grid, mode="nearest-exact")
+    return resized[0, 0].numpy().astype(label.dtype)
 
 
 def preprocess(
@@ -75,19 +95,30 @@ def preprocess(
     Voxel spacing is ignored by the resize (DHC's protocol); ``cases.csv`` records the grid's
     equivalent spacing so that metrics can be given in mm.
     """
-    manifest, grid = Path(manifest), tuple(int(n) for n in grid)
+    manifest = Path(manifest)
+    grid = tuple(int(n) for n in grid)  # type: ignore[assignment]
     if len(grid) != 3 or min(grid) < 1:
-        raise ValueError(f"expected a grid of three positive sizes (D, H, W), got {grid}")
+        raise ValueError(
+            f"expected a grid of three positive sizes (D, H, W), got {grid}"
+        )
     if not hu_window[0] < hu_window[1]:
-        raise ValueError(f"expected hu_window (low, high) with low < high, got {hu_window}")
+        raise ValueError(
+            f"expected hu_window (low, high) with low < high, got {hu_window}"
+        )
     rows = read_manifest(manifest)
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
-        results = [_preprocess_case(row, manifest.parent, tmp, grid, hu_window, num_classes) for row in rows]
+        results = [
+            _preprocess_case(row, manifest.parent, tmp, grid, hu_window, num_classes)
+            for row in rows
+        ]
         write_csv(tmp / "cases.csv", CASE_COLUMNS, (r.case_row for r in results))
         write_csv(tmp / "checks.csv", CHECK_COLUMNS, (r.check_row for r in results))
-        atomic_write(tmp / "stats.json", json.dumps(_stats(results, grid, hu_window, num_classes), indent=2) + "\n")
+        atomic_write(
+            tmp / "stats.json",
+            json.dumps(_stats(results, grid, hu_window, num_classes), indent=2) + "\n",
+        )
 
 
 def _preprocess_case(
@@ -104,14 +135,17 @@ def _preprocess_case(
     shape_dhw = image.data.shape[::-1]
     spacing_dhw = image.spacing[::-1]
 
-    grid_image = np.clip(resize_image(window_normalise(image.data.transpose(2, 1, 0), hu_window), grid), 0.0, 1.0)
-    grid_label = resize_label(label.data.transpose(2, 1, 0).astype(np.int64), grid)
+    normalised = window_normalise(image.data.transpose(2, 1, 0), hu_window)
+    # Trilinear weights sum to 1 only up to rounding: clip to stay inside [0, 1].
+    grid_image = np.clip(resize_image(normalised, grid), 0.0, 1.0)
+    grid_label = resize_label(label.data.transpose(2, 1, 0), grid)
     _save_npy(out_dir / "images" / f"{case_id}.npy", grid_image.astype(np.float32))
     _save_npy(out_dir / "labels" / f"{case_id}.npy", grid_label.astype(np.uint8))
 
-    before, after = set(np.unique(label.data).tolist()), set(np.unique(grid_label).tolist())
-    has_nan = bool(np.isnan(grid_image).any())
-    ok = not has_nan and 0.0 <= np.nanmin(grid_image) and np.nanmax(grid_image) <= 1.0
+    before = set(np.unique(label.data).tolist())
+    after = set(np.unique(grid_label).tolist())
+    low, high = float(np.nanmin(grid_image)), float(np.nanmax(grid_image))
+    ok = not np.isnan(grid_image).any() and 0.0 <= low and high <= 1.0
     ok = ok and min(before) >= 0 and max(before) < num_classes
     grid_spacing = [n * s / g for n, s, g in zip(shape_dhw, spacing_dhw, grid)]
     return _CaseResult(
@@ -125,8 +159,8 @@ def _preprocess_case(
         },
         check_row={
             "case_id": case_id,
-            "intensity_min": float(np.nanmin(grid_image)),
-            "intensity_max": float(np.nanmax(grid_image)),
+            "intensity_min": low,
+            "intensity_max": high,
             "classes_present": " ".join(str(c) for c in sorted(after)),
             "classes_lost": " ".join(str(c) for c in sorted(before - after)),
             "ok": bool(ok),
@@ -135,7 +169,12 @@ def _preprocess_case(
     )
 
 
-def _stats(results: list[_CaseResult], grid: tuple[int, ...], hu_window: tuple[float, float], num_classes: int) -> dict:
+def _stats(
+    results: list[_CaseResult],
+    grid: tuple[int, ...],
+    hu_window: tuple[float, float],
+    num_classes: int,
+) -> dict:
     """Voxel fraction per class over all cases and the number of cases containing each class.
 
     Label values outside 0..num_classes-1 (flagged in checks.csv) count in the total only,
@@ -155,7 +194,7 @@ def _stats(results: list[_CaseResult], grid: tuple[int, ...], hu_window: tuple[f
 
 def _class_counts(label: np.ndarray, num_classes: int) -> np.ndarray:
     """Voxels per class; the last bin counts ids outside 0..num_classes-1."""
-    ids = label.ravel()
+    ids = label.ravel().astype(np.int64)
     ids = np.where((ids < 0) | (ids >= num_classes), num_classes, ids)
     return np.bincount(ids, minlength=num_classes + 1)
 

@@ -27,8 +27,10 @@ from micd.data.classes import AMOS_CLASSES
 from micd.data.io import Volume, atomic_dir, atomic_write, save_nifti
 
 AIR_HU = -1000.0
+LUNG_HU = -850.0
 FAT_HU = -95.0
 MUSCLE_HU = 50.0
+BONE_HU = 350.0
 
 # label -> (mean HU, texture std HU). Portal-venous-like contrast: vessels and kidneys bright,
 # liver/spleen/pancreas/bowel close together so their borders are low contrast.
@@ -87,10 +89,17 @@ class _Ellipsoid:
 
     def inside(self, p: list[np.ndarray], scale: float = 1.0) -> np.ndarray:
         # Python floats keep the float32 coordinate arrays in float32 (NEP 50).
-        center, semi, rot = self.center.tolist(), self.semi.tolist(), self.rotation.tolist()
+        center, semi, rot = (
+            self.center.tolist(),
+            self.semi.tolist(),
+            self.rotation.tolist(),
+        )
         d = [p[a] - center[a] for a in range(3)]
         q = [sum(rot[b][a] * d[b] for b in range(3)) / semi[a] for a in range(3)]
-        radius = 1.0 + sum(w[4] * np.sin(w[0] * q[0] + w[1] * q[1] + w[2] * q[2] + w[3]) for w in self.wobble.tolist())
+        radius = 1.0 + sum(
+            w[4] * np.sin(w[0] * q[0] + w[1] * q[1] + w[2] * q[2] + w[3])
+            for w in self.wobble.tolist()
+        )
         return q[0] ** 2 + q[1] ** 2 + q[2] ** 2 < (scale * radius) ** 2
 
 
@@ -145,15 +154,27 @@ class _Warp:
     def __call__(self, p: list[np.ndarray]) -> list[np.ndarray]:
         out = list(p)
         for kx, ky, kz, phase, amp, axis in self.waves.tolist():
-            out[int(axis)] = out[int(axis)] + amp * np.sin(kx * p[0] + ky * p[1] + kz * p[2] + phase)
+            out[int(axis)] = out[int(axis)] + amp * np.sin(
+                kx * p[0] + ky * p[1] + kz * p[2] + phase
+            )
         return out
+
+
+@dataclass(frozen=True)
+class _Body:
+    """Elliptic body cross-section (mm): semi-axes, fat layer and muscle wall thickness."""
+
+    a: float
+    b: float
+    fat: float
+    wall: float
 
 
 @dataclass
 class _Canvas:
-    """Label, HU and texture-amplitude arrays over a grid whose world axes are separable."""
+    """Label, HU and texture-amplitude arrays over a grid with separable world axes."""
 
-    axes: tuple[np.ndarray, np.ndarray, np.ndarray]  # world mm of each voxel index, per axis
+    axes: tuple[np.ndarray, ...]  # world mm of each voxel index, per array axis
     warp: _Warp
     allowed: np.ndarray  # voxels organs may occupy (the body cavity)
     hu: np.ndarray
@@ -164,12 +185,16 @@ class _Canvas:
         self.label = np.zeros(self.hu.shape, dtype=np.uint8)
 
     def paint(self, part: _Part) -> None:
+        """Paint a part inside its bounding box only (organs are small next to the grid)."""
         lo, hi = part.shape.bounds()
         pad = self.warp.max_shift
-        box = tuple(_index_range(axis, lo[a] - pad, hi[a] + pad) for a, axis in enumerate(self.axes))
+        box = tuple(
+            _index_range(axis, lo[a] - pad, hi[a] + pad)
+            for a, axis in enumerate(self.axes)
+        )
         if any(s.start >= s.stop for s in box):
             return
-        grids = [self.axes[a][box[a]].reshape([-1 if b == a else 1 for b in range(3)]) for a in range(3)]
+        grids = [_along(self.axes[a][box[a]], a) for a in range(3)]
         mask = part.shape.inside(self.warp(grids), part.scale) & self.allowed[box]
         if part.within is not None:
             mask &= self.label[box] == part.within
@@ -178,9 +203,23 @@ class _Canvas:
         if part.label is not None:
             self.label[box][mask] = part.label
 
-    def nearest_voxel(self, point: np.ndarray) -> tuple[int, int, int]:
-        shifted = point - (np.array(self.warp([point[0:1], point[1:2], point[2:3]])).ravel() - point)
-        return tuple(int(np.abs(self.axes[a] - shifted[a]).argmin()) for a in range(3))  # type: ignore[return-value]
+    def keep_present(self, parts: list[_Part]) -> None:
+        """Give an organ that fell between voxel centres (very coarse grids) one voxel."""
+        for part in parts:
+            if part.label is None or (self.label == part.label).any():
+                continue
+            anchor = part.shape.anchor()
+            warped = np.array(self.warp([anchor[a : a + 1] for a in range(3)])).ravel()
+            source = 2 * anchor - warped  # approximately inverts the warp
+            voxel = tuple(
+                int(np.abs(self.axes[a] - source[a]).argmin()) for a in range(3)
+            )
+            self.label[voxel], self.hu[voxel] = part.label, part.hu
+
+
+def _along(values: np.ndarray, axis: int) -> np.ndarray:
+    """A 1-D array shaped to broadcast along one axis of a 3-D array."""
+    return values.reshape([-1 if b == axis else 1 for b in range(3)])
 
 
 def _index_range(axis: np.ndarray, lo: float, hi: float) -> slice:
@@ -188,7 +227,9 @@ def _index_range(axis: np.ndarray, lo: float, hi: float) -> slice:
     return slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, 0)
 
 
-def _chaikin(points: np.ndarray, radii: np.ndarray, rounds: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def _chaikin(
+    points: np.ndarray, radii: np.ndarray, rounds: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
     """Smooth a polyline by corner cutting, keeping its end points."""
     values = np.column_stack([points, radii])
     for _ in range(rounds):
@@ -199,29 +240,40 @@ def _chaikin(points: np.ndarray, radii: np.ndarray, rounds: int = 2) -> tuple[np
     return values[:, :3], values[:, 3]
 
 
+Point = tuple[float, float, float]
+
+
 class _Anatomy:
-    """Draws one case's randomised organ shapes around a fixed mean layout (mm, RAS)."""
+    """Draws one case's organ shapes around a fixed mean layout (mm, RAS, size 1)."""
 
     def __init__(self, rng: np.random.Generator, scale: float) -> None:
         self.rng, self.s = rng, scale
 
-    def ellipsoid(self, center: tuple, semi: tuple, rotvec: tuple = (0, 0, 0), size: float = 1.0) -> _Ellipsoid:
+    def ellipsoid(
+        self, center: Point, semi: Point, rotvec: Point = (0, 0, 0), size: float = 1.0
+    ) -> _Ellipsoid:
         rng, s = self.rng, self.s
-        semi_mm = np.array(semi) * s * size * rng.uniform(0.85, 1.15) * rng.uniform(0.92, 1.08, 3)
-        rotation = Rotation.from_rotvec(np.array(rotvec) + rng.normal(0.0, 0.12, 3)).as_matrix()
+        size *= rng.uniform(0.85, 1.15)
+        semi_mm = np.array(semi) * s * size * rng.uniform(0.92, 1.08, 3)
+        rotvec_jittered = np.array(rotvec) + rng.normal(0.0, 0.12, 3)
+        rotation = Rotation.from_rotvec(rotvec_jittered).as_matrix()
         directions = rng.normal(size=(3, 3))
-        directions *= rng.uniform(1.5, 3.0, (3, 1)) / np.linalg.norm(directions, axis=1, keepdims=True)
-        wobble = np.column_stack([directions, rng.uniform(0, 2 * np.pi, 3), rng.uniform(0.03, 0.08, 3)])
-        return _Ellipsoid(np.array(center) * s + rng.normal(0.0, 5.0 * s, 3), semi_mm, rotation, wobble)
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        directions *= rng.uniform(1.5, 3.0, (3, 1))
+        phases, amplitudes = rng.uniform(0, 2 * np.pi, 3), rng.uniform(0.03, 0.08, 3)
+        wobble = np.column_stack([directions, phases, amplitudes])
+        center_mm = np.array(center) * s + rng.normal(0.0, 5.0 * s, 3)
+        return _Ellipsoid(center_mm, semi_mm, rotation, wobble)
 
-    def tube(self, points: list[tuple], radii: list[float]) -> _Tube:
+    def tube(self, points: list[Point], radii: list[float]) -> _Tube:
         rng, s = self.rng, self.s
-        pts = np.array(points, dtype=float) * s + rng.normal(0.0, 4.0 * s, (len(points), 3))
+        jitter = rng.normal(0.0, 4.0 * s, (len(points), 3))
+        pts = np.array(points, dtype=float) * s + jitter
         r = np.array(radii, dtype=float) * s * rng.uniform(0.85, 1.15)
         return _Tube(*_chaikin(pts, r))
 
     def parts(self) -> list[_Part]:
-        """Painting order: later parts overwrite earlier ones, the smallest organs come last."""
+        """Painting order: later parts overwrite earlier ones, smallest organs last."""
         rng, e, t = self.rng, self.ellipsoid, self.tube
         enhancement = rng.uniform(0.8, 1.2)
 
@@ -229,24 +281,38 @@ class _Anatomy:
             mean, texture = ORGAN_HU[label]
             if label in ENHANCING:
                 mean = 40.0 + enhancement * (mean - 40.0)
-            return _Part(shape, mean + hu_shift + rng.normal(0.0, 5.0), texture, label=label)
+            mean += hu_shift + rng.normal(0.0, 5.0)
+            return _Part(shape, mean, texture, label=label)
 
         stomach = e((-50, 25, 70), (42, 35, 55), (0.3, 0.2, -0.4))
-        duodenum = t([(5, 40, 55), (35, 25, 45), (58, 5, 20), (55, 0, -15), (25, -5, -30), (-15, -5, -25), (-25, 5, -5)], [11] * 7)
+        duodenum_path = [(5, 40, 55), (35, 25, 45), (58, 5, 20), (55, 0, -15)]
+        duodenum_path += [(25, -5, -30), (-15, -5, -25), (-25, 5, -5)]
+        duodenum = t(duodenum_path, [11] * 7)
         right_kidney = e((65, -45, -10), (27, 25, 55), (0.2, 0.25, 0))
         left_kidney = e((-65, -45, 5), (27, 25, 55), (0.2, -0.25, 0))
-        male = rng.random() < 0.5
-        parts = [
-            _Part(e((80, -20, 240), (70, 70, 110)), -850.0, 30.0),  # lung bases
-            _Part(e((-80, -20, 240), (70, 70, 110)), -850.0, 30.0),
-            _Part(t([(30, -62, 40), (45, -52, -150)], [8, 22]), MUSCLE_HU, 8.0),  # psoas
+        pancreas_path = [(38, 5, 20), (5, 15, 28), (-40, 5, 38), (-75, -20, 50)]
+        bladder_filling = rng.uniform(0.75, 1.15)
+        if rng.random() < 0.5:
+            prostate_or_uterus = organ(15, e((0, 5, -252), (20, 16, 17)))
+        else:
+            prostate_or_uterus = organ(15, e((0, -5, -195), (30, 22, 38)), 15.0)
+        ivc_path = [(22, -20, 260), (22, -28, 60), (25, -30, -140)]
+        aorta_path = [(-5, -38, 260), (-12, -40, 60), (-10, -32, -130)]
+        esophagus_path = [(-5, -25, 260), (-15, -15, 150), (-35, 10, 105)]
+        spine_path = [(0, -78, 300), (0, -75, 0), (0, -70, -300)]
+        return [
+            # tissues outside the organ classes
+            _Part(e((80, -20, 240), (70, 70, 110)), LUNG_HU, 30.0),
+            _Part(e((-80, -20, 240), (70, 70, 110)), LUNG_HU, 30.0),
+            _Part(t([(30, -62, 40), (45, -52, -150)], [8, 22]), MUSCLE_HU, 8.0),
             _Part(t([(-30, -62, 40), (-45, -52, -150)], [8, 22]), MUSCLE_HU, 8.0),
-            _Part(t([(0, -78, 300), (0, -75, 0), (0, -70, -300)], [18, 20, 22]), 350.0, 60.0),  # spine
+            _Part(t(spine_path, [18, 20, 22]), BONE_HU, 60.0),
+            # organs; details inside an organ keep its label
             organ(7, stomach),
-            _Part(stomach, 15.0, 5.0, within=7, scale=0.75),  # fluid lumen
-            _Part(e((-45, 45, 90), (25, 14, 25)), -800.0, 20.0, within=7),  # gas, anterior in a supine patient
+            _Part(stomach, 15.0, 5.0, within=7, scale=0.75),  # fluid
+            _Part(e((-45, 45, 90), (25, 14, 25)), -800.0, 20.0, within=7),  # gas
             organ(6, e((55, -5, 85), (65, 72, 68))),  # liver, right lobe
-            organ(6, e((-25, 35, 100), (50, 32, 38), (0, 0, 0.3))),  # liver, left lobe
+            organ(6, e((-25, 35, 100), (50, 32, 38), (0, 0, 0.3))),  # left lobe
             organ(1, e((-90, -45, 80), (25, 42, 50), (0.4, 0, 0.3))),
             organ(2, right_kidney),
             _Part(right_kidney, 15.0, 6.0, within=2, scale=0.35),  # renal pelvis
@@ -254,21 +320,20 @@ class _Anatomy:
             _Part(left_kidney, 15.0, 6.0, within=3, scale=0.35),
             organ(13, duodenum),
             _Part(duodenum, 20.0, 5.0, within=13, scale=0.55),
-            organ(10, t([(38, 5, 20), (5, 15, 28), (-40, 5, 38), (-75, -20, 50)], [15, 12, 10, 8])),
+            organ(10, t(pancreas_path, [15, 12, 10, 8])),
             organ(4, e((45, 50, 35), (15, 15, 32), (0.5, 0, 0.3))),
-            organ(14, e((0, 35, -215), (42, 35, 33), size=rng.uniform(0.75, 1.15))),  # bladder filling varies
-            organ(15, e((0, 5, -252), (20, 16, 17)) if male else e((0, -5, -195), (30, 22, 38)), 0.0 if male else 15.0),
-            organ(9, t([(22, -20, 260), (22, -28, 60), (25, -30, -140)], [12, 12, 11])),
-            organ(8, t([(-5, -38, 260), (-12, -40, 60), (-10, -32, -130)], [11, 11, 9])),
-            organ(5, t([(-5, -25, 260), (-15, -15, 150), (-35, 10, 105)], [8, 8, 8])),
+            organ(14, e((0, 35, -215), (42, 35, 33), size=bladder_filling)),
+            prostate_or_uterus,
+            organ(9, t(ivc_path, [12, 12, 11])),
+            organ(8, t(aorta_path, [11, 11, 9])),
+            organ(5, t(esophagus_path, [8, 8, 8])),
             organ(11, e((42, -40, 55), (12, 5, 20), (0, 0, 0.6))),
             organ(12, e((-42, -35, 50), (12, 5, 20), (0, 0, -0.6))),
         ]
-        return parts
 
 
 def _linear_weights(n_out: int, n_in: int) -> np.ndarray:
-    """(n_out, n_in) matrix of linear interpolation from n_in to n_out cell-centred samples."""
+    """(n_out, n_in) linear interpolation from n_in to n_out cell-centred samples."""
     pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
     lo = np.floor(pos).astype(int)
     hi = np.minimum(lo + 1, n_in - 1)
@@ -278,84 +343,117 @@ def _linear_weights(n_out: int, n_in: int) -> np.ndarray:
     return weights
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], coarse: tuple[int, ...]) -> np.ndarray:
+def _smooth_field(
+    rng: np.random.Generator, shape: tuple[int, ...], coarse: tuple[int, ...]
+) -> np.ndarray:
     """Zero-mean, unit-std random field varying over ``shape / coarse`` voxels."""
-    field = rng.standard_normal(coarse).astype(np.float32)
-    for axis, n in enumerate(shape):  # separable upsampling: one small matrix product per axis
-        field = np.moveaxis(np.tensordot(_linear_weights(n, coarse[axis]), field, axes=(1, axis)), 0, axis)
-    return (field - field.mean()) / (field.std() + 1e-6)
+    values = rng.standard_normal(coarse).astype(np.float32)
+    # Separable upsampling: one small matrix product per axis.
+    for axis, n in enumerate(shape):
+        weights = _linear_weights(n, coarse[axis])
+        values = np.moveaxis(np.tensordot(weights, values, axes=(1, axis)), 0, axis)
+    return (values - values.mean()) / (values.std() + 1e-6)
 
 
-def generate_case(seed: int, case_index: int, sizes: SizeOptions = SizeOptions()) -> tuple[Volume, Volume]:
-    """One phantom case (image in int16 HU, label in uint8), from ``default_rng([seed, case_index])``."""
-    rng = np.random.default_rng([seed, case_index])
-    s = rng.uniform(0.88, 1.12)  # patient size
+def _scan_grid(
+    rng: np.random.Generator, s: float, body: _Body, sizes: SizeOptions
+) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """World mm of each voxel index per axis, and the affine.
+
+    Voxels are stored in L-P-S order, like a DICOM-derived CT; conversion reorients to RAS.
+    """
     n_xy = int(rng.integers(sizes.inplane[0], sizes.inplane[1] + 1))
     n_z = int(rng.integers(sizes.slices[0], sizes.slices[1] + 1))
-    body_a, body_b = 165.0 * s * rng.uniform(0.95, 1.05), 120.0 * s * rng.uniform(0.92, 1.08)
-    fat, wall = rng.uniform(8.0, 30.0) * s, 10.0 * s
-
-    # Stored like a DICOM-derived CT (LPS voxel order); conversion reorients it to RAS.
-    spacing_xy = 2 * body_a * rng.uniform(1.12, 1.3) / n_xy
-    z_top, z_bottom = 200.0 * s + rng.uniform(-10, 15), -285.0 * s + rng.uniform(-15, 10)
-    spacing_z = (z_top - z_bottom) / n_z
-    origin = np.array([spacing_xy * n_xy / 2 + rng.uniform(-10, 10), spacing_xy * n_xy / 2 + rng.uniform(-10, 20), z_bottom])
-    steps = np.array([-spacing_xy, -spacing_xy, spacing_z])
-    axes = tuple((origin[a] + steps[a] * np.arange(n)).astype(np.float32) for a, n in enumerate((n_xy, n_xy, n_z)))
+    spacing_xy = 2 * body.a * rng.uniform(1.12, 1.3) / n_xy
+    z_top = 200.0 * s + rng.uniform(-10, 15)  # lung bases ...
+    z_bottom = -285.0 * s + rng.uniform(-15, 10)  # ... to below the prostate
+    half_fov = spacing_xy * n_xy / 2
+    origin = np.array(
+        [half_fov + rng.uniform(-10, 10), half_fov + rng.uniform(-10, 20), z_bottom]
+    )
+    steps = np.array([-spacing_xy, -spacing_xy, (z_top - z_bottom) / n_z])
+    axes = tuple(
+        (origin[a] + steps[a] * np.arange(n)).astype(np.float32)
+        for a, n in enumerate((n_xy, n_xy, n_z))
+    )
     affine = np.diag([*steps, 1.0])
     affine[:3, 3] = origin
+    return axes, affine
 
-    x, y, z = axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :]
+
+def _body_tissues(
+    rng: np.random.Generator, axes: tuple[np.ndarray, ...], body: _Body
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cavity mask and HU and texture arrays of air, body wall and bowel in fat."""
+    x, y, z = (_along(axes[a], a) for a in range(3))
     girth = 1.0 + 0.04 * np.sin(2 * np.pi * z / 400.0 + rng.uniform(0, 2 * np.pi))
 
     def ellipse(shrink: float) -> np.ndarray:
-        return (x / (body_a * girth - shrink)) ** 2 + (y / (body_b * girth - shrink)) ** 2 < 1.0
+        rx, ry = body.a * girth - shrink, body.b * girth - shrink
+        return (x / rx) ** 2 + (y / ry) ** 2 < 1.0
 
-    shape = (n_xy, n_xy, n_z)
-    body, muscle, cavity = ellipse(0.0), ellipse(fat), ellipse(fat + wall)
+    shape = tuple(len(a) for a in axes)
+    inside, muscle = ellipse(0.0), ellipse(body.fat)
+    cavity = ellipse(body.fat + body.wall)
     hu = np.full(shape, AIR_HU, dtype=np.float32)
     texture = np.zeros(shape, dtype=np.float32)
-    hu[body], texture[body] = FAT_HU, 10.0
+    hu[inside], texture[inside] = FAT_HU, 10.0
     hu[muscle], texture[muscle] = MUSCLE_HU, 8.0
-    # Cavity background: bowel loops (fluid, some gas) in mesenteric fat, less bowel posteriorly.
-    bowel = _smooth_field(rng, shape, (max(2, n_xy // 10),) * 2 + (max(2, n_z // 5),)) + 1.2 * y / body_b
-    cavity_hu = np.where(bowel > 0.2, 25.0, FAT_HU)
+    # Bowel loops (some gas) in mesenteric fat; more fat posteriorly (retroperitoneum).
+    coarse = (max(2, shape[0] // 10), max(2, shape[1] // 10), max(2, shape[2] // 5))
+    bowel = _smooth_field(rng, shape, coarse) + 1.2 * y / body.b
+    cavity_hu = np.where(bowel > 0.2, 25.0, FAT_HU).astype(np.float32)
     cavity_hu[bowel > 1.8] = -700.0
-    hu[cavity] = np.broadcast_to(cavity_hu, shape)[cavity]
-    texture[cavity] = 12.0
+    hu[cavity], texture[cavity] = cavity_hu[cavity], 12.0
+    return cavity, hu, texture
 
-    waves = np.column_stack([
-        rng.normal(size=(6, 3)) * (2 * np.pi / rng.uniform(150, 300, (6, 1))) / np.sqrt(3),
-        rng.uniform(0, 2 * np.pi, 6),
-        rng.uniform(2.0, 5.0, 6) * s,
-        np.repeat(np.arange(3), 2),
-    ])
-    canvas = _Canvas(axes, _Warp(waves), cavity, hu, texture)
+
+def _random_warp(rng: np.random.Generator, s: float) -> _Warp:
+    """Six sinusoids, two per displacement axis, 2-5 mm each, wavelengths 150-300 mm."""
+    directions = rng.normal(size=(6, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    wave_numbers = directions * (2 * np.pi / rng.uniform(150, 300, (6, 1)))
+    phases, amplitudes = rng.uniform(0, 2 * np.pi, 6), rng.uniform(2.0, 5.0, 6) * s
+    axis = np.repeat(np.arange(3), 2)
+    return _Warp(np.column_stack([wave_numbers, phases, amplitudes, axis]))
+
+
+def generate_case(
+    seed: int, case_index: int, sizes: SizeOptions = SizeOptions()
+) -> tuple[Volume, Volume]:
+    """One case: image (int16 HU) and label (uint8), from ``default_rng([seed, case_index])``."""
+    rng = np.random.default_rng([seed, case_index])
+    s = rng.uniform(0.88, 1.12)  # patient size
+    body = _Body(
+        a=165.0 * s * rng.uniform(0.95, 1.05),
+        b=120.0 * s * rng.uniform(0.92, 1.08),
+        fat=rng.uniform(8.0, 30.0) * s,
+        wall=10.0 * s,
+    )
+    axes, affine = _scan_grid(rng, s, body, sizes)
+    canvas = _Canvas(axes, _random_warp(rng, s), *_body_tissues(rng, axes, body))
     parts = _Anatomy(rng, s).parts()
     for part in parts:
         canvas.paint(part)
-    # On a very coarse grid a tiny organ can fall between voxel centres: keep every class present.
-    for part in parts:
-        if part.label is not None and not (canvas.label == part.label).any():
-            voxel = canvas.nearest_voxel(part.shape.anchor())
-            canvas.label[voxel], canvas.hu[voxel] = part.label, part.hu
-
-    image = _acquire(rng, canvas.hu, canvas.texture, spacing=(spacing_xy, spacing_xy, spacing_z))
+    canvas.keep_present(parts)
+    image = _acquire(rng, canvas.hu, canvas.texture)
     return Volume(image, affine), Volume(canvas.label, affine.copy())
 
 
-def _acquire(rng: np.random.Generator, hu: np.ndarray, texture: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+def _acquire(
+    rng: np.random.Generator, hu: np.ndarray, texture: np.ndarray
+) -> np.ndarray:
     """Texture, partial-volume blur, smooth additive bias and noise, as int16 HU."""
-    grain = ndimage.gaussian_filter(rng.standard_normal(hu.shape, dtype=np.float32), sigma=(1.0, 1.0, 0.6))
+    white = rng.standard_normal(hu.shape, dtype=np.float32)
+    grain = ndimage.gaussian_filter(white, sigma=(1.0, 1.0, 0.6))
     image = hu + texture * grain / (grain.std() + 1e-6)
     image = ndimage.gaussian_filter(image, sigma=(0.6, 0.6, 0.4))
     u = [np.linspace(-1, 1, n, dtype=np.float32) for n in hu.shape]
-    bias = np.zeros((), dtype=np.float32)
-    for _ in range(2):
+    for _ in range(2):  # bias: separable products of slow cosines
         k, phase = rng.uniform(0.5, 1.5, 3), rng.uniform(0, 2 * np.pi, 3)
-        terms = [np.cos(k[a] * np.pi * u[a] + phase[a]).reshape([-1 if b == a else 1 for b in range(3)]) for a in range(3)]
-        bias = bias + rng.uniform(4.0, 10.0) * terms[0] * terms[1] * terms[2]
-    image = image + bias + rng.uniform(8.0, 20.0) * rng.standard_normal(hu.shape, dtype=np.float32)
+        x, y, z = (_along(np.cos(k[a] * np.pi * u[a] + phase[a]), a) for a in range(3))
+        image += rng.uniform(4.0, 10.0) * x * y * z
+    image += rng.uniform(8.0, 20.0) * rng.standard_normal(hu.shape, dtype=np.float32)
     return np.clip(np.rint(image), -1024, 3071).astype(np.int16)
 
 
@@ -363,11 +461,15 @@ def dataset_json(train_ids: list[str], validation_ids: list[str]) -> dict:
     """An AMOS-style ``dataset.json`` for the given case ids."""
 
     def entries(ids: list[str], tag: str) -> list[dict[str, str]]:
-        return [{"image": f"./images{tag}/{i}.nii.gz", "label": f"./labels{tag}/{i}.nii.gz"} for i in ids]
+        return [
+            {"image": f"./images{tag}/{i}.nii.gz", "label": f"./labels{tag}/{i}.nii.gz"}
+            for i in ids
+        ]
 
     return {
         "name": "AMOS-synthetic",
-        "description": "Synthetic multi-organ abdominal CT phantom in AMOS 2022's layout (micd.data.synthetic)",
+        "description": "Synthetic abdominal CT phantom in AMOS 2022's layout "
+        "(micd.data.synthetic)",
         "tensorImageSize": "3D",
         "modality": {"0": "CT"},
         "labels": {str(c.label): c.name for c in AMOS_CLASSES},
@@ -396,9 +498,13 @@ def generate_archive(
     arguments give byte-identical files. ``out_dir`` appears complete or not at all.
     """
     if n_train < 1 or n_validation < 0:
-        raise ValueError(f"expected n_train >= 1 and n_validation >= 0, got {n_train} and {n_validation}")
+        raise ValueError(
+            f"expected n_train >= 1 and n_validation >= 0, got {n_train} and {n_validation}"
+        )
     if not (0 < inplane[0] <= inplane[1] and 0 < slices[0] <= slices[1]):
-        raise ValueError(f"expected size ranges (low, high) with 0 < low <= high, got {inplane} and {slices}")
+        raise ValueError(
+            f"expected size ranges (low, high) with 0 < low <= high, got {inplane} and {slices}"
+        )
     sizes = SizeOptions(tuple(inplane), tuple(slices))  # type: ignore[arg-type]
     ids = [f"amos_{k:04d}" for k in range(1, n_train + n_validation + 1)]
     with atomic_dir(out_dir) as tmp:

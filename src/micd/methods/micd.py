@@ -211,17 +211,3 @@ class MICD(Method):
             else (self.student_a, self.student_b)
         )
         return (a(x) + b(x)) / 2
-
-
-@dataclass
-class DHCSettings(MICDSettings):
-    """DHC: heterogeneous co-training with cross pseudo supervision on clean inputs."""
-
-    masking: bool = False
-    cfc: bool = False
-    cmd: bool = False
-
-
-class DHC(MICD):
-    name = "dhc"
-    Settings = DHCSettings

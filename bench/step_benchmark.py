@@ -1,0 +1,144 @@
+"""Time and memory of one training iteration, per method, size and precision.
+
+For each (method, size, precision) it builds the real engine (``micd.engine.Trainer``) on
+random preprocessed volumes of the size's grid, runs warm-up iterations, then times
+``--iterations`` iterations through the real TorchIO queues, splitting each into data wait
+and compute, and records iterations per second and peak memory (CUDA allocator peak on a GPU,
+the process's peak RSS on the CPU). Results are appended to
+``bench/results/step_benchmark.jsonl`` with the machine's name.
+
+    python bench/step_benchmark.py                      # this CPU machine: cpu size, fp32
+    python bench/step_benchmark.py --sizes cpu protocol --precisions fp32 amp   # a GPU node
+
+Sizes: ``cpu`` (patch 32x48x48, VNet width 4, the default configuration's model) and
+``protocol`` (patch 64x128x128 from an 80x160x160 grid, width 32, 2 + 2 batch: DHC's protocol).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from micd.engine import Trainer, TrainData, TrainSettings, resolve_device  # noqa: E402
+
+SIZES = {
+    "cpu": {"grid": (32, 64, 64), "patch_size": [32, 48, 48], "n_filters": 4},
+    "protocol": {"grid": (80, 160, 160), "patch_size": [64, 128, 128], "n_filters": 32},
+}
+NUM_CLASSES = 16
+
+
+def make_cases(root: Path, grid: tuple[int, int, int], n: int) -> list[str]:
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    ids = []
+    for i in range(n):
+        case_id = f"case_{i:03d}"
+        np.save(root / "images" / f"{case_id}.npy", rng.random(grid, dtype=np.float32))
+        np.save(root / "labels" / f"{case_id}.npy", rng.integers(0, NUM_CLASSES, grid, dtype=np.uint8))
+        ids.append(case_id)
+    return ids
+
+
+def machine(device: torch.device) -> dict:
+    info = {"host": platform.node(), "python": platform.python_version(), "torch": torch.__version__}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            info["cpu"] = line.split(":", 1)[1].strip()
+            break
+    info["cpu_threads"] = torch.get_num_threads()
+    return info
+
+
+def measure(method: str, size: str, precision: str, data_dir: Path, ids: list[str], args) -> dict:
+    spec = SIZES[size]
+    settings = TrainSettings(
+        max_epochs=1000, iterations_per_epoch=10_000, n_filters=spec["n_filters"], patch_size=spec["patch_size"],
+        samples_per_volume=args.samples_per_volume, queue_length=args.queue_length, num_workers=args.workers,
+        amp="auto" if precision == "amp" else "off", device=args.device,
+    )
+    data = TrainData(data_dir, labelled=ids[:2], unlabelled=ids[2:], eval=[], num_classes=NUM_CLASSES)
+    method_settings = {"mask_block": 16} if method in ("micd",) else {}
+    trainer = Trainer(method, method_settings, settings, data, Path(args.scratch) / f"{method}-{size}-{precision}",
+                      seed=0)
+    trainer.method.initialise(torch.ones(NUM_CLASSES, dtype=torch.float64))
+    trainer.method.train()
+    streams = trainer._streams()
+    device = trainer.device
+    for _ in range(args.warmup):
+        trainer._step(streams, settings.lr)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rows = [trainer._step(streams, settings.lr) for _ in range(args.iterations)]
+    data_s = [r["data_s"] for r in rows]
+    compute_s = [r["compute_s"] for r in rows]
+    step_s = [d + c for d, c in zip(data_s, compute_s)]
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {
+        "method": method, "size": size, "precision": precision if trainer.amp_dtype else "fp32",
+        "amp_dtype": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else None,
+        "patch_size": spec["patch_size"], "n_filters": spec["n_filters"], "batch": "2+2",
+        "workers": args.workers, "iterations": args.iterations,
+        "step_s_median": round(statistics.median(step_s), 4),
+        "data_wait_s_median": round(statistics.median(data_s), 4),
+        "compute_s_median": round(statistics.median(compute_s), 4),
+        "data_wait_fraction": round(sum(data_s) / sum(step_s), 4),
+        "iterations_per_s": round(len(step_s) / sum(step_s), 3),
+        "peak_memory_mib": round(peak / 2**20),
+        "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", nargs="+", default=["supervised", "micd"])
+    p.add_argument("--sizes", nargs="+", default=["cpu"], choices=sorted(SIZES))
+    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "amp"])
+    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--samples-per-volume", type=int, default=4)
+    p.add_argument("--queue-length", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "step_benchmark.jsonl")
+    p.add_argument("--scratch", default=None)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    with tempfile.TemporaryDirectory(prefix="micd-step-") as tmp:
+        args.scratch = args.scratch or tmp
+        for size in args.sizes:
+            data_dir = Path(tmp) / f"data-{size}"
+            ids = make_cases(data_dir, SIZES[size]["grid"], n=8)
+            for method in args.methods:
+                for precision in args.precisions:
+                    record = {"benchmark": "step", "date": stamp, "machine": machine(device),
+                              **measure(method, size, precision, data_dir, ids, args)}
+                    print(json.dumps(record), flush=True)
+                    args.out.parent.mkdir(parents=True, exist_ok=True)
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
