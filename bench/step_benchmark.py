@@ -79,13 +79,13 @@ def measure(method: str, size: str, precision: str, data_dir: Path, ids: list[st
                       seed=0)
     trainer.method.initialise(torch.ones(NUM_CLASSES, dtype=torch.float64))
     trainer.method.train()
-    streams = trainer._streams()
+    streams = trainer.streams()
     device = trainer.device
     for _ in range(args.warmup):
-        trainer._step(streams, settings.lr)
+        trainer.step(streams, settings.lr)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    rows = [trainer._step(streams, settings.lr) for _ in range(args.iterations)]
+    rows = [trainer.step(streams, settings.lr) for _ in range(args.iterations)]
     data_s = [r["data_s"] for r in rows]
     compute_s = [r["compute_s"] for r in rows]
     step_s = [d + c for d, c in zip(data_s, compute_s)]

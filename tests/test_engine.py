@@ -55,8 +55,8 @@ class StopAt(Trainer):
 
     stop_at = 3
 
-    def _step(self, streams, lr):
-        row = super()._step(streams, lr)
+    def step(self, streams, lr):
+        row = super().step(streams, lr)
         if self.iteration == self.stop_at:
             self.request_stop()
         return row
@@ -147,3 +147,19 @@ def test_poly_schedule_and_mixed_precision_choice():
 def test_unknown_train_setting_is_named():
     with pytest.raises(ValueError, match="max_epoch"):
         TrainSettings.from_dict({"max_epoch": 3})
+
+
+def test_labelled_patch_sampling_follows_the_method_or_the_class_balanced_switch(data_dir, tmp_path, monkeypatch):
+    import micd.engine as engine
+
+    seen = []
+    monkeypatch.setattr(engine, "labelled_sampler", lambda patch, probs: seen.append(probs) or
+                        __import__("torchio").UniformSampler(patch))
+    for method, balanced in (("supervised", False), ("supervised", True), ("cld", False)):
+        trainer = Trainer(method, {}, tiny_settings(class_balanced=balanced), tiny_data(data_dir), tmp_path, seed=0)
+        trainer.method.initialise(engine.labelled_voxel_counts(trainer.data))
+        trainer.streams()
+    assert seen[0] is None
+    assert seen[1] == {c: 1.0 for c in range(NUM_CLASSES)}
+    assert seen[2] == trainer.method.patch_label_probabilities() and seen[2][0] == pytest.approx(1.0)
+    assert max(seen[2].values()) > 1.0

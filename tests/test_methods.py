@@ -218,3 +218,17 @@ def test_uamt_masks_out_uncertain_voxels():
     method.uncertainty_threshold = lambda progress: 0.0
     probs = torch.rand(2, NUM_CLASSES, 16, 16, 16).softmax(1)
     assert method.consistency(probs, unlabelled, Progress(1, 10, 0)).item() == 0.0
+
+
+def test_cld_weights_rare_classes_and_samples_patches_around_them():
+    method = make("cld", weight_power=0.5)
+    counts = torch.tensor([1000.0, 250.0, 40.0, 10.0], dtype=torch.float64)
+    method.initialise(counts)
+    expected = torch.tensor([1.0, 2.0, 5.0, 10.0])
+    assert torch.allclose(method.weighting_a.weights, expected, atol=1e-4)
+    assert torch.allclose(method.weighting_b.weights, expected, atol=1e-4)
+    before = method.weighting_a.weights.clone()
+    method.training_step(tiny_batch(), Progress(5, 10, 3))
+    assert torch.equal(method.weighting_a.weights, before)  # fixed, not updated from predictions
+    assert method.patch_label_probabilities() == pytest.approx({0: 1.0, 1: 2.0, 2: 5.0, 3: 10.0}, abs=1e-4)
+    assert make("cld", weighted_sampling=False).patch_label_probabilities() is None

@@ -48,7 +48,7 @@ class TrainSettings:
     samples_per_volume: int = 1
     queue_length: int = 16
     num_workers: int = 0
-    class_balanced: bool = False
+    class_balanced: bool = False  # labelled patches centred on every class equally often
     validate_every: int = 10  # epochs
     early_stop_patience: int | None = 50  # epochs without a better eval Dice; None: never stop
     window_stride: list[int] = field(default_factory=lambda: [16, 32, 32])
@@ -199,12 +199,14 @@ class Trainer:
         self._stop_requested = True
 
     # ----- data -----------------------------------------------------------------------
-    def _streams(self):
+    def streams(self):
         s = self.settings
-        queue = QueueSettings(tuple(s.patch_size), s.samples_per_volume, s.queue_length, s.num_workers,
-                              s.class_balanced)
+        queue = QueueSettings(tuple(s.patch_size), s.samples_per_volume, s.queue_length, s.num_workers)
         labelled = [load_subject(self.data.data_dir, c) for c in self.data.labelled]
-        sampler = labelled_sampler(s.patch_size, self.data.num_classes, s.class_balanced)
+        probabilities = self.method.patch_label_probabilities()
+        if probabilities is None and s.class_balanced:
+            probabilities = {c: 1.0 for c in range(self.data.num_classes)}
+        sampler = labelled_sampler(s.patch_size, probabilities)
         labelled_stream = patch_stream(labelled, sampler, s.batch_labelled, queue)
         unlabelled_stream = None
         if self.method.uses_unlabelled and self.data.unlabelled:
@@ -346,7 +348,7 @@ class Trainer:
             self.method.train()
             while self.epoch < s.max_epochs:
                 self.epoch_data_state = self.data_random.state
-                streams = self._streams()
+                streams = self.streams()
                 for _ in range(self.done_in_epoch):  # resumed mid-epoch: replay the data seen
                     self._next_batch(streams)
                 lr = poly_lr(s.lr, self.epoch, s.max_epochs, s.poly_power)
@@ -354,7 +356,7 @@ class Trainer:
                     for group in optimiser.param_groups:
                         group["lr"] = lr
                 while self.done_in_epoch < per_epoch:
-                    log.write(json.dumps(self._step(streams, lr)) + "\n")
+                    log.write(json.dumps(self.step(streams, lr)) + "\n")
                     self.done_in_epoch += 1
                     if self._stop_requested or self.iteration % s.checkpoint_every == 0:
                         log.flush()
@@ -381,7 +383,7 @@ class Trainer:
         for name in ("train_log.jsonl", "validation.csv"):
             write_text_atomic(self.out_dir / name, (self.state_dir / name).read_text())
 
-    def _step(self, streams, lr: float) -> dict[str, Any]:
+    def step(self, streams, lr: float) -> dict[str, Any]:
         started = time.perf_counter()
         batch = self._next_batch(streams)
         data_ready = time.perf_counter()

@@ -51,19 +51,14 @@ class QueueSettings:
     samples_per_volume: int = 2
     queue_length: int = 16
     num_workers: int = 0
-    class_balanced: bool = (
-        False  # labelled patches centred on every class equally often
-    )
 
 
 def labelled_sampler(
-    patch_size: Sequence[int], num_classes: int, class_balanced: bool
+    patch_size: Sequence[int], label_probabilities: dict[int, float] | None = None
 ) -> tio.PatchSampler:
-    if class_balanced:
-        probabilities = {c: 1.0 for c in range(num_classes)}
-        return tio.LabelSampler(
-            patch_size, label_name="label", label_probabilities=probabilities
-        )
+    """Uniform patches, or patches centred on a voxel of class c with probability ∝ ``label_probabilities[c]``."""
+    if label_probabilities:
+        return tio.LabelSampler(patch_size, label_name="label", label_probabilities=label_probabilities)
     return tio.UniformSampler(patch_size)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from micd.methods.base import Batch, Method, Progress, settings_from_dict
-from micd.methods.cotraining import CPS, DHC, DiffDWOnly, DistDWOnly
+from micd.methods.cotraining import CLD, CPS, DHC, DiffDWOnly, DistDWOnly
 from micd.methods.mean_teacher import UAMT, MeanTeacher
 from micd.methods.micd import MICD
 from micd.methods.supervised import Fully, Supervised
@@ -13,7 +13,7 @@ from micd.methods.supervised import Fully, Supervised
 # The registry: one line per method.
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
-    for cls in (Supervised, Fully, MeanTeacher, UAMT, CPS, DHC, DistDWOnly, DiffDWOnly, MICD)
+    for cls in (Supervised, Fully, MeanTeacher, UAMT, CPS, CLD, DHC, DistDWOnly, DiffDWOnly, MICD)
 }
 
 

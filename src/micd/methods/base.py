@@ -93,6 +93,10 @@ class Method(nn.Module):
     def initialise(self, labelled_counts: Tensor) -> None:
         """Called once before training with the voxel count per class of the labelled set."""
 
+    def patch_label_probabilities(self) -> dict[int, float] | None:
+        """Sampling weight per class for the centres of labelled patches; None: the engine's choice."""
+        return None
+
     def training_step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
         """Named loss terms of one iteration; ``loss`` is the total that is back-propagated."""
         raise NotImplementedError

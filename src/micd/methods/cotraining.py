@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from micd.methods.micd import MICD, MICDSettings
+from micd.methods.weighting import LabelledFrequency
 
 
 @dataclass
@@ -61,3 +62,28 @@ class CPSSettings(DHCSettings):
 class CPS(MICD):
     name = "cps"
     Settings = CPSSettings
+
+
+@dataclass
+class CLDSettings(CPSSettings):
+    """CLD (Lin et al., MICCAI 2022), reconstructed: CPS whose losses weight each class by its
+    labelled-set rarity, ``(max N / N_c)^weight_power``, and whose labelled patches are centred
+    on a class with probability proportional to the same weight (probability-aware cropping)."""
+
+    weight_power: float = 1 / 3  # reconstruction choice
+    weighted_sampling: bool = True
+
+
+class CLD(MICD):
+    name = "cld"
+    Settings = CLDSettings
+
+    def __init__(self, settings: CLDSettings, num_classes: int, n_filters: int) -> None:
+        super().__init__(settings, num_classes, n_filters)
+        self.weighting_a = LabelledFrequency(num_classes, settings.weight_power)
+        self.weighting_b = LabelledFrequency(num_classes, settings.weight_power)
+
+    def patch_label_probabilities(self) -> dict[int, float] | None:
+        if not self.settings.weighted_sampling:
+            return None
+        return {c: float(w) for c, w in enumerate(self.weighting_a.weights)}

@@ -118,10 +118,26 @@ class DiffDW(ClassWeighting):
         return self.weights
 
 
+class LabelledFrequency(ClassWeighting):
+    """Fixed weights from the labelled set's class distribution (CLD's class-distribution-aware
+    weighting, reconstructed): ``w_c = (max_k N_k / N_c)^power``, so the most frequent class
+    weighs 1 and rarer ones more."""
+
+    def __init__(self, num_classes: int, power: float = 1 / 3) -> None:
+        super().__init__(num_classes)
+        self.power = power  # reconstruction choice (CLD's ``weight_power``)
+
+    def initialise(self, labelled_counts: Tensor) -> None:
+        counts = labelled_counts.to(self.weights.device).double()
+        ratio = (counts.max() + EPS) / (counts + EPS)
+        self.weights.copy_((ratio**self.power).float())
+
+
 WEIGHTINGS: dict[str, type[ClassWeighting]] = {
     "uniform": ClassWeighting,
     "distdw": DistDW,
     "diffdw": DiffDW,
+    "labelled_frequency": LabelledFrequency,
 }
 
 
