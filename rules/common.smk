@@ -59,6 +59,16 @@ def metrics_files(dataset, methods=None):
     )
 
 
+def run_datasets():
+    selected = config["run_datasets"] or list(config["datasets"])
+    unknown = sorted(set(selected) - set(config["datasets"]))
+    if unknown:
+        raise ValueError(
+            f"run_datasets names {unknown}, which are not in datasets: {sorted(config['datasets'])}"
+        )
+    return selected
+
+
 def report_targets():
     return expand(
         [
@@ -66,7 +76,7 @@ def report_targets():
             "results/tables/{dataset}_results.csv",
             "results/figures/{dataset}_dice_per_class.png",
         ],
-        dataset=list(config["datasets"]),
+        dataset=run_datasets(),
     )
 
 

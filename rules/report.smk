@@ -63,7 +63,7 @@ rule ablation:
     input:
         expand(
             rules.ablation_report.output,
-            dataset=list(config["datasets"]),
+            dataset=run_datasets(),
         ),
 
 
@@ -71,5 +71,5 @@ rule sensitivity:
     input:
         expand(
             rules.sensitivity_report.output,
-            dataset=list(config["datasets"]),
+            dataset=run_datasets(),
         ),
