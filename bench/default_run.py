@@ -54,8 +54,13 @@ def machine() -> dict:
             cpu = line.split(":", 1)[1].strip()
             break
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),
-            "python": platform.python_version()}
+    return {
+        "host": platform.node(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+    }
 
 
 def main() -> None:
@@ -66,8 +71,14 @@ def main() -> None:
             (shutil.copytree if source.is_dir() else shutil.copy2)(source, work / name)
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
         started = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile", "profiles/local"], cwd=work,
-                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "--profile", "profiles/local"],
+            cwd=work,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         peak = 0
         while process.poll() is None:
             peak = max(peak, tree_rss_bytes(process.pid))

@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from micd.engine import Trainer, TrainData, TrainSettings, resolve_device  # noqa: E402
+from micd.engine import TrainData, Trainer, TrainSettings, resolve_device  # noqa: E402
 
 SIZES = {
     "cpu": {"grid": (32, 64, 64), "patch_size": [32, 48, 48], "n_filters": 4},
@@ -69,14 +69,21 @@ def machine(device: torch.device) -> dict:
 def measure(method: str, size: str, precision: str, data_dir: Path, ids: list[str], args) -> dict:
     spec = SIZES[size]
     settings = TrainSettings(
-        max_epochs=1000, iterations_per_epoch=10_000, n_filters=spec["n_filters"], patch_size=spec["patch_size"],
-        samples_per_volume=args.samples_per_volume, queue_length=args.queue_length, num_workers=args.workers,
-        amp="auto" if precision == "amp" else "off", device=args.device,
+        max_epochs=1000,
+        iterations_per_epoch=10_000,
+        n_filters=spec["n_filters"],
+        patch_size=spec["patch_size"],
+        samples_per_volume=args.samples_per_volume,
+        queue_length=args.queue_length,
+        num_workers=args.workers,
+        amp="auto" if precision == "amp" else "off",
+        device=args.device,
     )
     data = TrainData(data_dir, labelled=ids[:2], unlabelled=ids[2:], eval=[], num_classes=NUM_CLASSES)
     method_settings = {"mask_block": 16} if method in ("micd",) else {}
-    trainer = Trainer(method, method_settings, settings, data, Path(args.scratch) / f"{method}-{size}-{precision}",
-                      seed=0)
+    trainer = Trainer(
+        method, method_settings, settings, data, Path(args.scratch) / f"{method}-{size}-{precision}", seed=0
+    )
     trainer.method.initialise(torch.ones(NUM_CLASSES, dtype=torch.float64))
     trainer.method.train()
     streams = trainer.streams()
@@ -89,13 +96,21 @@ def measure(method: str, size: str, precision: str, data_dir: Path, ids: list[st
     data_s = [r["data_s"] for r in rows]
     compute_s = [r["compute_s"] for r in rows]
     step_s = [d + c for d, c in zip(data_s, compute_s)]
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = (
+        torch.cuda.max_memory_allocated(device)
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     return {
-        "method": method, "size": size, "precision": precision if trainer.amp_dtype else "fp32",
+        "method": method,
+        "size": size,
+        "precision": precision if trainer.amp_dtype else "fp32",
         "amp_dtype": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else None,
-        "patch_size": spec["patch_size"], "n_filters": spec["n_filters"], "batch": "2+2",
-        "workers": args.workers, "iterations": args.iterations,
+        "patch_size": spec["patch_size"],
+        "n_filters": spec["n_filters"],
+        "batch": "2+2",
+        "workers": args.workers,
+        "iterations": args.iterations,
         "step_s_median": round(statistics.median(step_s), 4),
         "data_wait_s_median": round(statistics.median(data_s), 4),
         "compute_s_median": round(statistics.median(compute_s), 4),
@@ -132,8 +147,12 @@ def main() -> None:
             ids = make_cases(data_dir, SIZES[size]["grid"], n=8)
             for method in args.methods:
                 for precision in args.precisions:
-                    record = {"benchmark": "step", "date": stamp, "machine": machine(device),
-                              **measure(method, size, precision, data_dir, ids, args)}
+                    record = {
+                        "benchmark": "step",
+                        "date": stamp,
+                        "machine": machine(device),
+                        **measure(method, size, precision, data_dir, ids, args),
+                    }
                     print(json.dumps(record), flush=True)
                     args.out.parent.mkdir(parents=True, exist_ok=True)
                     with open(args.out, "a") as f:

@@ -14,9 +14,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from micd.atomic import atomic_dir
 from micd.data.convert import MANIFEST_COLUMNS, convert_amos
 from micd.data.errors import DataError
-from micd.data.io import Volume, atomic_dir, load_nifti, save_nifti
+from micd.data.io import Volume, load_nifti, save_nifti
 from micd.data.synthetic import generate_archive
 
 
@@ -57,16 +58,9 @@ def test_converts_synthetic_archive(archive: Path, tmp_path: Path) -> None:
             archive / row["source_image"],
             archive / row["source_label"],
         )
-        assert (
-            row["source_label"]
-            == f"labels{source_image.parent.name[-2:]}/{row['case_id']}.nii.gz"
-        )
-        assert (
-            row["image_sha256"] == hashlib.sha256(source_image.read_bytes()).hexdigest()
-        )
-        assert (
-            row["label_sha256"] == hashlib.sha256(source_label.read_bytes()).hexdigest()
-        )
+        assert row["source_label"] == f"labels{source_image.parent.name[-2:]}/{row['case_id']}.nii.gz"
+        assert row["image_sha256"] == hashlib.sha256(source_image.read_bytes()).hexdigest()
+        assert row["label_sha256"] == hashlib.sha256(source_label.read_bytes()).hexdigest()
 
         image = nib.load(tmp_path / "canonical" / "images" / f"{row['case_id']}.nii.gz")
         label = nib.load(tmp_path / "canonical" / "labels" / f"{row['case_id']}.nii.gz")
@@ -74,9 +68,7 @@ def test_converts_synthetic_archive(archive: Path, tmp_path: Path) -> None:
         assert image.get_data_dtype() == np.int16 and label.get_data_dtype() == np.uint8
         np.testing.assert_allclose(image.affine, label.affine)
         assert row["shape"] == "x".join(map(str, image.shape))
-        assert row["spacing"] == "x".join(
-            str(round(float(s), 4)) for s in nib.affines.voxel_sizes(image.affine)
-        )
+        assert row["spacing"] == "x".join(str(round(float(s), 4)) for s in nib.affines.voxel_sizes(image.affine))
         # The synthetic archive is stored L-P-S: canonical RAS flips the first two axes.
         flipped = np.asanyarray(nib.load(source_label).dataobj)[::-1, ::-1, :]
         np.testing.assert_array_equal(np.asanyarray(label.dataobj), flipped)
@@ -94,9 +86,7 @@ def test_ignores_macos_junk_and_dot_files(archive: Path, tmp_path: Path) -> None
 
 def test_modality_ct_drops_mri_cases(archive: Path, tmp_path: Path) -> None:
     for folder in ("imagesVa", "labelsVa"):
-        (archive / folder / "amos_0003.nii.gz").rename(
-            archive / folder / "amos_0540.nii.gz"
-        )
+        (archive / folder / "amos_0003.nii.gz").rename(archive / folder / "amos_0540.nii.gz")
     rows = _manifest(convert_amos(archive, tmp_path / "all"))
     assert [(r["case_id"], r["modality"]) for r in rows][-1] == ("amos_0540", "mri")
     rows = _manifest(convert_amos(archive, tmp_path / "ct", modality="ct"))
@@ -142,9 +132,7 @@ def _shape_mismatch(archive: Path) -> str:
 
 
 def _affine_mismatch(archive: Path) -> str:
-    return _rewrite_label(
-        archive, lambda v: Volume(v.data, v.affine + np.diag([0.0, 0.0, 0.5, 0.0]))
-    )
+    return _rewrite_label(archive, lambda v: Volume(v.data, v.affine + np.diag([0.0, 0.0, 0.5, 0.0])))
 
 
 def _label_out_of_range(archive: Path) -> str:
@@ -188,9 +176,7 @@ def test_bad_input_raises_and_leaves_no_output(
     assert _leftovers(tmp_path) == []
 
 
-def test_failure_keeps_an_existing_output_untouched(
-    archive: Path, tmp_path: Path
-) -> None:
+def test_failure_keeps_an_existing_output_untouched(archive: Path, tmp_path: Path) -> None:
     manifest = convert_amos(archive, tmp_path / "canonical")
     before = manifest.read_bytes()
     _missing_label(archive)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from micd.engine import Trainer, TrainData, TrainSettings, autocast_dtype, poly_lr
+from micd.engine import TrainData, Trainer, TrainSettings, autocast_dtype, poly_lr
 
 NUM_CLASSES = 4
 
@@ -38,16 +37,31 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def tiny_settings(**overrides) -> TrainSettings:
-    values = dict(max_epochs=3, iterations_per_epoch=2, n_filters=2, patch_size=[16, 32, 32], batch_labelled=1,
-                  batch_unlabelled=1, queue_length=4, validate_every=1, window_stride=[4, 8, 8],
-                  checkpoint_every=1000, early_stop_patience=None)
+    values = dict(
+        max_epochs=3,
+        iterations_per_epoch=2,
+        n_filters=2,
+        patch_size=[16, 32, 32],
+        batch_labelled=1,
+        batch_unlabelled=1,
+        queue_length=4,
+        validate_every=1,
+        window_stride=[4, 8, 8],
+        checkpoint_every=1000,
+        early_stop_patience=None,
+    )
     values.update(overrides)
     return TrainSettings(**values)
 
 
 def tiny_data(data_dir: Path) -> TrainData:
-    return TrainData(data_dir, labelled=["case_0", "case_1"], unlabelled=["case_2", "case_3", "case_4"],
-                     eval=["case_5"], num_classes=NUM_CLASSES)
+    return TrainData(
+        data_dir,
+        labelled=["case_0", "case_1"],
+        unlabelled=["case_2", "case_3", "case_4"],
+        eval=["case_5"],
+        num_classes=NUM_CLASSES,
+    )
 
 
 class StopAt(Trainer):
@@ -87,12 +101,20 @@ def test_kill_and_resume_gives_the_same_weights_as_a_straight_run(data_dir, tmp_
     strip = lambda rows: [{k: v for k, v in json.loads(r).items() if not k.endswith("_s")} for r in rows]  # noqa: E731
     assert strip(log_a) == strip(log_b)
     assert (tmp_path / "resumed" / "validation.csv").read_text() == (
-        tmp_path / "straight" / "validation.csv").read_text()
+        tmp_path / "straight" / "validation.csv"
+    ).read_text()
 
 
 def test_outputs_carry_provenance_and_the_best_epoch(data_dir, tmp_path):
-    trainer = Trainer("supervised", {}, tiny_settings(), tiny_data(data_dir), tmp_path, seed=0,
-                      run_info={"dataset": "tiny", "ratio": 5})
+    trainer = Trainer(
+        "supervised",
+        {},
+        tiny_settings(),
+        tiny_data(data_dir),
+        tmp_path,
+        seed=0,
+        run_info={"dataset": "tiny", "ratio": 5},
+    )
     trainer.fit()
     model = torch.load(tmp_path / "model.pt", weights_only=False)
     assert model["provenance"]["dataset"] == "tiny" and model["provenance"]["seed"] == 0
@@ -106,17 +128,50 @@ def test_outputs_carry_provenance_and_the_best_epoch(data_dir, tmp_path):
 
 def test_sigterm_checkpoints_and_the_rerun_resumes_above_step_zero(data_dir, tmp_path):
     lists = {}
-    for name, ids in {"train": ["case_0", "case_1", "case_2", "case_3", "case_4"], "labelled": ["case_0", "case_1"],
-                      "unlabelled": ["case_2", "case_3", "case_4"], "eval": ["case_5"]}.items():
+    for name, ids in {
+        "train": ["case_0", "case_1", "case_2", "case_3", "case_4"],
+        "labelled": ["case_0", "case_1"],
+        "unlabelled": ["case_2", "case_3", "case_4"],
+        "eval": ["case_5"],
+    }.items():
         lists[name] = tmp_path / f"{name}.txt"
         lists[name].write_text("\n".join(ids) + "\n")
-    settings = json.dumps(dict(max_epochs=4, iterations_per_epoch=25, n_filters=2, patch_size=[16, 32, 32],
-                               queue_length=4, validate_every=2, window_stride=[16, 32, 32], checkpoint_every=1))
+    settings = json.dumps(
+        dict(
+            max_epochs=4,
+            iterations_per_epoch=25,
+            n_filters=2,
+            patch_size=[16, 32, 32],
+            queue_length=4,
+            validate_every=2,
+            window_stride=[16, 32, 32],
+            checkpoint_every=1,
+        )
+    )
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "micd.cli", "train", "--data-dir", str(data_dir), "--out-dir", str(out),
-               "--method", "supervised", "--train-settings", settings, "--family", "synthetic",
-               "--dataset", "tiny", "--ratio", "5", "--seed", "0",
-               *[arg for name, path in lists.items() for arg in (f"--{name}", str(path))]]
+    command = [
+        sys.executable,
+        "-m",
+        "micd.cli",
+        "train",
+        "--data-dir",
+        str(data_dir),
+        "--out-dir",
+        str(out),
+        "--method",
+        "supervised",
+        "--train-settings",
+        settings,
+        "--family",
+        "synthetic",
+        "--dataset",
+        "tiny",
+        "--ratio",
+        "5",
+        "--seed",
+        "0",
+        *[arg for name, path in lists.items() for arg in (f"--{name}", str(path))],
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while not (out / "state" / "checkpoint.pt").exists():
@@ -153,8 +208,11 @@ def test_labelled_patch_sampling_follows_the_method_or_the_class_balanced_switch
     import micd.engine as engine
 
     seen = []
-    monkeypatch.setattr(engine, "labelled_sampler", lambda patch, probs: seen.append(probs) or
-                        __import__("torchio").UniformSampler(patch))
+    monkeypatch.setattr(
+        engine,
+        "labelled_sampler",
+        lambda patch, probs: seen.append(probs) or __import__("torchio").UniformSampler(patch),
+    )
     for method, balanced in (("supervised", False), ("supervised", True), ("cld", False)):
         trainer = Trainer(method, {}, tiny_settings(class_balanced=balanced), tiny_data(data_dir), tmp_path, seed=0)
         trainer.method.initialise(engine.labelled_voxel_counts(trainer.data))

@@ -38,9 +38,7 @@ def per_case_frame(dataset: str = "synapse") -> pd.DataFrame:
 
 def test_plot_dice_per_class_writes_a_png(tmp_path: Path) -> None:
     out_png = tmp_path / "figures" / "dice_per_class.png"
-    plot_dice_per_class(
-        per_case_frame(), SYNAPSE_CLASSES, out_png, method_order=["MICD", "DHC"]
-    )
+    plot_dice_per_class(per_case_frame(), SYNAPSE_CLASSES, out_png, method_order=["MICD", "DHC"])
     assert out_png.stat().st_size > 10_000
     with Image.open(out_png) as image:
         image.verify()

@@ -30,12 +30,8 @@ def test_matches_medpy_on_random_blobs(seed: int) -> None:
     assert scores["dice"] == pytest.approx(100 * binary.dc(prediction, truth))
     # DHC calls medpy's directed asd(prediction, truth) without spacing.
     assert scores["asd_voxels"] == pytest.approx(binary.asd(prediction, truth))
-    assert scores["asd_mm"] == pytest.approx(
-        binary.asd(prediction, truth, voxelspacing=SPACING)
-    )
-    assert scores["hd95_mm"] == pytest.approx(
-        binary.hd95(prediction, truth, voxelspacing=SPACING)
-    )
+    assert scores["asd_mm"] == pytest.approx(binary.asd(prediction, truth, voxelspacing=SPACING))
+    assert scores["hd95_mm"] == pytest.approx(binary.hd95(prediction, truth, voxelspacing=SPACING))
     assert all(type(value) is float for value in scores.values())
 
 
@@ -48,12 +44,8 @@ def test_small_masks_in_a_large_volume_match_medpy() -> None:
     truth[30:33, 40:44, 50:55] = True
     scores = dice_and_asd(prediction, truth, SPACING)
     assert scores["asd_voxels"] == pytest.approx(binary.asd(prediction, truth))
-    assert scores["asd_mm"] == pytest.approx(
-        binary.asd(prediction, truth, voxelspacing=SPACING)
-    )
-    assert scores["hd95_mm"] == pytest.approx(
-        binary.hd95(prediction, truth, voxelspacing=SPACING)
-    )
+    assert scores["asd_mm"] == pytest.approx(binary.asd(prediction, truth, voxelspacing=SPACING))
+    assert scores["hd95_mm"] == pytest.approx(binary.hd95(prediction, truth, voxelspacing=SPACING))
 
 
 def test_asd_is_directed_from_prediction_to_truth() -> None:
@@ -123,9 +115,7 @@ def test_single_voxels() -> None:
     assert scores["dice"] == 0
     assert scores["asd_voxels"] == pytest.approx(5.0)
     assert scores["asd_mm"] == pytest.approx(math.hypot(3 * 2.5, 4 * 0.8))
-    assert scores["hd95_mm"] == pytest.approx(
-        binary.hd95(prediction, truth, voxelspacing=SPACING)
-    )
+    assert scores["hd95_mm"] == pytest.approx(binary.hd95(prediction, truth, voxelspacing=SPACING))
 
 
 def test_shape_mismatch_is_an_error() -> None:
@@ -169,9 +159,7 @@ def per_case_frame() -> pd.DataFrame:
         (1, "a", 2, 40.0, 128.0),
         (1, "b", 2, 20.0, 8.0),
     ]
-    frame = pd.DataFrame(
-        rows, columns=["seed", "case_id", "class_id", "dice", "asd_voxels"]
-    )
+    frame = pd.DataFrame(rows, columns=["seed", "case_id", "class_id", "dice", "asd_voxels"])
     frame["class_short"] = frame["class_id"].map({0: "Bg", 1: "Sp", 2: "RK"})
     frame["asd_mm"] = frame["asd_voxels"] * 2
     frame.loc[

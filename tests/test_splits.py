@@ -41,11 +41,7 @@ def test_sizes_and_disjointness() -> None:
 
 def test_labelled_sets_are_nested() -> None:
     splits = make_splits(TRAIN_IDS, TEST_IDS, RATIOS, seed=3)
-    assert (
-        set(splits["labelled_5p"])
-        < set(splits["labelled_10p"])
-        < set(splits["labelled_20p"])
-    )
+    assert set(splits["labelled_5p"]) < set(splits["labelled_10p"]) < set(splits["labelled_20p"])
 
 
 def test_at_least_one_eval_and_one_labelled_case() -> None:
@@ -57,9 +53,7 @@ def test_deterministic_for_a_seed_and_different_for_another() -> None:
     first = make_splits(TRAIN_IDS, TEST_IDS, RATIOS, seed=1)
     assert make_splits(list(reversed(TRAIN_IDS)), TEST_IDS, RATIOS, seed=1) == first
     other = make_splits(TRAIN_IDS, TEST_IDS, RATIOS, seed=2)
-    assert (
-        other["eval"] != first["eval"] or other["labelled_10p"] != first["labelled_10p"]
-    )
+    assert other["eval"] != first["eval"] or other["labelled_10p"] != first["labelled_10p"]
 
 
 def test_bad_arguments_are_rejected() -> None:
@@ -75,8 +69,7 @@ def test_bad_arguments_are_rejected() -> None:
 
 def test_written_splits_validate(split_dir: Path) -> None:
     assert sorted(p.name for p in split_dir.iterdir()) == sorted(
-        ["train.txt", "eval.txt", "test.txt"]
-        + [f"{k}_{r}p.txt" for r in RATIOS for k in ("labelled", "unlabelled")]
+        ["train.txt", "eval.txt", "test.txt"] + [f"{k}_{r}p.txt" for r in RATIOS for k in ("labelled", "unlabelled")]
     )
     assert read_case_list(split_dir / "test.txt") == TEST_IDS
     validate_splits(split_dir, RATIOS, KNOWN)
@@ -125,9 +118,7 @@ def test_validator_names_each_fault_and_its_ids(
     remove_from: str | None,
     expected: str,
 ) -> None:
-    case_id = (
-        read_case_list(split_dir / id_from)[0] if id_from.endswith(".txt") else id_from
-    )
+    case_id = read_case_list(split_dir / id_from)[0] if id_from.endswith(".txt") else id_from
     if add_to:
         _edit(split_dir, add_to, lambda ids: ids + [case_id])
     if remove_from:

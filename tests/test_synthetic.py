@@ -24,20 +24,14 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _cases(archive: Path) -> list[tuple[nib.Nifti1Image, nib.Nifti1Image]]:
     return [
         (
             nib.load(image),
-            nib.load(
-                archive / image.parent.name.replace("images", "labels") / image.name
-            ),
+            nib.load(archive / image.parent.name.replace("images", "labels") / image.name),
         )
         for image in sorted(archive.glob("images*/*.nii.gz"))
     ]
@@ -52,18 +46,14 @@ def test_layout_and_dataset_json_follow_amos(archive: Path) -> None:
         "labelsVa",
     ]
     train = [f"amos_{k:04d}" for k in range(1, N_TRAIN + 1)]
-    validation = [
-        f"amos_{k:04d}" for k in range(N_TRAIN + 1, N_TRAIN + N_VALIDATION + 1)
-    ]
+    validation = [f"amos_{k:04d}" for k in range(N_TRAIN + 1, N_TRAIN + N_VALIDATION + 1)]
     for folder, ids in (
         ("imagesTr", train),
         ("labelsTr", train),
         ("imagesVa", validation),
         ("labelsVa", validation),
     ):
-        assert sorted(p.name for p in (archive / folder).iterdir()) == [
-            f"{i}.nii.gz" for i in ids
-        ]
+        assert sorted(p.name for p in (archive / folder).iterdir()) == [f"{i}.nii.gz" for i in ids]
 
     meta = json.loads((archive / "dataset.json").read_text())
     assert meta["labels"] == {str(c.label): c.name for c in AMOS_CLASSES}
@@ -74,12 +64,8 @@ def test_layout_and_dataset_json_follow_amos(archive: Path) -> None:
         "label": "./labelsTr/amos_0001.nii.gz",
     }
     for entry in meta["training"] + meta["validation"]:
-        assert (archive / entry["image"]).is_file() and (
-            archive / entry["label"]
-        ).is_file()
-    assert [e["image"] for e in meta["validation"]] == [
-        f"./imagesVa/{i}.nii.gz" for i in validation
-    ]
+        assert (archive / entry["image"]).is_file() and (archive / entry["label"]).is_file()
+    assert [e["image"] for e in meta["validation"]] == [f"./imagesVa/{i}.nii.gz" for i in validation]
 
 
 def test_images_are_int16_hu_and_labels_uint8_with_spacing_in_affine(
@@ -89,9 +75,7 @@ def test_images_are_int16_hu_and_labels_uint8_with_spacing_in_affine(
         assert image.get_data_dtype() == np.int16 and label.get_data_dtype() == np.uint8
         assert image.shape == label.shape
         np.testing.assert_allclose(image.affine, label.affine)
-        np.testing.assert_allclose(
-            nib.affines.voxel_sizes(image.affine), image.header.get_zooms(), rtol=1e-5
-        )
+        np.testing.assert_allclose(nib.affines.voxel_sizes(image.affine), image.header.get_zooms(), rtol=1e-5)
         data = np.asanyarray(image.dataobj)
         assert np.median(data[0, 0, :]) < -900  # air in the corner
         assert data.min() >= -1024
@@ -107,10 +91,7 @@ def test_every_class_present_in_every_case(archive: Path) -> None:
 def test_class_volumes_follow_the_design() -> None:
     sizes = SizeOptions((64, 72), (28, 32))
     fractions = np.mean(
-        [
-            np.bincount(generate_case(11, k, sizes)[1].data.ravel(), minlength=16)
-            for k in range(1, 9)
-        ],
+        [np.bincount(generate_case(11, k, sizes)[1].data.ravel(), minlength=16) for k in range(1, 9)],
         axis=0,
     )[1:]
     organs = {c.label: fractions[c.label - 1] for c in AMOS_CLASSES[1:]}
@@ -124,28 +105,18 @@ def test_organ_intensities_are_ct_like() -> None:
     image, label = generate_case(SEED, 1)
     mean = {c: float(image.data[label.data == c].mean()) for c in range(16)}
     assert 35 < mean[6] < 85  # liver
-    assert (
-        mean[2] > 100 and mean[3] > 100 and mean[8] > 120
-    )  # kidneys, aorta: contrast enhanced
+    assert mean[2] > 100 and mean[3] > 100 and mean[8] > 120  # kidneys, aorta: contrast enhanced
     assert mean[4] < 30 and mean[14] < 30  # gallbladder, bladder: fluid
-    assert (
-        abs(mean[6] - mean[1]) < 40 and abs(mean[10] - mean[13]) < 30
-    )  # low-contrast neighbours
+    assert abs(mean[6] - mean[1]) < 40 and abs(mean[10] - mean[13]) < 30  # low-contrast neighbours
 
 
-def test_same_seed_gives_identical_files_and_another_seed_different(
-    archive: Path, tmp_path: Path
-) -> None:
+def test_same_seed_gives_identical_files_and_another_seed_different(archive: Path, tmp_path: Path) -> None:
     generate_archive(tmp_path / "again", N_TRAIN, N_VALIDATION, SEED, **SMALL)
     assert _files(tmp_path / "again") == _files(archive)
     generate_archive(tmp_path / "other", N_TRAIN, N_VALIDATION, SEED + 1, **SMALL)
     other = _files(tmp_path / "other")
     assert other.keys() == _files(archive).keys()
-    assert all(
-        other[name] != data
-        for name, data in _files(archive).items()
-        if name.endswith(".nii.gz")
-    )
+    assert all(other[name] != data for name, data in _files(archive).items() if name.endswith(".nii.gz"))
 
 
 def test_a_case_does_not_depend_on_n_train(archive: Path, tmp_path: Path) -> None:
@@ -165,14 +136,9 @@ def test_size_and_spacing_vary_between_cases_and_slices_are_thick(
     assert len({tuple(np.round(s, 3)) for s in spacings}) == len(cases)
     for image, _ in cases:
         n_xy, _, n_z = image.shape
-        assert (
-            SMALL["inplane"][0] <= n_xy <= SMALL["inplane"][1]
-            and SMALL["slices"][0] <= n_z <= SMALL["slices"][1]
-        )
+        assert SMALL["inplane"][0] <= n_xy <= SMALL["inplane"][1] and SMALL["slices"][0] <= n_z <= SMALL["slices"][1]
     assert np.all(spacings[:, 0] == spacings[:, 1])
-    assert np.all(
-        (spacings[:, 2] / spacings[:, 0] > 1.5) & (spacings[:, 2] / spacings[:, 0] < 5)
-    )
+    assert np.all((spacings[:, 2] / spacings[:, 0] > 1.5) & (spacings[:, 2] / spacings[:, 0] < 5))
 
 
 def test_bad_arguments_are_rejected(tmp_path: Path) -> None:

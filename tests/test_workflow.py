@@ -48,8 +48,18 @@ TINY_CONFIG = {
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-               "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
@@ -82,8 +92,15 @@ def test_ablation_and_sensitivity_targets_plan_every_variant(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
     dry = snakemake(tmp_path, "-n", "-p", "ablation", "sensitivity")
     out = dry.stdout + dry.stderr
-    for variant in ("dhc", "micd_mcpc", "micd_mcpc_cfc", "micd_mcpc_cmd", "micd", "micd_mask30_block8",
-                    "micd_mask70_block32"):
+    for variant in (
+        "dhc",
+        "micd_mcpc",
+        "micd_mcpc_cfc",
+        "micd_mcpc_cmd",
+        "micd",
+        "micd_mask30_block8",
+        "micd_mask70_block32",
+    ):
         assert f"runs/5p/{variant}/seed0/model.pt" in out
     assert "--method micd --variant micd_mcpc_cmd" in out.replace("\n", " ")
 

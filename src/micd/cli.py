@@ -25,8 +25,7 @@ def _json(text: str) -> dict:
 def cmd_synthesise(args: argparse.Namespace) -> None:
     from micd.data.synthetic import generate_archive
 
-    generate_archive(args.out, n_train=args.n_train, n_validation=args.n_validation, seed=args.seed,
-                     **args.options)
+    generate_archive(args.out, n_train=args.n_train, n_validation=args.n_validation, seed=args.seed, **args.options)
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -39,8 +38,13 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     from micd.data.classes import classes_for
     from micd.data.preprocess import preprocess
 
-    preprocess(args.manifest, args.out, grid=tuple(args.grid), hu_window=tuple(args.hu_window),
-               num_classes=len(classes_for(args.family)))
+    preprocess(
+        args.manifest,
+        args.out,
+        grid=tuple(args.grid),
+        hu_window=tuple(args.hu_window),
+        num_classes=len(classes_for(args.family)),
+    )
 
 
 def cmd_split(args: argparse.Namespace) -> None:
@@ -78,10 +82,21 @@ def cmd_train(args: argparse.Namespace) -> None:
         eval=read_case_list(args.eval),
         num_classes=len(classes_for(args.family)),
     )
-    run_info = {"dataset": args.dataset, "ratio": args.ratio, "variant": args.variant or args.method,
-                "labelled_cases": labelled}
-    trainer = Trainer(args.method, args.method_settings, TrainSettings.from_dict(args.train_settings), data,
-                      args.out_dir, seed=args.seed, run_info=run_info)
+    run_info = {
+        "dataset": args.dataset,
+        "ratio": args.ratio,
+        "variant": args.variant or args.method,
+        "labelled_cases": labelled,
+    }
+    trainer = Trainer(
+        args.method,
+        args.method_settings,
+        TrainSettings.from_dict(args.train_settings),
+        data,
+        args.out_dir,
+        seed=args.seed,
+        run_info=run_info,
+    )
     if not trainer.fit():
         # stopped by SIGTERM after a checkpoint: a non-zero exit lets the scheduler requeue the
         # job, and the next run resumes from the checkpoint
@@ -110,8 +125,9 @@ def cmd_metrics(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from micd.report.build import build_report
 
-    build_report(args.metrics, args.family, args.methods, args.table_md, args.table_csv, args.figure,
-                 caption=args.caption)
+    build_report(
+        args.metrics, args.family, args.methods, args.table_md, args.table_csv, args.figure, caption=args.caption
+    )
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> None:

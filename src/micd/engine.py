@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 import signal
 import threading
+import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,11 +23,18 @@ import numpy as np
 import torch
 import torchio as tio
 
-from micd.data.loaders import QueueSettings, case_paths, labelled_sampler, load_subject, patch_stream
+from micd.atomic import atomic_write
+from micd.data.loaders import (
+    QueueSettings,
+    case_paths,
+    labelled_sampler,
+    load_subject,
+    patch_stream,
+)
 from micd.evaluation.inference import segment
 from micd.evaluation.metrics import mean_foreground_dice
 from micd.methods import Batch, Method, Progress, build_method
-from micd.provenance import atomic_torch_save, provenance, write_text_atomic
+from micd.provenance import atomic_torch_save, provenance
 
 
 @dataclass
@@ -42,6 +49,7 @@ class TrainSettings:
     nesterov: bool = True
     poly_power: float = 0.9
     n_filters: int = 32
+    dropout: float = 0.5  # Dropout3d on the bottleneck and the last decoder map
     patch_size: list[int] = field(default_factory=lambda: [64, 128, 128])
     batch_labelled: int = 2
     batch_unlabelled: int = 2
@@ -170,7 +178,9 @@ class Trainer:
         self.seed = seed
         self.device = resolve_device(settings.device)
         seed_everything(seed)
-        self.method: Method = build_method(method_name, method_settings, data.num_classes, settings.n_filters)
+        self.method: Method = build_method(
+            method_name, method_settings, data.num_classes, settings.n_filters, settings.dropout
+        )
         self.method.to(self.device)
         self.method_settings = asdict(self.method.settings)
         self.run_info = dict(run_info or {}, method=method_name, seed=seed)
@@ -241,8 +251,12 @@ class Trainer:
         return self.state_dir / "checkpoint.pt"
 
     def _random_states(self) -> dict[str, Any]:
-        states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                  "epoch_data": self.epoch_data_state}
+        states = {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "epoch_data": self.epoch_data_state,
+        }
         if self.device.type == "cuda":
             states["cuda"] = torch.cuda.get_rng_state(self.device)
         return states
@@ -283,8 +297,10 @@ class Trainer:
         self.data_random.state = rs["epoch_data"]
         # drop log lines of iterations after the checkpoint: they are trained again
         _keep_rows(self.state_dir / "train_log.jsonl", lambda line: json.loads(line)["iteration"] <= self.iteration)
-        _keep_rows(self.state_dir / "validation.csv",
-                   lambda line: line.startswith("epoch") or int(line.split(",")[1]) <= self.iteration)
+        _keep_rows(
+            self.state_dir / "validation.csv",
+            lambda line: line.startswith("epoch") or int(line.split(",")[1]) <= self.iteration,
+        )
         return True
 
     def _model_payload(self) -> dict[str, Any]:
@@ -305,8 +321,9 @@ class Trainer:
         for case_id in self.data.eval:
             image_path, label_path = case_paths(self.data.data_dir, case_id)
             volume = torch.from_numpy(np.load(image_path))
-            prediction = segment(self.method.predict, volume, self.settings.patch_size,
-                                 self.settings.window_stride, device=self.device)
+            prediction = segment(
+                self.method.predict, volume, self.settings.patch_size, self.settings.window_stride, device=self.device
+            )
             dices.append(mean_foreground_dice(prediction.numpy(), np.load(label_path), self.data.num_classes))
         self.method.train()
         return float(np.mean(dices))
@@ -336,15 +353,19 @@ class Trainer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.resume()
         if resumed:
-            print(f"resuming from {self.checkpoint_path} at iteration {self.iteration} (epoch {self.epoch})",
-                  flush=True)
+            print(
+                f"resuming from {self.checkpoint_path} at iteration {self.iteration} (epoch {self.epoch})", flush=True
+            )
         else:
             self.method.initialise(labelled_voxel_counts(self.data))
             (self.state_dir / "validation.csv").write_text("epoch,iteration,eval_mean_dice\n")
             (self.state_dir / "train_log.jsonl").write_text("")
         per_epoch = self.iterations_per_epoch()
-        with open(self.state_dir / "train_log.jsonl", "a") as log, \
-                open(self.state_dir / "validation.csv", "a") as validation_log, stop_on_sigterm(self):
+        with (
+            open(self.state_dir / "train_log.jsonl", "a") as log,
+            open(self.state_dir / "validation.csv", "a") as validation_log,
+            stop_on_sigterm(self),
+        ):
             self.method.train()
             while self.epoch < s.max_epochs:
                 self.epoch_data_state = self.data_random.state
@@ -362,8 +383,9 @@ class Trainer:
                         log.flush()
                         self.save_checkpoint()
                         if self._stop_requested:
-                            print(f"stopped at iteration {self.iteration}; checkpoint {self.checkpoint_path}",
-                                  flush=True)
+                            print(
+                                f"stopped at iteration {self.iteration}; checkpoint {self.checkpoint_path}", flush=True
+                            )
                             return False
                 self.epoch += 1
                 self.done_in_epoch = 0
@@ -381,7 +403,7 @@ class Trainer:
         payload = torch.load(best, weights_only=False) if best.is_file() else self._model_payload()
         atomic_torch_save(payload, self.out_dir / "model.pt")
         for name in ("train_log.jsonl", "validation.csv"):
-            write_text_atomic(self.out_dir / name, (self.state_dir / name).read_text())
+            atomic_write(self.out_dir / name, (self.state_dir / name).read_text())
 
     def step(self, streams, lr: float) -> dict[str, Any]:
         started = time.perf_counter()
@@ -415,4 +437,4 @@ class Trainer:
 def _keep_rows(path: Path, keep) -> None:
     if path.is_file():
         lines = [line for line in path.read_text().splitlines() if line.strip() and keep(line)]
-        write_text_atomic(path, "".join(line + "\n" for line in lines))
+        atomic_write(path, "".join(line + "\n" for line in lines))

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import os
 import platform
 import subprocess
-import tempfile
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import micd
+from micd.atomic import atomic_path
 
 PACKAGES = ("micd", "torch", "torchio", "nibabel", "numpy", "scipy", "pandas", "snakemake")
 
@@ -56,33 +53,8 @@ def provenance(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; it replaces ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
     import torch
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-
-
-def write_json(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)

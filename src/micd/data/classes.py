@@ -65,6 +65,4 @@ def classes_for(family: str) -> tuple[OrganClass, ...]:
     try:
         return CLASSES_BY_FAMILY[family]
     except KeyError:
-        raise ValueError(
-            f"unknown data-set family {family!r}; expected one of {sorted(CLASSES_BY_FAMILY)}"
-        ) from None
+        raise ValueError(f"unknown data-set family {family!r}; expected one of {sorted(CLASSES_BY_FAMILY)}") from None

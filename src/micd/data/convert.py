@@ -18,10 +18,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from micd.atomic import atomic_dir
 from micd.data.errors import case_error
 from micd.data.io import (
     Volume,
-    atomic_dir,
     load_nifti,
     save_nifti,
     sha256_file,
@@ -80,15 +80,11 @@ def check_dataset_json(path: Path) -> None:
     try:
         labels = json.loads(Path(path).read_text())["labels"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise case_error(
-            None, path, f"expected a readable JSON file with a 'labels' mapping ({exc})"
-        ) from exc
+        raise case_error(None, path, f"expected a readable JSON file with a 'labels' mapping ({exc})") from exc
     expected = {str(i) for i in range(NUM_LABELS)}
     if not isinstance(labels, dict) or set(labels) != expected:
         found = sorted(labels, key=str) if isinstance(labels, dict) else labels
-        raise case_error(
-            None, path, f"expected labels '0'..'{NUM_LABELS - 1}', found {found}"
-        )
+        raise case_error(None, path, f"expected labels '0'..'{NUM_LABELS - 1}', found {found}")
 
 
 def find_cases(archive_dir: Path, modality: str = "all") -> list[SourceCase]:
@@ -129,8 +125,7 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
             raise case_error(
                 None,
                 path,
-                f"expected manifest columns {list(MANIFEST_COLUMNS)}, "
-                f"missing {sorted(missing)}",
+                f"expected manifest columns {list(MANIFEST_COLUMNS)}, missing {sorted(missing)}",
             )
         return list(reader)
 
@@ -163,8 +158,7 @@ def _convert_case(case: SourceCase, archive_dir: Path, out_dir: Path) -> dict[st
         raise case_error(
             case.case_id,
             case.label,
-            "label file missing; expected one label per image "
-            "(restore it or remove the image)",
+            "label file missing; expected one label per image (restore it or remove the image)",
         )
     image = load_nifti(case.image, case.case_id)
     label = load_nifti(case.label, case.case_id)
@@ -222,8 +216,7 @@ def _validate(case: SourceCase, image: Volume, label: Volume) -> None:
         raise case_error(
             case.case_id,
             case.label,
-            f"expected integer label values in 0..{NUM_LABELS - 1}, "
-            f"found {bad[:10].tolist()}",
+            f"expected integer label values in 0..{NUM_LABELS - 1}, found {bad[:10].tolist()}",
         )
 
 
@@ -231,9 +224,7 @@ def _to_canonical(volume: Volume) -> Volume:
     """Reorient by axis flips/permutations only to the closest RAS+ orientation."""
     ornt = nib.orientations.io_orientation(volume.affine)
     data = np.ascontiguousarray(nib.orientations.apply_orientation(volume.data, ornt))
-    return Volume(
-        data, volume.affine @ nib.orientations.inv_ornt_aff(ornt, volume.data.shape)
-    )
+    return Volume(data, volume.affine @ nib.orientations.inv_ornt_aff(ornt, volume.data.shape))
 
 
 def _fits_int16(data: np.ndarray) -> bool:

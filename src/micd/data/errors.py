@@ -9,9 +9,7 @@ class DataError(ValueError):
     """Input data that cannot be used; the message names the case, the file and what was expected."""
 
 
-def case_error(
-    case_id: str | None, path: str | PathLike[str] | None, problem: str
-) -> DataError:
+def case_error(case_id: str | None, path: str | PathLike[str] | None, problem: str) -> DataError:
     """A :class:`DataError` whose message starts with the case id and the file.
 
     >>> str(case_error("amos_0001", "labelsTr/amos_0001.nii.gz", "expected uint8 labels"))

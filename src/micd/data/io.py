@@ -1,4 +1,4 @@
-"""File helpers shared by the data stages: atomic writes, case lists, NIfTI volumes.
+"""File helpers shared by the data stages: case lists, CSV, checksums, NIfTI volumes.
 
 Every writer here either leaves the complete output or nothing: files are written to a
 temporary sibling and moved into place with :func:`os.replace`.
@@ -10,73 +10,20 @@ import csv
 import gzip
 import hashlib
 import io
-import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from micd.atomic import atomic_write
 from micd.data.errors import case_error
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling, so ``path`` is never half written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextmanager
-def atomic_dir(out_dir: Path) -> Iterator[Path]:
-    """Build a directory in a temporary sibling and rename it to ``out_dir`` on success.
-
-    Usage::
-
-        with atomic_dir(out) as tmp:
-            (tmp / "a.txt").write_text("...")
-
-    If the block raises, the temporary directory is removed and ``out_dir`` is untouched.
-    An existing ``out_dir`` is replaced only once the new one is complete.
-    """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp's mode is private; use the usual one
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex}")
-            os.replace(out_dir, old)
-            try:
-                os.replace(tmp, out_dir)
-            except BaseException:
-                os.replace(old, out_dir)
-                raise
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_case_list(path: Path) -> list[str]:
     """Case ids of a one-id-per-line text file, blank lines skipped."""
-    return [
-        line.strip() for line in Path(path).read_text().splitlines() if line.strip()
-    ]
+    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def write_case_list(path: Path, ids: Iterable[str]) -> None:
@@ -84,9 +31,7 @@ def write_case_list(path: Path, ids: Iterable[str]) -> None:
     atomic_write(path, "".join(f"{case_id}\n" for case_id in ids))
 
 
-def write_csv(
-    path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]]
-) -> None:
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> None:
     """Write rows (dicts keyed by column) as CSV with a header line (atomically)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
@@ -129,15 +74,12 @@ def load_nifti(path: Path, case_id: str | None = None) -> Volume:
         raise case_error(
             case_id,
             path,
-            "expected a readable NIfTI file; it may be truncated or damaged, "
-            f"so extract or download it again ({exc})",
+            f"expected a readable NIfTI file; it may be truncated or damaged, so extract or download it again ({exc})",
         ) from exc
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise case_error(
-            case_id, path, f"expected a 3-D volume, found shape {data.shape}"
-        )
+        raise case_error(case_id, path, f"expected a 3-D volume, found shape {data.shape}")
     return Volume(data, np.asarray(image.affine, dtype=np.float64))
 
 

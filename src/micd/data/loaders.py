@@ -31,9 +31,7 @@ def case_paths(data_dir: Path, case_id: str) -> tuple[Path, Path]:
 
 def load_subject(data_dir: Path, case_id: str, with_label: bool = True) -> tio.Subject:
     image_path, label_path = case_paths(data_dir, case_id)
-    missing = [
-        p for p in (image_path, label_path)[: 2 if with_label else 1] if not p.is_file()
-    ]
+    missing = [p for p in (image_path, label_path)[: 2 if with_label else 1] if not p.is_file()]
     if missing:
         raise FileNotFoundError(
             f"case {case_id}: preprocessed file {missing[0]} does not exist; "

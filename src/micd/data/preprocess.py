@@ -22,8 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from micd.atomic import atomic_dir, atomic_write
 from micd.data.convert import read_manifest
-from micd.data.io import atomic_dir, atomic_write, load_nifti, write_csv
+from micd.data.io import load_nifti, write_csv
 
 CASE_COLUMNS = (
     "case_id",
@@ -69,9 +70,7 @@ def _batch(volume: np.ndarray) -> torch.Tensor:
 
 def resize_image(volume: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
     """Trilinear resize of a 3-D volume to ``grid`` (voxel centres, no corner alignment)."""
-    resized = F.interpolate(
-        _batch(volume), size=grid, mode="trilinear", align_corners=False
-    )
+    resized = F.interpolate(_batch(volume), size=grid, mode="trilinear", align_corners=False)
     return resized[0, 0].numpy()
 
 
@@ -98,21 +97,14 @@ def preprocess(
     manifest = Path(manifest)
     grid = tuple(int(n) for n in grid)  # type: ignore[assignment]
     if len(grid) != 3 or min(grid) < 1:
-        raise ValueError(
-            f"expected a grid of three positive sizes (D, H, W), got {grid}"
-        )
+        raise ValueError(f"expected a grid of three positive sizes (D, H, W), got {grid}")
     if not hu_window[0] < hu_window[1]:
-        raise ValueError(
-            f"expected hu_window (low, high) with low < high, got {hu_window}"
-        )
+        raise ValueError(f"expected hu_window (low, high) with low < high, got {hu_window}")
     rows = read_manifest(manifest)
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
-        results = [
-            _preprocess_case(row, manifest.parent, tmp, grid, hu_window, num_classes)
-            for row in rows
-        ]
+        results = [_preprocess_case(row, manifest.parent, tmp, grid, hu_window, num_classes) for row in rows]
         write_csv(tmp / "cases.csv", CASE_COLUMNS, (r.case_row for r in results))
         write_csv(tmp / "checks.csv", CHECK_COLUMNS, (r.check_row for r in results))
         atomic_write(

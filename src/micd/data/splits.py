@@ -48,9 +48,7 @@ def make_splits(
     _check_unique("test_ids", test_ids)
     shared = sorted(set(train_ids) & set(test_ids))
     if shared:
-        raise DataError(
-            f"expected train_ids and test_ids to be disjoint, shared: {shared}"
-        )
+        raise DataError(f"expected train_ids and test_ids to be disjoint, shared: {shared}")
     if not 0.0 < eval_fraction < 1.0:
         raise ValueError(f"expected 0 < eval_fraction < 1, got {eval_fraction}")
     bad_ratios = [r for r in ratios if not 0 < r <= 100]
@@ -60,9 +58,7 @@ def make_splits(
     pool = sorted(train_ids)
     n_eval = max(1, _round_half_up(eval_fraction * len(pool)))
     if len(pool) - n_eval < 1:
-        raise DataError(
-            f"expected at least 2 training cases to split into train and eval, got {len(pool)}"
-        )
+        raise DataError(f"expected at least 2 training cases to split into train and eval, got {len(pool)}")
     rng = np.random.default_rng(seed)
     shuffled = [pool[i] for i in rng.permutation(len(pool))]
     eval_ids, train = shuffled[:n_eval], shuffled[n_eval:]
@@ -87,9 +83,7 @@ def write_splits(splits: dict[str, list[str]], out_dir: Path) -> None:
         write_case_list(Path(out_dir) / f"{name}.txt", ids)
 
 
-def validate_splits(
-    split_dir: Path, ratios: Iterable[int], known_ids: set[str]
-) -> None:
+def validate_splits(split_dir: Path, ratios: Iterable[int], known_ids: set[str]) -> None:
     """Raise DataError listing every fault found in a split directory, with the offending ids.
 
     Faults: a missing file, an id listed twice in a file, an unknown id, eval/test overlapping
@@ -100,13 +94,9 @@ def validate_splits(
     names = ["train", "eval", "test"]
     for ratio in ratios:
         names += [labelled_name(ratio), unlabelled_name(ratio)]
-    missing = [
-        f"{name}.txt" for name in names if not (split_dir / f"{name}.txt").is_file()
-    ]
+    missing = [f"{name}.txt" for name in names if not (split_dir / f"{name}.txt").is_file()]
     if missing:
-        raise DataError(
-            f"split directory {split_dir}: expected files {missing} to exist"
-        )
+        raise DataError(f"split directory {split_dir}: expected files {missing} to exist")
     lists = {name: read_case_list(split_dir / f"{name}.txt") for name in names}
     sets = {name: set(ids) for name, ids in lists.items()}
     faults: list[str] = []
@@ -139,9 +129,7 @@ def validate_splits(
             f"{lab}.txt + {unlab}.txt miss ids of train.txt",
         )
     if faults:
-        raise DataError(
-            f"split directory {split_dir} is inconsistent:\n  " + "\n  ".join(faults)
-        )
+        raise DataError(f"split directory {split_dir} is inconsistent:\n  " + "\n  ".join(faults))
 
 
 def _check_unique(what: str, ids: list[str]) -> None:

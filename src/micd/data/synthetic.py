@@ -23,8 +23,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from micd.atomic import atomic_dir, atomic_write
 from micd.data.classes import AMOS_CLASSES
-from micd.data.io import Volume, atomic_dir, atomic_write, save_nifti
+from micd.data.io import Volume, save_nifti
 
 AIR_HU = -1000.0
 LUNG_HU = -850.0
@@ -96,10 +97,7 @@ class _Ellipsoid:
         )
         d = [p[a] - center[a] for a in range(3)]
         q = [sum(rot[b][a] * d[b] for b in range(3)) / semi[a] for a in range(3)]
-        radius = 1.0 + sum(
-            w[4] * np.sin(w[0] * q[0] + w[1] * q[1] + w[2] * q[2] + w[3])
-            for w in self.wobble.tolist()
-        )
+        radius = 1.0 + sum(w[4] * np.sin(w[0] * q[0] + w[1] * q[1] + w[2] * q[2] + w[3]) for w in self.wobble.tolist())
         return q[0] ** 2 + q[1] ** 2 + q[2] ** 2 < (scale * radius) ** 2
 
 
@@ -154,9 +152,7 @@ class _Warp:
     def __call__(self, p: list[np.ndarray]) -> list[np.ndarray]:
         out = list(p)
         for kx, ky, kz, phase, amp, axis in self.waves.tolist():
-            out[int(axis)] = out[int(axis)] + amp * np.sin(
-                kx * p[0] + ky * p[1] + kz * p[2] + phase
-            )
+            out[int(axis)] = out[int(axis)] + amp * np.sin(kx * p[0] + ky * p[1] + kz * p[2] + phase)
         return out
 
 
@@ -188,10 +184,7 @@ class _Canvas:
         """Paint a part inside its bounding box only (organs are small next to the grid)."""
         lo, hi = part.shape.bounds()
         pad = self.warp.max_shift
-        box = tuple(
-            _index_range(axis, lo[a] - pad, hi[a] + pad)
-            for a, axis in enumerate(self.axes)
-        )
+        box = tuple(_index_range(axis, lo[a] - pad, hi[a] + pad) for a, axis in enumerate(self.axes))
         if any(s.start >= s.stop for s in box):
             return
         grids = [_along(self.axes[a][box[a]], a) for a in range(3)]
@@ -211,9 +204,7 @@ class _Canvas:
             anchor = part.shape.anchor()
             warped = np.array(self.warp([anchor[a : a + 1] for a in range(3)])).ravel()
             source = 2 * anchor - warped  # approximately inverts the warp
-            voxel = tuple(
-                int(np.abs(self.axes[a] - source[a]).argmin()) for a in range(3)
-            )
+            voxel = tuple(int(np.abs(self.axes[a] - source[a]).argmin()) for a in range(3))
             self.label[voxel], self.hu[voxel] = part.label, part.hu
 
 
@@ -227,9 +218,7 @@ def _index_range(axis: np.ndarray, lo: float, hi: float) -> slice:
     return slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, 0)
 
 
-def _chaikin(
-    points: np.ndarray, radii: np.ndarray, rounds: int = 2
-) -> tuple[np.ndarray, np.ndarray]:
+def _chaikin(points: np.ndarray, radii: np.ndarray, rounds: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Smooth a polyline by corner cutting, keeping its end points."""
     values = np.column_stack([points, radii])
     for _ in range(rounds):
@@ -249,9 +238,7 @@ class _Anatomy:
     def __init__(self, rng: np.random.Generator, scale: float) -> None:
         self.rng, self.s = rng, scale
 
-    def ellipsoid(
-        self, center: Point, semi: Point, rotvec: Point = (0, 0, 0), size: float = 1.0
-    ) -> _Ellipsoid:
+    def ellipsoid(self, center: Point, semi: Point, rotvec: Point = (0, 0, 0), size: float = 1.0) -> _Ellipsoid:
         rng, s = self.rng, self.s
         size *= rng.uniform(0.85, 1.15)
         semi_mm = np.array(semi) * s * size * rng.uniform(0.92, 1.08, 3)
@@ -343,9 +330,7 @@ def _linear_weights(n_out: int, n_in: int) -> np.ndarray:
     return weights
 
 
-def _smooth_field(
-    rng: np.random.Generator, shape: tuple[int, ...], coarse: tuple[int, ...]
-) -> np.ndarray:
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], coarse: tuple[int, ...]) -> np.ndarray:
     """Zero-mean, unit-std random field varying over ``shape / coarse`` voxels."""
     values = rng.standard_normal(coarse).astype(np.float32)
     # Separable upsampling: one small matrix product per axis.
@@ -368,14 +353,9 @@ def _scan_grid(
     z_top = 200.0 * s + rng.uniform(-10, 15)  # lung bases ...
     z_bottom = -285.0 * s + rng.uniform(-15, 10)  # ... to below the prostate
     half_fov = spacing_xy * n_xy / 2
-    origin = np.array(
-        [half_fov + rng.uniform(-10, 10), half_fov + rng.uniform(-10, 20), z_bottom]
-    )
+    origin = np.array([half_fov + rng.uniform(-10, 10), half_fov + rng.uniform(-10, 20), z_bottom])
     steps = np.array([-spacing_xy, -spacing_xy, (z_top - z_bottom) / n_z])
-    axes = tuple(
-        (origin[a] + steps[a] * np.arange(n)).astype(np.float32)
-        for a, n in enumerate((n_xy, n_xy, n_z))
-    )
+    axes = tuple((origin[a] + steps[a] * np.arange(n)).astype(np.float32) for a, n in enumerate((n_xy, n_xy, n_z)))
     affine = np.diag([*steps, 1.0])
     affine[:3, 3] = origin
     return axes, affine
@@ -418,9 +398,7 @@ def _random_warp(rng: np.random.Generator, s: float) -> _Warp:
     return _Warp(np.column_stack([wave_numbers, phases, amplitudes, axis]))
 
 
-def generate_case(
-    seed: int, case_index: int, sizes: SizeOptions = SizeOptions()
-) -> tuple[Volume, Volume]:
+def generate_case(seed: int, case_index: int, sizes: SizeOptions = SizeOptions()) -> tuple[Volume, Volume]:
     """One case: image (int16 HU) and label (uint8), from ``default_rng([seed, case_index])``."""
     rng = np.random.default_rng([seed, case_index])
     s = rng.uniform(0.88, 1.12)  # patient size
@@ -440,9 +418,7 @@ def generate_case(
     return Volume(image, affine), Volume(canvas.label, affine.copy())
 
 
-def _acquire(
-    rng: np.random.Generator, hu: np.ndarray, texture: np.ndarray
-) -> np.ndarray:
+def _acquire(rng: np.random.Generator, hu: np.ndarray, texture: np.ndarray) -> np.ndarray:
     """Texture, partial-volume blur, smooth additive bias and noise, as int16 HU."""
     white = rng.standard_normal(hu.shape, dtype=np.float32)
     grain = ndimage.gaussian_filter(white, sigma=(1.0, 1.0, 0.6))
@@ -461,15 +437,11 @@ def dataset_json(train_ids: list[str], validation_ids: list[str]) -> dict:
     """An AMOS-style ``dataset.json`` for the given case ids."""
 
     def entries(ids: list[str], tag: str) -> list[dict[str, str]]:
-        return [
-            {"image": f"./images{tag}/{i}.nii.gz", "label": f"./labels{tag}/{i}.nii.gz"}
-            for i in ids
-        ]
+        return [{"image": f"./images{tag}/{i}.nii.gz", "label": f"./labels{tag}/{i}.nii.gz"} for i in ids]
 
     return {
         "name": "AMOS-synthetic",
-        "description": "Synthetic abdominal CT phantom in AMOS 2022's layout "
-        "(micd.data.synthetic)",
+        "description": "Synthetic abdominal CT phantom in AMOS 2022's layout (micd.data.synthetic)",
         "tensorImageSize": "3D",
         "modality": {"0": "CT"},
         "labels": {str(c.label): c.name for c in AMOS_CLASSES},
@@ -498,13 +470,9 @@ def generate_archive(
     arguments give byte-identical files. ``out_dir`` appears complete or not at all.
     """
     if n_train < 1 or n_validation < 0:
-        raise ValueError(
-            f"expected n_train >= 1 and n_validation >= 0, got {n_train} and {n_validation}"
-        )
+        raise ValueError(f"expected n_train >= 1 and n_validation >= 0, got {n_train} and {n_validation}")
     if not (0 < inplane[0] <= inplane[1] and 0 < slices[0] <= slices[1]):
-        raise ValueError(
-            f"expected size ranges (low, high) with 0 < low <= high, got {inplane} and {slices}"
-        )
+        raise ValueError(f"expected size ranges (low, high) with 0 < low <= high, got {inplane} and {slices}")
     sizes = SizeOptions(tuple(inplane), tuple(slices))  # type: ignore[arg-type]
     ids = [f"amos_{k:04d}" for k in range(1, n_train + n_validation + 1)]
     with atomic_dir(out_dir) as tmp:

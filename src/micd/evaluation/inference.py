@@ -10,9 +10,7 @@ import torchio as tio
 from torch import Tensor
 
 
-def window_overlap(
-    patch_size: Sequence[int], stride: Sequence[int]
-) -> tuple[int, int, int]:
+def window_overlap(patch_size: Sequence[int], stride: Sequence[int]) -> tuple[int, int, int]:
     """TorchIO's patch overlap for a window stride; it must be even and smaller than the patch."""
     overlap = tuple(p - s for p, s in zip(patch_size, stride))
     if any(o < 0 or o % 2 or s <= 0 for o, s in zip(overlap, stride)):
@@ -64,7 +62,5 @@ def segment(
     device: torch.device | str = "cpu",
 ) -> Tensor:
     """Hard label map (D, H, W), uint8."""
-    probabilities = sliding_window_probabilities(
-        predict, volume, patch_size, stride, batch_size, device=device
-    )
+    probabilities = sliding_window_probabilities(predict, volume, patch_size, stride, batch_size, device=device)
     return probabilities.argmax(0).to(torch.uint8)

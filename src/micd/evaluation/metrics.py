@@ -50,10 +50,7 @@ OPTIONAL_METRICS: tuple[str, ...] = ("asd_mm", "hd95_mm")
 
 def _check_same_shape(prediction: np.ndarray, truth: np.ndarray) -> None:
     if prediction.shape != truth.shape:
-        raise ValueError(
-            f"prediction shape {prediction.shape} differs from "
-            f"truth shape {truth.shape}"
-        )
+        raise ValueError(f"prediction shape {prediction.shape} differs from truth shape {truth.shape}")
 
 
 def _border(mask: np.ndarray) -> np.ndarray:
@@ -116,9 +113,7 @@ def dice_and_asd(
     truth = np.asarray(truth, dtype=bool)
     _check_same_shape(prediction, truth)
     if spacing is not None and len(spacing) != prediction.ndim:
-        raise ValueError(
-            f"spacing {spacing} does not have one value per axis of {prediction.shape}"
-        )
+        raise ValueError(f"spacing {spacing} does not have one value per axis of {prediction.shape}")
 
     predicted_any, truth_any = prediction.any(), truth.any()
     if predicted_any and truth_any:
@@ -166,9 +161,7 @@ def score_case(
     return [
         {
             "class_id": class_id,
-            **dice_and_asd(
-                prediction == class_id, truth == class_id, spacing, **convention
-            ),
+            **dice_and_asd(prediction == class_id, truth == class_id, spacing, **convention),
         }
         for class_id in range(1, num_classes)
     ]
@@ -199,19 +192,14 @@ def class_means(per_case: pd.DataFrame) -> pd.DataFrame:
     foreground = per_case[per_case["class_id"] != 0]
     if foreground.duplicated([*RUN_KEYS, "case_id", "class_id"]).any():
         raise ValueError("per-case table repeats a (run, case, class) row")
-    grid = foreground.groupby(list(RUN_KEYS), sort=False)[
-        ["case_id", "class_id"]
-    ].nunique()
+    grid = foreground.groupby(list(RUN_KEYS), sort=False)[["case_id", "class_id"]].nunique()
     rows = foreground.groupby(list(RUN_KEYS), sort=False).size()
     incomplete = rows != grid["case_id"] * grid["class_id"]
     if incomplete.any():
-        raise ValueError(
-            "runs do not score every case on every class: "
-            f"{list(rows.index[incomplete])}"
-        )
-    return foreground.groupby(
-        [*RUN_KEYS, "class_id", "class_short"], sort=True, as_index=False
-    )[_metric_columns(foreground)].mean()
+        raise ValueError(f"runs do not score every case on every class: {list(rows.index[incomplete])}")
+    return foreground.groupby([*RUN_KEYS, "class_id", "class_short"], sort=True, as_index=False)[
+        _metric_columns(foreground)
+    ].mean()
 
 
 def summarise(per_case: pd.DataFrame) -> pd.DataFrame:
@@ -223,9 +211,7 @@ def summarise(per_case: pd.DataFrame) -> pd.DataFrame:
     """
     per_class = class_means(per_case)
     metrics = _metric_columns(per_class)
-    summary = per_class.groupby(list(RUN_KEYS), sort=True, as_index=False)[
-        metrics
-    ].mean()
+    summary = per_class.groupby(list(RUN_KEYS), sort=True, as_index=False)[metrics].mean()
     names = {
         "dice": "mean_dice",
         "asd_voxels": "mean_asd",

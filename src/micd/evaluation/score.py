@@ -8,16 +8,23 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from micd.atomic import atomic_write
 from micd.data.classes import OrganClass
 from micd.data.errors import case_error
-from micd.data.io import atomic_write, load_nifti
+from micd.data.io import load_nifti
 from micd.data.loaders import case_paths
 from micd.evaluation.metrics import PER_CASE_COLUMNS, score_case
 from micd.evaluation.predict import from_volume, prediction_path
 
 
-def score_run(prediction_dir: Path, data_dir: Path, case_ids: Sequence[str], classes: Sequence[OrganClass],
-              run: dict[str, Any], out_csv: Path) -> pd.DataFrame:
+def score_run(
+    prediction_dir: Path,
+    data_dir: Path,
+    case_ids: Sequence[str],
+    classes: Sequence[OrganClass],
+    run: dict[str, Any],
+    out_csv: Path,
+) -> pd.DataFrame:
     """Score each case's prediction against its preprocessed label; one row per case and class."""
     short = {c.label: c.short for c in classes}
     rows = []

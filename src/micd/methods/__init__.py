@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from micd.methods.base import Batch, Method, Progress, settings_from_dict
@@ -9,25 +10,24 @@ from micd.methods.cotraining import CLD, CPS, DHC, DiffDWOnly, DistDWOnly
 from micd.methods.mean_teacher import UAMT, MeanTeacher
 from micd.methods.micd import MICD
 from micd.methods.supervised import Fully, Supervised
+from micd.nets import VNet
 
 # The registry: one line per method.
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls
-    for cls in (Supervised, Fully, MeanTeacher, UAMT, CPS, CLD, DHC, DistDWOnly, DiffDWOnly, MICD)
+    cls.name: cls for cls in (Supervised, Fully, MeanTeacher, UAMT, CPS, CLD, DHC, DistDWOnly, DiffDWOnly, MICD)
 }
 
 
 def build_method(
-    name: str, settings: dict[str, Any] | None, num_classes: int, n_filters: int
+    name: str, settings: dict[str, Any] | None, num_classes: int, n_filters: int, dropout: float = 0.5
 ) -> Method:
-    """Instantiate a registered method from its config settings."""
+    """Instantiate a registered method from its config settings, on the protocol's VNet."""
     try:
         cls = METHODS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown method {name!r}; registered methods: {sorted(METHODS)}"
-        ) from None
-    return cls(settings_from_dict(cls.Settings, settings, name), num_classes, n_filters)
+        raise ValueError(f"unknown method {name!r}; registered methods: {sorted(METHODS)}") from None
+    network = partial(VNet, num_classes, n_filters=n_filters, dropout=dropout)
+    return cls(settings_from_dict(cls.Settings, settings, name), num_classes, network)
 
 
 __all__ = ["METHODS", "Batch", "Method", "Progress", "build_method"]

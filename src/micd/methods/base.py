@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-
-from micd.nets import VNet
 
 
 @dataclass
@@ -47,9 +46,7 @@ def gaussian_rampup(epoch: float, rampup_epochs: float, beta_max: float) -> floa
 
 
 @torch.no_grad()
-def ema_update(
-    teacher: nn.Module, student: nn.Module, decay: float, iteration: int
-) -> None:
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float, iteration: int) -> None:
     """``T <- a T + (1 - a) S`` with ``a = min(1 - 1/(iteration + 1), decay)``; buffers are copied."""
     a = min(1.0 - 1.0 / (iteration + 1), decay)
     for t, s in zip(teacher.parameters(), student.parameters()):
@@ -77,14 +74,15 @@ class Method(nn.Module):
     # "labelled": the ratio's labelled list; "train": every training case (upper bound)
     labelled_set: ClassVar[str] = "labelled"
 
-    def __init__(self, settings: Any, num_classes: int, n_filters: int) -> None:
+    def __init__(self, settings: Any, num_classes: int, network: Callable[[], nn.Module]) -> None:
         super().__init__()
         self.settings = settings
         self.num_classes = num_classes
-        self.n_filters = n_filters
+        self._network = network
 
-    def new_network(self) -> VNet:
-        return VNet(self.num_classes, self.n_filters)
+    def new_network(self) -> nn.Module:
+        """A freshly initialised backbone (the protocol's VNet) with ``num_classes`` outputs."""
+        return self._network()
 
     def students(self) -> dict[str, nn.Module]:
         """The trained networks; the engine gives each its own optimiser."""
@@ -118,15 +116,11 @@ class Method(nn.Module):
         return []
 
 
-def settings_from_dict(
-    settings_cls: type, values: dict[str, Any] | None, method: str
-) -> Any:
+def settings_from_dict(settings_cls: type, values: dict[str, Any] | None, method: str) -> Any:
     """Build a method's settings dataclass, refusing keys it does not know."""
     values = dict(values or {})
     known = {f.name for f in dataclasses.fields(settings_cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(
-            f"method {method!r} has no setting(s) {unknown}; its settings are {sorted(known)}"
-        )
+        raise ValueError(f"method {method!r} has no setting(s) {unknown}; its settings are {sorted(known)}")
     return settings_cls(**values)

@@ -7,7 +7,10 @@ line of their training step with MICD and differ from it only in their settings'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from torch import nn
 
 from micd.methods.micd import MICD, MICDSettings
 from micd.methods.weighting import LabelledFrequency
@@ -78,8 +81,8 @@ class CLD(MICD):
     name = "cld"
     Settings = CLDSettings
 
-    def __init__(self, settings: CLDSettings, num_classes: int, n_filters: int) -> None:
-        super().__init__(settings, num_classes, n_filters)
+    def __init__(self, settings: CLDSettings, num_classes: int, network: Callable[[], nn.Module]) -> None:
+        super().__init__(settings, num_classes, network)
         self.weighting_a = LabelledFrequency(num_classes, settings.weight_power)
         self.weighting_b = LabelledFrequency(num_classes, settings.weight_power)
 

@@ -7,18 +7,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def weighted_cross_entropy(
-    logits: Tensor, target: Tensor, weight: Tensor | None = None
-) -> Tensor:
+def weighted_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
     """Cross-entropy averaged over voxels, each voxel weighted by its target class's weight."""
-    return F.cross_entropy(
-        logits.float(), target, weight=None if weight is None else weight.float()
-    )
+    return F.cross_entropy(logits.float(), target, weight=None if weight is None else weight.float())
 
 
-def weighted_soft_dice(
-    logits: Tensor, target: Tensor, weight: Tensor | None = None
-) -> Tensor:
+def weighted_soft_dice(logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
     """Soft Dice loss over the foreground classes, each class's loss multiplied by its weight.
 
     ``sum_{c>=1} w_c * (1 - dice_c) / (C - 1)``, Dice computed over the whole batch.
@@ -39,9 +33,7 @@ def weighted_soft_dice(
 
 def dice_ce(logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
     """The supervised loss of DHC's protocol: weighted CE plus weighted soft Dice."""
-    return weighted_cross_entropy(logits, target, weight) + weighted_soft_dice(
-        logits, target, weight
-    )
+    return weighted_cross_entropy(logits, target, weight) + weighted_soft_dice(logits, target, weight)
 
 
 def hard_labels(logits: Tensor) -> Tensor:

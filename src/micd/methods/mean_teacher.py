@@ -10,12 +10,20 @@ rises from 3/4 to all of ``ln C`` with the ramp-up.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from micd.methods.base import Batch, Method, Progress, ema_update, gaussian_rampup, make_teacher
+from micd.methods.base import (
+    Batch,
+    Method,
+    Progress,
+    ema_update,
+    gaussian_rampup,
+    make_teacher,
+)
 from micd.methods.losses import dice_ce
 
 
@@ -43,8 +51,8 @@ class MeanTeacher(Method):
     name = "mean_teacher"
     Settings = MeanTeacherSettings
 
-    def __init__(self, settings: MeanTeacherSettings, num_classes: int, n_filters: int) -> None:
-        super().__init__(settings, num_classes, n_filters)
+    def __init__(self, settings: MeanTeacherSettings, num_classes: int, network: Callable[[], nn.Module]) -> None:
+        super().__init__(settings, num_classes, network)
         self.student = self.new_network()
         self.teacher = make_teacher(self.student)
 
@@ -56,8 +64,9 @@ class MeanTeacher(Method):
 
     def consistency_weight(self, progress: Progress) -> float:
         s = self.settings
-        return gaussian_rampup(progress.epoch, progress.max_epochs if s.rampup_epochs is None else s.rampup_epochs,
-                               s.beta_max)
+        return gaussian_rampup(
+            progress.epoch, progress.max_epochs if s.rampup_epochs is None else s.rampup_epochs, s.beta_max
+        )
 
     def consistency(self, student_probs: Tensor, unlabelled: Tensor, progress: Progress) -> Tensor:
         s = self.settings
@@ -71,8 +80,12 @@ class MeanTeacher(Method):
         sup = dice_ce(logits[:n], batch.label)
         consistency = self.consistency(logits[n:].float().softmax(1), batch.image[n:], progress)
         beta = self.consistency_weight(progress)
-        return {"loss": sup + beta * consistency, "sup": sup.detach(), "consistency": consistency.detach(),
-                "beta": torch.tensor(beta)}
+        return {
+            "loss": sup + beta * consistency,
+            "sup": sup.detach(),
+            "consistency": consistency.detach(),
+            "beta": torch.tensor(beta),
+        }
 
     def after_step(self, progress: Progress) -> None:
         ema_update(self.teacher, self.student, self.settings.ema_decay, progress.iteration)
@@ -97,10 +110,13 @@ class UAMT(MeanTeacher):
         enable_dropout(self.teacher, True)
         try:
             with torch.no_grad():
-                mean = sum(
-                    self.teacher(unlabelled + input_noise(unlabelled, s.noise_std, s.noise_clip)).float().softmax(1)
-                    for _ in range(s.mc_passes)
-                ) / s.mc_passes
+                mean = (
+                    sum(
+                        self.teacher(unlabelled + input_noise(unlabelled, s.noise_std, s.noise_clip)).float().softmax(1)
+                        for _ in range(s.mc_passes)
+                    )
+                    / s.mc_passes
+                )
         finally:
             enable_dropout(self.teacher, False)
         entropy = -(mean * torch.log(mean + 1e-6)).sum(1, keepdim=True)

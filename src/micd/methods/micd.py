@@ -16,6 +16,7 @@ CFC and CMD switched off this is DHC's heterogeneous co-training.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -43,9 +44,7 @@ class MICDSettings:
     mask_ratio: float = 0.5  # reconstruction choice: fraction of blocks masked
     mask_block: int = 16  # reconstruction choice: block edge in voxels, every axis
     feature_distance: str = "mse"  # "mse" (of L2-normalised features), "cosine" or "kl"
-    feature_weights: list[float] = field(
-        default_factory=lambda: [0.25, 0.25, 0.25, 0.25]
-    )
+    feature_weights: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25, 0.25])
     heterogeneous: bool = True  # False: uniform class weights on both branches
     weighting_a: str = "diffdw"
     weighting_b: str = "distdw"
@@ -102,31 +101,21 @@ class MICD(Method):
     name = "micd"
     Settings = MICDSettings
 
-    def __init__(
-        self, settings: MICDSettings, num_classes: int, n_filters: int
-    ) -> None:
-        super().__init__(settings, num_classes, n_filters)
+    def __init__(self, settings: MICDSettings, num_classes: int, network: Callable[[], nn.Module]) -> None:
+        super().__init__(settings, num_classes, network)
         if settings.feature_distance not in FEATURE_DISTANCES:
             raise ValueError(
                 f"unknown feature_distance {settings.feature_distance!r}; expected one of {sorted(FEATURE_DISTANCES)}"
             )
         if len(settings.feature_weights) != 4:
-            raise ValueError(
-                f"feature_weights needs one weight per decoder stage (4), got {settings.feature_weights}"
-            )
+            raise ValueError(f"feature_weights needs one weight per decoder stage (4), got {settings.feature_weights}")
         if settings.inference not in ("students", "teachers"):
-            raise ValueError(
-                f"inference must be 'students' or 'teachers', got {settings.inference!r}"
-            )
+            raise ValueError(f"inference must be 'students' or 'teachers', got {settings.inference!r}")
         self.student_a = self.new_network()
         self.student_b = self.new_network()
         self.teacher_a = make_teacher(self.student_a)
         self.teacher_b = make_teacher(self.student_b)
-        names = (
-            (settings.weighting_a, settings.weighting_b)
-            if settings.heterogeneous
-            else ("uniform", "uniform")
-        )
+        names = (settings.weighting_a, settings.weighting_b) if settings.heterogeneous else ("uniform", "uniform")
         self.weighting_a = make_weighting(names[0], num_classes)
         self.weighting_b = make_weighting(names[1], num_classes)
 
@@ -149,22 +138,12 @@ class MICD(Method):
         s = self.settings
         x, y, n = batch.image, batch.label, batch.n_labelled
         clean_features = s.cfc and not s.masking
-        p_a, f_a = (
-            self.student_a(x, return_features=True)
-            if clean_features
-            else (self.student_a(x), None)
-        )
-        p_b, f_b = (
-            self.student_b(x, return_features=True)
-            if clean_features
-            else (self.student_b(x), None)
-        )
+        p_a, f_a = self.student_a(x, return_features=True) if clean_features else (self.student_a(x), None)
+        p_b, f_b = self.student_b(x, return_features=True) if clean_features else (self.student_b(x), None)
         w_a = self.weighting_a.update(p_a[:n], y, p_a[n:])
         w_b = self.weighting_b.update(p_b[:n], y, p_b[n:])
 
-        terms: dict[str, Tensor] = {
-            "sup": dice_ce(p_a[:n], y, w_a) + dice_ce(p_b[:n], y, w_b)
-        }
+        terms: dict[str, Tensor] = {"sup": dice_ce(p_a[:n], y, w_a) + dice_ce(p_b[:n], y, w_b)}
         if s.masking and (s.mcpc or s.cfc or s.cmd):
             mask = block_mask(tuple(x.shape), s.mask_block, s.mask_ratio, device=x.device)
             q_a, f_a = self.student_a(x * mask, return_features=True)
@@ -172,9 +151,9 @@ class MICD(Method):
         else:
             q_a, q_b = p_a, p_b
         if s.mcpc:
-            terms["mcpc"] = weighted_cross_entropy(
-                q_a, hard_labels(p_b), w_a
-            ) + weighted_cross_entropy(q_b, hard_labels(p_a), w_b)
+            terms["mcpc"] = weighted_cross_entropy(q_a, hard_labels(p_b), w_a) + weighted_cross_entropy(
+                q_b, hard_labels(p_a), w_b
+            )
         if s.cfc:
             terms["cfc"] = sum(
                 weight * feature_distance(fa, fb, s.feature_distance)
@@ -183,9 +162,7 @@ class MICD(Method):
         if s.cmd:
             with torch.no_grad():
                 t_a, t_b = self.teacher_a(x), self.teacher_b(x)
-            terms["cmd"] = weighted_cross_entropy(
-                q_a, hard_labels(t_a)
-            ) + weighted_cross_entropy(q_b, hard_labels(t_b))
+            terms["cmd"] = weighted_cross_entropy(q_a, hard_labels(t_a)) + weighted_cross_entropy(q_b, hard_labels(t_b))
         beta = self.consistency_weight(progress)
         unsupervised = sum(
             (terms[k] for k in ("mcpc", "cfc", "cmd") if k in terms),
@@ -197,12 +174,8 @@ class MICD(Method):
         return {"loss": loss, **logged}
 
     def after_step(self, progress: Progress) -> None:
-        ema_update(
-            self.teacher_a, self.student_a, self.settings.ema_decay, progress.iteration
-        )
-        ema_update(
-            self.teacher_b, self.student_b, self.settings.ema_decay, progress.iteration
-        )
+        ema_update(self.teacher_a, self.student_a, self.settings.ema_decay, progress.iteration)
+        ema_update(self.teacher_b, self.student_b, self.settings.ema_decay, progress.iteration)
 
     def predict(self, x: Tensor) -> Tensor:
         a, b = (

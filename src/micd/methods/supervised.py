@@ -3,6 +3,7 @@ labelled, the upper bound ("V-Net (fully)")."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -21,10 +22,8 @@ class Supervised(Method):
     Settings = SupervisedSettings
     uses_unlabelled = False
 
-    def __init__(
-        self, settings: SupervisedSettings, num_classes: int, n_filters: int
-    ) -> None:
-        super().__init__(settings, num_classes, n_filters)
+    def __init__(self, settings: SupervisedSettings, num_classes: int, network: Callable[[], nn.Module]) -> None:
+        super().__init__(settings, num_classes, network)
         self.net = self.new_network()
 
     def students(self) -> dict[str, nn.Module]:

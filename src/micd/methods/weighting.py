@@ -26,9 +26,7 @@ class ClassWeighting(nn.Module):
     def initialise(self, labelled_counts: Tensor) -> None:
         """Called once before training with the voxel count per class of the labelled set."""
 
-    def update(
-        self, logits_labelled: Tensor, labels: Tensor, logits_unlabelled: Tensor
-    ) -> Tensor:
+    def update(self, logits_labelled: Tensor, labels: Tensor, logits_unlabelled: Tensor) -> Tensor:
         """Update from this iteration's predictions; return the weights to use now."""
         return self.weights
 
@@ -50,17 +48,11 @@ class DistDW(ClassWeighting):
         return (self.num_classes * log_ratio / log_ratio.max().clamp_min(EPS)).float()
 
     def initialise(self, labelled_counts: Tensor) -> None:
-        self.weights.copy_(
-            self.weights_from_counts(labelled_counts.to(self.weights.device))
-        )
+        self.weights.copy_(self.weights_from_counts(labelled_counts.to(self.weights.device)))
 
-    def update(
-        self, logits_labelled: Tensor, labels: Tensor, logits_unlabelled: Tensor
-    ) -> Tensor:
+    def update(self, logits_labelled: Tensor, labels: Tensor, logits_unlabelled: Tensor) -> Tensor:
         if logits_unlabelled.shape[0] > 0:
-            counts = class_voxel_counts(
-                hard_labels(logits_unlabelled), self.num_classes
-            )
+            counts = class_voxel_counts(hard_labels(logits_unlabelled), self.num_classes)
             fresh = self.weights_from_counts(counts.to(self.weights.device))
             self.weights.mul_(self.momentum).add_((1 - self.momentum) * fresh)
         return self.weights
@@ -92,24 +84,16 @@ class DiffDW(ClassWeighting):
         total = p.sum(1).double() + t.sum(1).double()
         return ((2 * intersection + EPS) / (total + EPS)).float()
 
-    def update(
-        self, logits_labelled: Tensor, labels: Tensor, logits_unlabelled: Tensor
-    ) -> Tensor:
+    def update(self, logits_labelled: Tensor, labels: Tensor, logits_unlabelled: Tensor) -> Tensor:
         dice = self.hard_dice(logits_labelled, labels).to(self.weights.device)
-        if bool(
-            (self.last_dice < 0).any()
-        ):  # first iteration: nothing to compare against
+        if bool((self.last_dice < 0).any()):  # first iteration: nothing to compare against
             self.last_dice.copy_(dice)
             return self.weights
         delta = dice - self.last_dice
         change = delta * torch.log((dice + EPS) / (self.last_dice + EPS))
         m = self.momentum
-        self.learn.mul_(m).add_(
-            (1 - m) * torch.where(delta > 0, change, torch.zeros_like(change))
-        )
-        self.unlearn.mul_(m).add_(
-            (1 - m) * torch.where(delta <= 0, change, torch.zeros_like(change))
-        )
+        self.learn.mul_(m).add_((1 - m) * torch.where(delta > 0, change, torch.zeros_like(change)))
+        self.unlearn.mul_(m).add_((1 - m) * torch.where(delta <= 0, change, torch.zeros_like(change)))
         self.beta.mul_(m).add_((1 - m) * (1 - dice))
         difficulty = ((self.unlearn + EPS) / (self.learn + EPS)) ** (1 / 5)
         score = difficulty * self.beta
@@ -145,6 +129,4 @@ def make_weighting(name: str, num_classes: int) -> ClassWeighting:
     try:
         return WEIGHTINGS[name](num_classes)
     except KeyError:
-        raise ValueError(
-            f"unknown class weighting {name!r}; expected one of {sorted(WEIGHTINGS)}"
-        ) from None
+        raise ValueError(f"unknown class weighting {name!r}; expected one of {sorted(WEIGHTINGS)}") from None

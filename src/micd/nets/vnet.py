@@ -8,7 +8,7 @@ it has about 37.8 M parameters.
 
 from __future__ import annotations
 
-import torch
+import torch  # noqa: F401  (used by the docstring example)
 from torch import Tensor, nn
 
 
@@ -16,9 +16,7 @@ def _conv_stage(n_convs: int, in_channels: int, out_channels: int) -> nn.Sequent
     layers: list[nn.Module] = []
     for i in range(n_convs):
         layers += [
-            nn.Conv3d(
-                in_channels if i == 0 else out_channels, out_channels, 3, padding=1
-            ),
+            nn.Conv3d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1),
             nn.BatchNorm3d(out_channels),
             nn.ReLU(inplace=True),
         ]
@@ -84,9 +82,7 @@ class VNet(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def forward(
-        self, x: Tensor, return_features: bool = False
-    ) -> Tensor | tuple[Tensor, list[Tensor]]:
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
         skips = []
         for level, stage in enumerate(self.encoder):
             x = stage(x)

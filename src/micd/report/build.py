@@ -12,8 +12,15 @@ from micd.report.figures import plot_dice_per_class
 from micd.report.tables import results_table, write_table
 
 
-def build_report(metrics_csvs: Sequence[Path], family: str, method_order: Sequence[str], table_md: Path,
-                 table_csv: Path, figure: Path, caption: str = "") -> pd.DataFrame:
+def build_report(
+    metrics_csvs: Sequence[Path],
+    family: str,
+    method_order: Sequence[str],
+    table_md: Path,
+    table_csv: Path,
+    figure: Path,
+    caption: str = "",
+) -> pd.DataFrame:
     per_case = pd.concat([pd.read_csv(path) for path in metrics_csvs], ignore_index=True)
     classes = classes_for(family)
     table = results_table(per_case, classes, method_order=list(method_order))

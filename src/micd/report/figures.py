@@ -14,8 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from micd.atomic import atomic_write  # noqa: E402
 from micd.data.classes import OrganClass  # noqa: E402
-from micd.report.tables import format_ratio, order_rows, write_atomic  # noqa: E402
+from micd.report.tables import format_ratio, order_rows  # noqa: E402
 
 DPI = 120
 PANEL_HEIGHT = 3.2  # inches
@@ -86,9 +87,7 @@ def plot_dice_per_class(
     if grid.legend is not None:
         grid.legend.set_title("Method")
     # y > 1 clears the first panel's title; bbox_inches="tight" keeps it in the image.
-    grid.figure.suptitle(
-        f"Dice per organ class, {datasets[0]} (mean over cases, error bars: SD)", y=1.02
-    )
+    grid.figure.suptitle(f"Dice per organ class, {datasets[0]} (mean over cases, error bars: SD)", y=1.02)
 
     save_png(grid.figure, out_png)
 
@@ -100,7 +99,7 @@ def save_png(figure: plt.Figure, out_png: Path) -> None:
         figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     finally:
         plt.close(figure)
-    write_atomic(out_png, buffer.getvalue())
+    atomic_write(out_png, buffer.getvalue())
 
 
 def plot_mask_sensitivity(per_case: pd.DataFrame, grid: dict[str, dict], out_csv: Path, out_png: Path) -> pd.DataFrame:
@@ -120,7 +119,7 @@ def plot_mask_sensitivity(per_case: pd.DataFrame, grid: dict[str, dict], out_csv
     )
     cells = runs.groupby(["ratio", "mask_ratio", "mask_block"], as_index=False)["mean_dice"].agg(["mean", "std"])
     cells = cells.rename(columns={"mean": "mean_dice", "std": "std_over_seeds"})
-    write_atomic(out_csv, cells.to_csv(index=False))
+    atomic_write(out_csv, cells.to_csv(index=False))
     ratios = sorted(cells["ratio"].unique())
     figure, axes = plt.subplots(1, len(ratios), figsize=(4.2 * len(ratios), 3.6), squeeze=False)
     for ax, ratio in zip(axes[0], ratios):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from micd.atomic import atomic_write
 from micd.data.classes import OrganClass
 from micd.evaluation.metrics import class_means, summarise
 
@@ -26,25 +25,6 @@ SUMMARY_COLUMNS: list[str] = [
 """Leading columns of :func:`results_table`; the per-class Dice columns follow."""
 
 _MISSING = "–"
-
-
-def write_atomic(path: Path | str, data: str | bytes) -> None:
-    """Write ``data`` (text as UTF-8) to ``path`` via a temporary sibling, os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(payload)
-        # mkstemp makes the file owner-only; outputs should be readable like any other.
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def format_ratio(ratio: object) -> str:
@@ -71,9 +51,7 @@ def order_rows(
         _dataset=frame["dataset"].map(datasets.index),
         _method=frame["method"].map(methods.index),
     )
-    return rank.sort_values(["_dataset", "ratio", "_method"], kind="stable").drop(
-        columns=["_dataset", "_method"]
-    )
+    return rank.sort_values(["_dataset", "ratio", "_method"], kind="stable").drop(columns=["_dataset", "_method"])
 
 
 def results_table(
@@ -161,9 +139,7 @@ def to_markdown(table: pd.DataFrame, caption: str) -> str:
             dice = f"**{dice}**"
         if _shown(row["asd_mean"]) == best_asd[index]:
             asd = f"**{asd}**"
-        per_class = [
-            _MISSING if math.isnan(row[c]) else f"{row[c]:.1f}" for c in class_columns
-        ]
+        per_class = [_MISSING if math.isnan(row[c]) else f"{row[c]:.1f}" for c in class_columns]
         cells = [
             row["dataset"],
             format_ratio(row["ratio"]),
@@ -180,9 +156,7 @@ def _row(cells: Sequence[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def write_table(
-    table: pd.DataFrame, markdown_path: Path | str, csv_path: Path | str, caption: str
-) -> None:
+def write_table(table: pd.DataFrame, markdown_path: Path | str, csv_path: Path | str, caption: str) -> None:
     """Write a :func:`results_table` as Markdown (:func:`to_markdown`) and raw CSV."""
-    write_atomic(markdown_path, to_markdown(table, caption))
-    write_atomic(csv_path, table.to_csv(index=False))
+    atomic_write(markdown_path, to_markdown(table, caption))
+    atomic_write(csv_path, table.to_csv(index=False))
