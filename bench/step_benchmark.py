@@ -108,7 +108,7 @@ def measure(method: str, size: str, precision: str, data_dir: Path, ids: list[st
         "amp_dtype": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else None,
         "patch_size": spec["patch_size"],
         "n_filters": spec["n_filters"],
-        "batch": "2+2",
+        "batch": f"{settings.batch_labelled}+{settings.batch_unlabelled if trainer.method.uses_unlabelled else 0}",
         "workers": args.workers,
         "iterations": args.iterations,
         "step_s_median": round(statistics.median(step_s), 4),
