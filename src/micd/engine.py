@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torchio as tio
+from tqdm import tqdm
 
 from micd.atomic import atomic_write
 from micd.data.loaders import (
@@ -197,6 +198,7 @@ class Trainer:
         self.amp_dtype = autocast_dtype(settings.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.data_random = DataRandomness(seed)
+        self.epoch_data_state = self.data_random.state  # the data stream's state when this epoch began
         self.epoch = 0
         self.done_in_epoch = 0  # iterations of the current epoch already trained
         self.iteration = 0
@@ -376,9 +378,21 @@ class Trainer:
                 for optimiser in self.optimisers.values():
                     for group in optimiser.param_groups:
                         group["lr"] = lr
+                # a progress bar on a terminal; none in a job's log file
+                bar = tqdm(
+                    total=per_epoch,
+                    initial=self.done_in_epoch,
+                    desc=f"epoch {self.epoch + 1}/{s.max_epochs}",
+                    disable=None,
+                    leave=False,
+                    dynamic_ncols=True,
+                )
                 while self.done_in_epoch < per_epoch:
-                    log.write(json.dumps(self.step(streams, lr)) + "\n")
+                    row = self.step(streams, lr)
+                    log.write(json.dumps(row) + "\n")
                     self.done_in_epoch += 1
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
+                    bar.update()
                     if self._stop_requested or self.iteration % s.checkpoint_every == 0:
                         log.flush()
                         self.save_checkpoint()
@@ -387,6 +401,7 @@ class Trainer:
                                 f"stopped at iteration {self.iteration}; checkpoint {self.checkpoint_path}", flush=True
                             )
                             return False
+                bar.close()
                 self.epoch += 1
                 self.done_in_epoch = 0
                 self.epoch_data_state = self.data_random.state
