@@ -4,7 +4,7 @@ Runs ``snakemake --profile profiles/local`` in a fresh copy of the working tree'
 files (so ``results/`` of the checkout is untouched), polls the resident memory of the whole
 process tree every 0.2 s, and appends one JSON record to ``bench/results/default_run.jsonl``
 with the machine it ran on; the run's results table and figure are copied beside it
-(``bench/results/synthetic_results.md``, ``synthetic_dice_per_class.png``).
+(``bench/results/synthetic_results.md``, ``synthetic_results_dice_per_class.png``).
 
     .venv/bin/python bench/default_run.py
 """
@@ -96,7 +96,7 @@ def main() -> None:
         # the run's own table and figure, shown by the README
         (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
         shutil.copy2(work / "results" / "tables" / "synthetic_results.md", ROOT / "bench" / "results")
-        shutil.copy2(work / "results" / "figures" / "synthetic_dice_per_class.png", ROOT / "bench" / "results")
+        shutil.copy2(work / "results" / "figures" / "synthetic_results_dice_per_class.png", ROOT / "bench" / "results")
     record = {
         "benchmark": "default_run",
         "code_version": subprocess.run(

@@ -5,6 +5,7 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
     ratio=r"\d+",
     method=r"[a-z][a-z0-9_]*",
+    table=r"results|ablation",
     seed=r"\d+",
 
 
@@ -69,12 +70,17 @@ def run_datasets():
     return selected
 
 
+def table_rows(table):
+    """Methods (or variants) in the rows of a report table: ``results`` or ``ablation``."""
+    return {"results": config["methods"], "ablation": config["ablation"]}[table]
+
+
 def report_targets():
     return expand(
         [
             "results/tables/{dataset}_results.md",
             "results/tables/{dataset}_results.csv",
-            "results/figures/{dataset}_dice_per_class.png",
+            "results/figures/{dataset}_results_dice_per_class.png",
         ],
         dataset=run_datasets(),
     )

@@ -1,39 +1,18 @@
 rule report:
     input:
-        lambda wc: metrics_files(wc.dataset),
+        lambda wc: metrics_files(wc.dataset, table_rows(wc.table)),
     output:
-        table_md="results/tables/{dataset}_results.md",
-        table_csv="results/tables/{dataset}_results.csv",
-        figure="results/figures/{dataset}_dice_per_class.png",
+        table_md="results/tables/{dataset}_{table}.md",
+        table_csv="results/tables/{dataset}_{table}.csv",
+        figure="results/figures/{dataset}_{table}_dice_per_class.png",
     log:
-        "results/logs/{dataset}/report.log",
+        "results/logs/{dataset}/report_{table}.log",
     conda:
         CONDA_ENV
     params:
         family=family,
-        methods=" ".join(config["methods"]),
-        caption=lambda wc: f"{wc.dataset}: test-set Dice (%) and ASD (voxels), seeds {config['seeds']}",
-    shell:
-        "micd report --metrics {input} --family {params.family} --methods {params.methods} "
-        "--table-md {output.table_md} --table-csv {output.table_csv} --figure {output.figure} "
-        "--caption {params.caption:q} > {log} 2>&1"
-
-
-rule ablation_report:
-    input:
-        lambda wc: metrics_files(wc.dataset, config["ablation"]),
-    output:
-        table_md="results/tables/{dataset}_ablation.md",
-        table_csv="results/tables/{dataset}_ablation.csv",
-        figure="results/figures/{dataset}_ablation_dice_per_class.png",
-    log:
-        "results/logs/{dataset}/ablation_report.log",
-    conda:
-        CONDA_ENV
-    params:
-        family=family,
-        methods=" ".join(config["ablation"]),
-        caption=lambda wc: f"{wc.dataset}: MICD ablation, test-set Dice (%) and ASD (voxels), seeds {config['seeds']}",
+        methods=lambda wc: " ".join(table_rows(wc.table)),
+        caption=lambda wc: f"{wc.dataset}, {wc.table}: test-set Dice (%) and ASD (voxels), seeds {config['seeds']}",
     shell:
         "micd report --metrics {input} --family {params.family} --methods {params.methods} "
         "--table-md {output.table_md} --table-csv {output.table_csv} --figure {output.figure} "
@@ -62,8 +41,9 @@ rule sensitivity_report:
 rule ablation:
     input:
         expand(
-            rules.ablation_report.output,
+            rules.report.output,
             dataset=run_datasets(),
+            table="ablation",
         ),
 
 

@@ -119,7 +119,7 @@ def test_tiny_workflow_writes_table_and_figure_from_its_own_numbers(tiny_run: Pa
         assert row.asd_mean == pytest.approx(expected.loc[(row.ratio, row.method), "mean_asd"])
     markdown = (results / "tables" / "synthetic_results.md").read_text()
     assert "micd" in markdown and "supervised" in markdown
-    png = (results / "figures" / "synthetic_dice_per_class.png").read_bytes()
+    png = (results / "figures" / "synthetic_results_dice_per_class.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
