@@ -221,3 +221,35 @@ def test_labelled_patch_sampling_follows_the_method_or_the_class_balanced_switch
     assert seen[1] == {c: 1.0 for c in range(NUM_CLASSES)}
     assert seen[2] == trainer.method.patch_label_probabilities() and seen[2][0] == pytest.approx(1.0)
     assert max(seen[2].values()) > 1.0
+
+
+def test_the_command_line_names_a_bad_setting_without_a_traceback(data_dir, tmp_path):
+    lists = tmp_path / "ids.txt"
+    lists.write_text("case_0\n")
+    command = [
+        sys.executable,
+        "-m",
+        "micd.cli",
+        "train",
+        "--data-dir",
+        str(data_dir),
+        "--out-dir",
+        str(tmp_path / "o"),
+        "--method",
+        "micd",
+        "--method-settings",
+        '{"mask_ration": 0.3}',
+        "--family",
+        "synthetic",
+        "--dataset",
+        "tiny",
+        "--ratio",
+        "5",
+        "--seed",
+        "0",
+        *[arg for name in ("train", "labelled", "unlabelled", "eval") for arg in (f"--{name}", str(lists))],
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "micd train: error: method 'micd' has no setting(s) ['mask_ration']" in result.stderr
+    assert "Traceback" not in result.stderr

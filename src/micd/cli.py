@@ -228,8 +228,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from micd.data.errors import DataError
+    from micd.errors import SettingsError
+
     args = parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except (DataError, SettingsError, FileNotFoundError) as exc:
+        sys.exit(f"micd {args.command}: error: {exc}")
 
 
 if __name__ == "__main__":

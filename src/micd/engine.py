@@ -32,6 +32,7 @@ from micd.data.loaders import (
     load_subject,
     patch_stream,
 )
+from micd.errors import SettingsError
 from micd.evaluation.inference import segment
 from micd.evaluation.metrics import mean_foreground_dice
 from micd.methods import Batch, Method, Progress, build_method
@@ -70,7 +71,7 @@ class TrainSettings:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown train setting(s) {unknown}; known: {sorted(known)}")
+            raise SettingsError(f"unknown train setting(s) {unknown}; known: {sorted(known)}")
         return cls(**values)
 
 
@@ -103,7 +104,7 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if amp in ("bf16", "fp16"):
         return torch.bfloat16 if amp == "bf16" else torch.float16
-    raise ValueError(f"train.amp must be 'auto', 'off', 'bf16' or 'fp16', got {amp!r}")
+    raise SettingsError(f"train.amp must be 'auto', 'off', 'bf16' or 'fp16', got {amp!r}")
 
 
 def poly_lr(base_lr: float, epoch: int, max_epochs: int, power: float) -> float:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from micd.errors import SettingsError
+
 
 @dataclass(frozen=True)
 class OrganClass:
@@ -65,4 +67,6 @@ def classes_for(family: str) -> tuple[OrganClass, ...]:
     try:
         return CLASSES_BY_FAMILY[family]
     except KeyError:
-        raise ValueError(f"unknown data-set family {family!r}; expected one of {sorted(CLASSES_BY_FAMILY)}") from None
+        raise SettingsError(
+            f"unknown data-set family {family!r}; expected one of {sorted(CLASSES_BY_FAMILY)}"
+        ) from None

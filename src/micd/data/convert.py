@@ -27,6 +27,7 @@ from micd.data.io import (
     sha256_file,
     write_csv,
 )
+from micd.errors import SettingsError
 
 NUM_LABELS = 16  # background + AMOS's 15 organs
 AFFINE_TOLERANCE_MM = 1e-3
@@ -90,7 +91,7 @@ def check_dataset_json(path: Path) -> None:
 def find_cases(archive_dir: Path, modality: str = "all") -> list[SourceCase]:
     """Pair images and labels by case id in ``imagesTr``/``labelsTr`` and ``imagesVa``/``labelsVa``."""
     if modality not in MODALITIES:
-        raise ValueError(f"expected modality in {MODALITIES}, got {modality!r}")
+        raise SettingsError(f"expected modality in {MODALITIES}, got {modality!r}")
     cases: list[SourceCase] = []
     for tag, subset in _SUBSETS:
         images = _nifti_files(archive_dir / f"images{tag}")

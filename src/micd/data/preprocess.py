@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from micd.atomic import atomic_dir, atomic_write
 from micd.data.convert import read_manifest
 from micd.data.io import load_nifti, write_csv
+from micd.errors import SettingsError
 
 CASE_COLUMNS = (
     "case_id",
@@ -97,9 +98,9 @@ def preprocess(
     manifest = Path(manifest)
     grid = tuple(int(n) for n in grid)  # type: ignore[assignment]
     if len(grid) != 3 or min(grid) < 1:
-        raise ValueError(f"expected a grid of three positive sizes (D, H, W), got {grid}")
+        raise SettingsError(f"expected a grid of three positive sizes (D, H, W), got {grid}")
     if not hu_window[0] < hu_window[1]:
-        raise ValueError(f"expected hu_window (low, high) with low < high, got {hu_window}")
+        raise SettingsError(f"expected hu_window (low, high) with low < high, got {hu_window}")
     rows = read_manifest(manifest)
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()

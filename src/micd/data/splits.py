@@ -15,6 +15,7 @@ import numpy as np
 
 from micd.data.errors import DataError
 from micd.data.io import read_case_list, write_case_list
+from micd.errors import SettingsError
 
 
 def labelled_name(ratio: int) -> str:
@@ -50,10 +51,10 @@ def make_splits(
     if shared:
         raise DataError(f"expected train_ids and test_ids to be disjoint, shared: {shared}")
     if not 0.0 < eval_fraction < 1.0:
-        raise ValueError(f"expected 0 < eval_fraction < 1, got {eval_fraction}")
+        raise SettingsError(f"expected 0 < eval_fraction < 1, got {eval_fraction}")
     bad_ratios = [r for r in ratios if not 0 < r <= 100]
     if bad_ratios:
-        raise ValueError(f"expected ratios in 1..100 (percent), got {bad_ratios}")
+        raise SettingsError(f"expected ratios in 1..100 (percent), got {bad_ratios}")
 
     pool = sorted(train_ids)
     n_eval = max(1, _round_half_up(eval_fraction * len(pool)))

@@ -26,6 +26,7 @@ from scipy.spatial.transform import Rotation
 from micd.atomic import atomic_dir, atomic_write
 from micd.data.classes import AMOS_CLASSES
 from micd.data.io import Volume, save_nifti
+from micd.errors import SettingsError
 
 AIR_HU = -1000.0
 LUNG_HU = -850.0
@@ -470,9 +471,9 @@ def generate_archive(
     arguments give byte-identical files. ``out_dir`` appears complete or not at all.
     """
     if n_train < 1 or n_validation < 0:
-        raise ValueError(f"expected n_train >= 1 and n_validation >= 0, got {n_train} and {n_validation}")
+        raise SettingsError(f"expected n_train >= 1 and n_validation >= 0, got {n_train} and {n_validation}")
     if not (0 < inplane[0] <= inplane[1] and 0 < slices[0] <= slices[1]):
-        raise ValueError(f"expected size ranges (low, high) with 0 < low <= high, got {inplane} and {slices}")
+        raise SettingsError(f"expected size ranges (low, high) with 0 < low <= high, got {inplane} and {slices}")
     sizes = SizeOptions(tuple(inplane), tuple(slices))  # type: ignore[arg-type]
     ids = [f"amos_{k:04d}" for k in range(1, n_train + n_validation + 1)]
     with atomic_dir(out_dir) as tmp:

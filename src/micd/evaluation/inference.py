@@ -9,12 +9,14 @@ import torch.nn.functional as F
 import torchio as tio
 from torch import Tensor
 
+from micd.errors import SettingsError
+
 
 def window_overlap(patch_size: Sequence[int], stride: Sequence[int]) -> tuple[int, int, int]:
     """TorchIO's patch overlap for a window stride; it must be even and smaller than the patch."""
     overlap = tuple(p - s for p, s in zip(patch_size, stride))
     if any(o < 0 or o % 2 or s <= 0 for o, s in zip(overlap, stride)):
-        raise ValueError(
+        raise SettingsError(
             f"sliding-window stride {tuple(stride)} does not fit patch {tuple(patch_size)}: "
             "each stride must be positive, at most the patch size, and patch - stride even"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from micd.errors import SettingsError
 from micd.methods.base import Batch, Method, Progress, settings_from_dict
 from micd.methods.cotraining import CLD, CPS, DHC, DiffDWOnly, DistDWOnly
 from micd.methods.mean_teacher import UAMT, MeanTeacher
@@ -25,7 +26,7 @@ def build_method(
     try:
         cls = METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown method {name!r}; registered methods: {sorted(METHODS)}") from None
+        raise SettingsError(f"unknown method {name!r}; registered methods: {sorted(METHODS)}") from None
     network = partial(VNet, num_classes, n_filters=n_filters, dropout=dropout)
     return cls(settings_from_dict(cls.Settings, settings, name), num_classes, network)
 

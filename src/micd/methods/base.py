@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from micd.errors import SettingsError
+
 
 @dataclass
 class Batch:
@@ -122,5 +124,5 @@ def settings_from_dict(settings_cls: type, values: dict[str, Any] | None, method
     known = {f.name for f in dataclasses.fields(settings_cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"method {method!r} has no setting(s) {unknown}; its settings are {sorted(known)}")
+        raise SettingsError(f"method {method!r} has no setting(s) {unknown}; its settings are {sorted(known)}")
     return settings_cls(**values)

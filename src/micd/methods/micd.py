@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from micd.errors import SettingsError
 from micd.methods.base import (
     Batch,
     Method,
@@ -104,13 +105,15 @@ class MICD(Method):
     def __init__(self, settings: MICDSettings, num_classes: int, network: Callable[[], nn.Module]) -> None:
         super().__init__(settings, num_classes, network)
         if settings.feature_distance not in FEATURE_DISTANCES:
-            raise ValueError(
+            raise SettingsError(
                 f"unknown feature_distance {settings.feature_distance!r}; expected one of {sorted(FEATURE_DISTANCES)}"
             )
         if len(settings.feature_weights) != 4:
-            raise ValueError(f"feature_weights needs one weight per decoder stage (4), got {settings.feature_weights}")
+            raise SettingsError(
+                f"feature_weights needs one weight per decoder stage (4), got {settings.feature_weights}"
+            )
         if settings.inference not in ("students", "teachers"):
-            raise ValueError(f"inference must be 'students' or 'teachers', got {settings.inference!r}")
+            raise SettingsError(f"inference must be 'students' or 'teachers', got {settings.inference!r}")
         self.student_a = self.new_network()
         self.student_b = self.new_network()
         self.teacher_a = make_teacher(self.student_a)

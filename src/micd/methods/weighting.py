@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from micd.errors import SettingsError
 from micd.methods.losses import class_voxel_counts, hard_labels
 
 EPS = 1e-8
@@ -129,4 +130,4 @@ def make_weighting(name: str, num_classes: int) -> ClassWeighting:
     try:
         return WEIGHTINGS[name](num_classes)
     except KeyError:
-        raise ValueError(f"unknown class weighting {name!r}; expected one of {sorted(WEIGHTINGS)}") from None
+        raise SettingsError(f"unknown class weighting {name!r}; expected one of {sorted(WEIGHTINGS)}") from None

@@ -1,0 +1,7 @@
+"""Errors a user can act on: the command line prints their message, without a traceback."""
+
+from __future__ import annotations
+
+
+class SettingsError(ValueError):
+    """A configuration value the code cannot use; the message names the key and what is allowed."""
