@@ -50,13 +50,15 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 def cmd_split(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from micd.data.splits import make_splits, write_splits
+    from micd.data.splits import make_splits, validate_splits, write_splits
 
     cases = pd.read_csv(args.cases)
     train = cases.loc[cases["subset"] == "train", "case_id"].tolist()
     test = cases.loc[cases["subset"] == "validation", "case_id"].tolist()
     splits = make_splits(train, test, args.ratios, seed=args.seed, eval_fraction=args.eval_fraction)
     write_splits(splits, args.out)
+    # judged like any published split file before anything trains on it
+    validate_splits(args.out, args.ratios, known_ids=set(cases["case_id"]))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
