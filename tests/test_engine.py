@@ -64,6 +64,23 @@ def tiny_data(data_dir: Path) -> TrainData:
     )
 
 
+def train_command(
+    data_dir: Path,
+    out: Path,
+    lists: dict[str, Path],
+    method: str,
+    method_settings: str = "{}",
+    train_settings: str = "{}",
+) -> list[str]:
+    """``micd train`` on the tiny cases, with the case lists given by split name."""
+    return [
+        sys.executable, "-m", "micd.cli", "train", "--data-dir", str(data_dir), "--out-dir", str(out),
+        "--method", method, "--method-settings", method_settings, "--train-settings", train_settings,
+        "--family", "synthetic", "--dataset", "tiny", "--ratio", "5", "--seed", "0",
+        *[arg for name, path in lists.items() for arg in (f"--{name}", str(path))],
+    ]  # fmt: skip
+
+
 class StopAt(Trainer):
     """A trainer 'killed' right after a given iteration (a checkpoint is written first)."""
 
@@ -149,29 +166,7 @@ def test_sigterm_checkpoints_and_the_rerun_resumes_above_step_zero(data_dir, tmp
         )
     )
     out = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "micd.cli",
-        "train",
-        "--data-dir",
-        str(data_dir),
-        "--out-dir",
-        str(out),
-        "--method",
-        "supervised",
-        "--train-settings",
-        settings,
-        "--family",
-        "synthetic",
-        "--dataset",
-        "tiny",
-        "--ratio",
-        "5",
-        "--seed",
-        "0",
-        *[arg for name, path in lists.items() for arg in (f"--{name}", str(path))],
-    ]
+    command = train_command(data_dir, out, lists, "supervised", train_settings=settings)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while not (out / "state" / "checkpoint.pt").exists():
@@ -224,31 +219,10 @@ def test_labelled_patch_sampling_follows_the_method_or_the_class_balanced_switch
 
 
 def test_the_command_line_names_a_bad_setting_without_a_traceback(data_dir, tmp_path):
-    lists = tmp_path / "ids.txt"
-    lists.write_text("case_0\n")
-    command = [
-        sys.executable,
-        "-m",
-        "micd.cli",
-        "train",
-        "--data-dir",
-        str(data_dir),
-        "--out-dir",
-        str(tmp_path / "o"),
-        "--method",
-        "micd",
-        "--method-settings",
-        '{"mask_ration": 0.3}',
-        "--family",
-        "synthetic",
-        "--dataset",
-        "tiny",
-        "--ratio",
-        "5",
-        "--seed",
-        "0",
-        *[arg for name in ("train", "labelled", "unlabelled", "eval") for arg in (f"--{name}", str(lists))],
-    ]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("case_0\n")
+    lists = {name: ids for name in ("train", "labelled", "unlabelled", "eval")}
+    command = train_command(data_dir, tmp_path / "o", lists, "micd", method_settings='{"mask_ration": 0.3}')
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "micd train: error: method 'micd' has no setting(s) ['mask_ration']" in result.stderr
