@@ -47,6 +47,11 @@ def gaussian_rampup(epoch: float, rampup_epochs: float, beta_max: float) -> floa
     return beta_max * math.exp(-5.0 * phase * phase)
 
 
+def scheduled_rampup(progress: Progress, rampup_epochs: float | None, maximum: float) -> float:
+    """The Gaussian ramp-up at this iteration's epoch; ``rampup_epochs=None`` ramps over the whole schedule."""
+    return gaussian_rampup(progress.epoch, progress.max_epochs if rampup_epochs is None else rampup_epochs, maximum)
+
+
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, decay: float, iteration: int) -> None:
     """``T <- a T + (1 - a) S`` with ``a = min(1 - 1/(iteration + 1), decay)``; buffers are copied."""

@@ -21,8 +21,8 @@ from micd.methods.base import (
     Method,
     Progress,
     ema_update,
-    gaussian_rampup,
     make_teacher,
+    scheduled_rampup,
 )
 from micd.methods.losses import dice_ce
 
@@ -64,9 +64,7 @@ class MeanTeacher(Method):
 
     def consistency_weight(self, progress: Progress) -> float:
         s = self.settings
-        return gaussian_rampup(
-            progress.epoch, progress.max_epochs if s.rampup_epochs is None else s.rampup_epochs, s.beta_max
-        )
+        return scheduled_rampup(progress, s.rampup_epochs, s.beta_max)
 
     def consistency(self, student_probs: Tensor, unlabelled: Tensor, progress: Progress) -> Tensor:
         s = self.settings
@@ -124,7 +122,7 @@ class UAMT(MeanTeacher):
 
     def uncertainty_threshold(self, progress: Progress) -> float:
         s = self.settings
-        ramp = gaussian_rampup(progress.epoch, progress.max_epochs if s.rampup_epochs is None else s.rampup_epochs, 1.0)
+        ramp = scheduled_rampup(progress, s.rampup_epochs, 1.0)
         return (s.threshold_start + (1 - s.threshold_start) * ramp) * math.log(self.num_classes)
 
     def consistency(self, student_probs: Tensor, unlabelled: Tensor, progress: Progress) -> Tensor:

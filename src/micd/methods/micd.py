@@ -29,8 +29,8 @@ from micd.methods.base import (
     Method,
     Progress,
     ema_update,
-    gaussian_rampup,
     make_teacher,
+    scheduled_rampup,
 )
 from micd.methods.losses import dice_ce, hard_labels, weighted_cross_entropy
 from micd.methods.weighting import make_weighting
@@ -134,8 +134,7 @@ class MICD(Method):
 
     def consistency_weight(self, progress: Progress) -> float:
         s = self.settings
-        rampup = progress.max_epochs if s.rampup_epochs is None else s.rampup_epochs
-        return gaussian_rampup(progress.epoch, rampup, s.beta_max)
+        return scheduled_rampup(progress, s.rampup_epochs, s.beta_max)
 
     def training_step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
         s = self.settings
