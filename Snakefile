@@ -9,6 +9,9 @@ configfile: "config/config.yaml"
 validate(config, "config/schema.yaml", set_default=True)
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/acquire.smk"
 include: "rules/convert.smk"
@@ -17,6 +20,22 @@ include: "rules/split.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+
+
+# Light jobs run where Snakemake runs, not as cluster jobs (docs/cluster.md); so do downloads,
+# since compute nodes often have no internet access.
+localrules:
+    fetch_zenodo,
+    fetch_synapse,
+    fetch_published_splits,
+    synthesise,
+    split,
+    report,
+    dice_per_class,
+    dice_vs_ratio,
+    training_curves,
+    qualitative,
+    sensitivity_report,
 
 
 rule all:

@@ -1,4 +1,6 @@
 import json
+import os
+import shlex
 
 
 wildcard_constraints:
@@ -18,6 +20,11 @@ def dataset_config(wildcards):
 
 def family(wildcards):
     return dataset_config(wildcards)["family"]
+
+
+def train_settings(wildcards):
+    """The top-level train settings with the data set's own overrides."""
+    return {**config["train"], **dataset_config(wildcards)["train"]}
 
 
 def run_dir(wildcards):
@@ -50,14 +57,36 @@ def method_spec(name):
     return variant["method"], {**base, **variant.get("settings", {})}
 
 
+def run_records(dataset, methods, seeds, **files):
+    """Each run of ``dataset`` (every ratio, ``methods``, ``seeds``) as its dataset, ratio, method
+    and seed, plus the path of each named file of its folder: ``metrics="metrics.csv"`` adds
+    ``"metrics": "results/.../metrics.csv"``."""
+    return [
+        {
+            "dataset": dataset,
+            "ratio": ratio,
+            "method": method,
+            "seed": seed,
+            **{
+                key: f"results/{dataset}/runs/{ratio}p/{method}/seed{seed}/{name}"
+                for key, name in files.items()
+            },
+        }
+        for ratio in config["ratios"]
+        for method in methods
+        for seed in seeds
+    ]
+
+
+def record_paths(records, key):
+    return [record[key] for record in records]
+
+
 def metrics_files(dataset, methods=None):
-    return expand(
-        "results/{dataset}/runs/{ratio}p/{method}/seed{seed}/metrics.csv",
-        dataset=dataset,
-        ratio=config["ratios"],
-        method=methods or config["methods"],
-        seed=config["seeds"],
+    runs = run_records(
+        dataset, methods or config["methods"], config["seeds"], metrics="metrics.csv"
     )
+    return record_paths(runs, "metrics")
 
 
 def run_datasets():
@@ -76,17 +105,155 @@ def table_rows(table):
 
 
 def report_targets():
-    return expand(
-        [
-            "results/tables/{dataset}_results.md",
-            "results/tables/{dataset}_results.csv",
-            "results/figures/{dataset}_results_dice_per_class.png",
-        ],
-        dataset=run_datasets(),
+    """The results tables and figures of every run data set (rules/report.smk: tables, figures)."""
+    return [*rules.tables.input, *rules.figures.input]
+
+
+def name_pattern(names):
+    """A wildcard pattern matching exactly ``names`` (nothing when empty)."""
+    return "|".join(names) if names else "(?!)"
+
+
+def datasets_from(*sources):
+    """Names of the configured data sets of the given sources, as a wildcard pattern."""
+    return name_pattern(
+        [name for name, ds in config["datasets"].items() if ds["source"] in sources]
     )
 
 
-def datasets_from(source):
-    """Names of the configured data sets of one source, as a wildcard pattern."""
-    names = [name for name, ds in config["datasets"].items() if ds["source"] == source]
-    return "|".join(names) if names else "(?!)"
+def datasets_with_published_splits():
+    return name_pattern(
+        [name for name, ds in config["datasets"].items() if ds["published_splits"]]
+    )
+
+
+def published_splits(wildcards):
+    """The fetched published split files of a data set, if it has any."""
+    if dataset_config(wildcards)["published_splits"]:
+        return f"results/{wildcards.dataset}/published_splits"
+    return []
+
+
+def split_origins(wildcards):
+    """Which labelled splits are published and which generated, for table titles."""
+    published = (dataset_config(wildcards)["published_splits"] or {}).get("sha256", {})
+    seed = config["split"]["seed"]
+    origins = [
+        f"{ratio} % "
+        + (
+            "published"
+            if {f"labeled_{ratio}p.txt", f"unlabeled_{ratio}p.txt"} <= set(published)
+            else f"generated (seed {seed})"
+        )
+        for ratio in config["ratios"]
+    ]
+    return "Labelled splits: " + ", ".join(origins) + "."
+
+
+def archive_layout(wildcards):
+    return "synapse" if family(wildcards) == "synapse" else "amos"
+
+
+def optional_arg(option, value):
+    """``option value`` for the shell, or nothing when the value is unset."""
+    return f"{option} {shlex.quote(str(value))}" if value is not None else ""
+
+
+def flag(option, on):
+    return option if on else ""
+
+
+def gpu_job_resources(stage):
+    """Resources of a GPU stage's jobs (config `resources.<stage>`), without the unset ones."""
+    return {
+        name: value
+        for name, value in config["resources"][stage].items()
+        if value is not None
+    }
+
+
+# Report (rules/report.smk): output paths and the helpers of its rules.
+
+TABLE = "results/tables/{dataset}_{table}"
+TABLE_FILES = [f"{TABLE}.{ext}" for ext in ("md", "tex", "html", "csv")]
+DICE_PER_CLASS = "results/figures/{dataset}_{table}_dice_per_class.png"
+TRAINING_CURVES = "results/figures/{dataset}_{table}_training_curves.png"
+DICE_VS_RATIO = "results/figures/{dataset}_dice_vs_ratio.png"
+QUALITATIVE = "results/figures/{dataset}_qualitative.png"
+SENSITIVITY_TABLE = "results/tables/{dataset}_mask_sensitivity.csv"
+SENSITIVITY_FIGURE = "results/figures/{dataset}_mask_sensitivity.png"
+
+
+def sidecars(*paths):
+    return [f"{path}.provenance.json" for path in paths]
+
+
+def report_config(wildcards):
+    """The settings behind a data set's tables and figures, for their provenance sidecars."""
+    keys = [
+        "ratios",
+        "methods",
+        "seeds",
+        "split",
+        "preprocess",
+        "train",
+        "method_settings",
+        "variants",
+        "ablation",
+        "sensitivity",
+        "published_results",
+        "qualitative_case",
+    ]
+    return as_json(
+        {"dataset": {wildcards.dataset: dataset_config(wildcards)}}
+        | {key: config[key] for key in keys if key in config}
+    )
+
+
+def published_reference(wildcards):
+    """The published results shown beside a results table (none for the ablation table);
+    a relative path is taken from the workflow's folder."""
+    path = config["published_results"]
+    if wildcards.table != "results" or path is None:
+        return []
+    return os.path.join(workflow.basedir, path)
+
+
+def figure(path, caption, name):
+    return report(
+        path,
+        caption=f"../report/{caption}",
+        category="Figures",
+        subcategory="{dataset}",
+        labels={"data set": "{dataset}", "figure": name},
+    )
+
+
+def table_file(extension):
+    return report(
+        f"{TABLE}.{extension}",
+        caption="../report/table.rst",
+        category="Tables",
+        subcategory="{dataset}",
+        labels={"data set": "{dataset}", "table": "{table}", "format": extension},
+    )
+
+
+def training_runs(wildcards):
+    return run_records(
+        wildcards.dataset,
+        table_rows(wildcards.table),
+        config["seeds"],
+        train_log="train_log.jsonl",
+        validation="validation.csv",
+    )
+
+
+def qualitative_runs(wildcards):
+    """The first seed's run of every method and ratio: each panel is one model's prediction."""
+    return run_records(
+        wildcards.dataset,
+        config["methods"],
+        config["seeds"][:1],
+        predictions="predictions",
+    )

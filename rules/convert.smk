@@ -9,5 +9,7 @@ rule convert:
         CONDA_ENV
     params:
         modality=lambda wc: dataset_config(wc)["modality"],
+        layout=archive_layout,
     shell:
-        "micd convert --archive {input} --out {output} --modality {params.modality} > {log} 2>&1"
+        "micd convert --archive {input} --out {output} --layout {params.layout} "
+        "--modality {params.modality} > {log} 2>&1"

@@ -10,9 +10,20 @@ rule infer:
     conda:
         CONDA_ENV
     threads: config["resources"]["train_threads"]
+    resources:
+        **gpu_job_resources("infer"),
+    params:
+        blending=config["evaluation"]["blending"],
+        batch_size=config["evaluation"]["batch_size"],
+        original_grid=(
+            "--original-grid"
+            if config["evaluation"]["original_grid"]
+            else "--no-original-grid"
+        ),
     shell:
         "micd infer --model {input.model} --data-dir {input.data} --cases {input.cases} "
-        "--out {output} --threads {threads} > {log} 2>&1"
+        "--out {output} --blending {params.blending} --batch-size {params.batch_size} "
+        "{params.original_grid} --threads {threads} > {log} 2>&1"
 
 
 rule metrics:
@@ -28,8 +39,11 @@ rule metrics:
         CONDA_ENV
     params:
         family=family,
+        both_empty_dice=config["evaluation"]["both_empty_dice"],
+        empty_asd=config["evaluation"]["empty_asd"],
     shell:
         "micd metrics --predictions {input.predictions} --data-dir {input.data} "
         "--cases {input.cases} --family {params.family} --dataset {wildcards.dataset} "
         "--ratio {wildcards.ratio} --method {wildcards.method} --seed {wildcards.seed} "
+        "--both-empty-dice {params.both_empty_dice} --empty-asd {params.empty_asd} "
         "--out {output} > {log} 2>&1"

@@ -9,8 +9,11 @@ rule preprocess:
         CONDA_ENV
     params:
         family=family,
+        mode=config["preprocess"]["mode"],
         grid=" ".join(map(str, config["preprocess"]["grid"])),
+        spacing=" ".join(map(str, config["preprocess"]["spacing"])),
         hu_window=" ".join(map(str, config["preprocess"]["hu_window"])),
     shell:
         "micd preprocess --manifest {input}/manifest.csv --out {output} --family {params.family} "
-        "--grid {params.grid} --hu-window {params.hu_window} > {log} 2>&1"
+        "--mode {params.mode} --grid {params.grid} --spacing {params.spacing} "
+        "--hu-window {params.hu_window} > {log} 2>&1"

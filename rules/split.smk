@@ -1,6 +1,7 @@
 rule split:
     input:
-        "results/{dataset}/preprocessed",
+        data="results/{dataset}/preprocessed",
+        published=published_splits,
     output:
         train="results/{dataset}/splits/train.txt",
         eval="results/{dataset}/splits/eval.txt",
@@ -12,6 +13,7 @@ rule split:
             "results/{{dataset}}/splits/unlabelled_{ratio}p.txt",
             ratio=config["ratios"],
         ),
+        origin="results/{dataset}/splits/origin.csv",
     log:
         "results/logs/{dataset}/split.log",
     conda:
@@ -21,6 +23,9 @@ rule split:
         ratios=" ".join(map(str, config["ratios"])),
         seed=config["split"]["seed"],
         eval_fraction=config["split"]["eval_fraction"],
+        test_fraction=config["split"]["test_fraction"],
+        published=lambda wc, input: optional_arg("--published", input.published or None),
     shell:
-        "micd split --cases {input}/cases.csv --out {params.out} --ratios {params.ratios} "
-        "--seed {params.seed} --eval-fraction {params.eval_fraction} > {log} 2>&1"
+        "micd split --cases {input.data}/cases.csv --out {params.out} --ratios {params.ratios} "
+        "--seed {params.seed} --eval-fraction {params.eval_fraction} "
+        "--test-fraction {params.test_fraction} {params.published} > {log} 2>&1"

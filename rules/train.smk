@@ -16,14 +16,18 @@ rule train:
     conda:
         CONDA_ENV
     threads: config["resources"]["train_threads"]
+    resources:
+        **gpu_job_resources("train"),
     params:
         out_dir=run_dir,
         family=family,
         method=lambda wc: method_spec(wc.method)[0],
         method_settings=lambda wc: as_json(method_spec(wc.method)[1]),
-        train_settings=as_json(config["train"]),
+        train_settings=lambda wc: as_json(train_settings(wc)),
+    # exec: SIGTERM (preemption, time limit) must reach micd, which checkpoints before it exits;
+    # a shell in between would die at once and take the job down without the checkpoint.
     shell:
-        "micd train --data-dir {input.data} --train {input.train} --labelled {input.labelled} "
+        "exec micd train --data-dir {input.data} --train {input.train} --labelled {input.labelled} "
         "--unlabelled {input.unlabelled} --eval {input.eval} --out-dir {params.out_dir} "
         "--method {params.method} --variant {wildcards.method} --method-settings {params.method_settings:q} "
         "--train-settings {params.train_settings:q} --family {params.family} "

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from micd.atomic import atomic_dir
-from micd.data.convert import MANIFEST_COLUMNS, convert_amos
+from micd.data.convert import MANIFEST_COLUMNS, convert_archive
 from micd.data.errors import DataError
 from micd.data.io import Volume, load_nifti, save_nifti
 from micd.data.synthetic import generate_archive
@@ -44,7 +44,7 @@ def _leftovers(parent: Path) -> list[str]:
 
 
 def test_converts_synthetic_archive(archive: Path, tmp_path: Path) -> None:
-    manifest = convert_amos(archive, tmp_path / "canonical")
+    manifest = convert_archive(archive, tmp_path / "canonical")
     assert manifest == tmp_path / "canonical" / "manifest.csv"
     rows = _manifest(manifest)
     assert list(rows[0]) == list(MANIFEST_COLUMNS)
@@ -80,16 +80,16 @@ def test_ignores_macos_junk_and_dot_files(archive: Path, tmp_path: Path) -> None
     (archive / "__MACOSX" / "imagesTr" / "._amos_0001.nii.gz").write_bytes(b"junk")
     (archive / "imagesTr" / "._amos_0001.nii.gz").write_bytes(b"junk")
     (archive / "labelsTr" / ".DS_Store").write_bytes(b"junk")
-    rows = _manifest(convert_amos(archive, tmp_path / "canonical"))
+    rows = _manifest(convert_archive(archive, tmp_path / "canonical"))
     assert [r["case_id"] for r in rows] == ["amos_0001", "amos_0002", "amos_0003"]
 
 
 def test_modality_ct_drops_mri_cases(archive: Path, tmp_path: Path) -> None:
     for folder in ("imagesVa", "labelsVa"):
         (archive / folder / "amos_0003.nii.gz").rename(archive / folder / "amos_0540.nii.gz")
-    rows = _manifest(convert_amos(archive, tmp_path / "all"))
+    rows = _manifest(convert_archive(archive, tmp_path / "all"))
     assert [(r["case_id"], r["modality"]) for r in rows][-1] == ("amos_0540", "mri")
-    rows = _manifest(convert_amos(archive, tmp_path / "ct", modality="ct"))
+    rows = _manifest(convert_archive(archive, tmp_path / "ct", modality="ct"))
     assert [r["case_id"] for r in rows] == ["amos_0001", "amos_0002"]
 
 
@@ -98,7 +98,7 @@ def test_dataset_json_needs_sixteen_labels(archive: Path, tmp_path: Path) -> Non
     del meta["labels"]["15"]
     (archive / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match="dataset.json"):
-        convert_amos(archive, tmp_path / "canonical")
+        convert_archive(archive, tmp_path / "canonical")
     assert _leftovers(tmp_path) == []
 
 
@@ -170,18 +170,18 @@ def test_bad_input_raises_and_leaves_no_output(
 ) -> None:
     file_name = damage(archive)
     with pytest.raises(DataError, match=expected) as info:
-        convert_amos(archive, tmp_path / "canonical")
+        convert_archive(archive, tmp_path / "canonical")
     message = str(info.value)
     assert "amos_0002" in message and file_name in message
     assert _leftovers(tmp_path) == []
 
 
 def test_failure_keeps_an_existing_output_untouched(archive: Path, tmp_path: Path) -> None:
-    manifest = convert_amos(archive, tmp_path / "canonical")
+    manifest = convert_archive(archive, tmp_path / "canonical")
     before = manifest.read_bytes()
     _missing_label(archive)
     with pytest.raises(DataError):
-        convert_amos(archive, tmp_path / "canonical")
+        convert_archive(archive, tmp_path / "canonical")
     assert manifest.read_bytes() == before
     assert _leftovers(tmp_path) == ["canonical"]
 

@@ -1,13 +1,22 @@
-"""Tests of the per-class metrics (against medpy) and of the protocol's averaging."""
+"""Tests of the per-class metrics (against medpy and MONAI) and of the protocol's averaging."""
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from medpy.metric import binary
+from monai.metrics import (
+    DiceMetric,
+    compute_average_surface_distance,
+    compute_dice,
+    compute_hausdorff_distance,
+)
+from monai.metrics.utils import get_mask_edges, get_surface_distance
 from scipy import ndimage
 
 from micd.evaluation.metrics import class_means, dice_and_asd, score_case, summarise
@@ -116,6 +125,112 @@ def test_single_voxels() -> None:
     assert scores["asd_voxels"] == pytest.approx(5.0)
     assert scores["asd_mm"] == pytest.approx(math.hypot(3 * 2.5, 4 * 0.8))
     assert scores["hd95_mm"] == pytest.approx(binary.hd95(prediction, truth, voxelspacing=SPACING))
+
+
+# ----- MONAI -----------------------------------------------------------------------------------
+# MONAI computes in float32, hence the relative tolerance.
+MONAI_REL = 1e-5
+
+
+def monai_scores(prediction: np.ndarray, truth: np.ndarray, spacing=None) -> dict[str, float]:
+    """MONAI's Dice (%), directed ASD and symmetric HD95 of one binary mask pair."""
+    y_pred, y = (torch.from_numpy(np.asarray(m, dtype=np.float32))[None, None] for m in (prediction, truth))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MONAI warns about empty masks
+        return {
+            # ignore_empty=False: an empty truth scores 1 if the prediction is empty too, else 0
+            "dice": 100 * compute_dice(y_pred, y, include_background=True, ignore_empty=False).item(),
+            "asd": compute_average_surface_distance(
+                y_pred, y, include_background=True, symmetric=False, spacing=spacing
+            ).item(),
+            "hd95": compute_hausdorff_distance(
+                y_pred, y, include_background=True, percentile=95, spacing=spacing
+            ).item(),
+        }
+
+
+def monai_pooled_hd95(prediction: np.ndarray, truth: np.ndarray, spacing) -> float:
+    """95th percentile of MONAI's surface distances of both directions pooled (medpy's hd95)."""
+    edges_prediction, edges_truth = get_mask_edges(prediction, truth)
+    to_truth = get_surface_distance(edges_prediction, edges_truth, spacing=spacing)
+    to_prediction = get_surface_distance(edges_truth, edges_prediction, spacing=spacing)
+    return float(np.percentile(np.concatenate([to_truth, to_prediction]), 95))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_monai_on_random_blobs(seed: int) -> None:
+    shape = (20, 36, 30)
+    prediction, truth = blob(shape, seed), blob(shape, seed + 100, threshold=0.6)
+    ours = dice_and_asd(prediction, truth, SPACING)
+    in_voxels, in_mm = monai_scores(prediction, truth), monai_scores(prediction, truth, SPACING)
+    assert ours["dice"] == pytest.approx(in_voxels["dice"], rel=MONAI_REL)
+    # symmetric=False is MONAI's directed prediction -> truth ASD, medpy's asd(prediction, truth)
+    assert ours["asd_voxels"] == pytest.approx(in_voxels["asd"], rel=MONAI_REL)
+    assert ours["asd_mm"] == pytest.approx(in_mm["asd"], rel=MONAI_REL)
+    # MONAI finds the same borders and distances; medpy's HD95 pools both directions ...
+    assert ours["hd95_mm"] == pytest.approx(monai_pooled_hd95(prediction, truth, SPACING), rel=MONAI_REL)
+    # ... where MONAI's takes the larger of the two directed 95th percentiles
+    assert ours["hd95_mm"] != pytest.approx(in_mm["hd95"], rel=1e-3)
+
+    metric = DiceMetric(include_background=True, ignore_empty=False)
+    metric(torch.from_numpy(prediction)[None, None].float(), torch.from_numpy(truth)[None, None].float())
+    assert ours["dice"] == pytest.approx(100 * metric.aggregate().item(), rel=MONAI_REL)
+
+
+def test_monai_hd95_is_the_larger_directed_percentile() -> None:
+    prediction, truth = blob((20, 36, 30), 7), blob((20, 36, 30), 8, threshold=0.7)
+    edges_prediction, edges_truth = get_mask_edges(prediction, truth)
+    directed = [
+        np.percentile(get_surface_distance(a, b, spacing=SPACING), 95)
+        for a, b in ((edges_prediction, edges_truth), (edges_truth, edges_prediction))
+    ]
+    assert monai_scores(prediction, truth, SPACING)["hd95"] == pytest.approx(max(directed), rel=MONAI_REL)
+
+
+def single_voxel(shape: tuple[int, int, int], index: tuple[int, int, int]) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[index] = True
+    return mask
+
+
+EMPTY = np.zeros((9, 9, 9), dtype=bool)
+EDGE_CASES = {
+    "single voxels apart": (single_voxel(EMPTY.shape, (0, 0, 0)), single_voxel(EMPTY.shape, (3, 4, 8))),
+    "same single voxel": (single_voxel(EMPTY.shape, (4, 4, 4)), single_voxel(EMPTY.shape, (4, 4, 4))),
+    "voxel next to a block": (single_voxel(EMPTY.shape, (0, 8, 8)), np.pad(np.ones((3, 3, 3), bool), 3)),
+}
+
+
+@pytest.mark.parametrize("case", EDGE_CASES)
+def test_small_masks_match_monai_and_medpy(case: str) -> None:
+    prediction, truth = EDGE_CASES[case]
+    ours, monai = dice_and_asd(prediction, truth, SPACING), monai_scores(prediction, truth, SPACING)
+    assert ours["dice"] == pytest.approx(monai["dice"], abs=1e-4)
+    assert ours["dice"] == pytest.approx(100 * binary.dc(prediction, truth))
+    assert ours["asd_mm"] == pytest.approx(monai["asd"], rel=MONAI_REL)
+    assert ours["asd_mm"] == pytest.approx(binary.asd(prediction, truth, voxelspacing=SPACING))
+    assert ours["asd_voxels"] == pytest.approx(monai_scores(prediction, truth)["asd"], rel=MONAI_REL)
+    assert ours["hd95_mm"] == pytest.approx(binary.hd95(prediction, truth, voxelspacing=SPACING))
+    assert ours["hd95_mm"] == pytest.approx(monai_pooled_hd95(prediction, truth, SPACING), rel=MONAI_REL)
+
+
+@pytest.mark.parametrize("empty", ["prediction", "truth", "both"])
+def test_empty_masks_take_dhc_conventions_where_monai_and_medpy_give_none(empty: str) -> None:
+    block = np.pad(np.ones((3, 3, 3), bool), 3)
+    prediction = EMPTY if empty in ("prediction", "both") else block
+    truth = EMPTY if empty in ("truth", "both") else block
+    ours, monai = dice_and_asd(prediction, truth, SPACING), monai_scores(prediction, truth, SPACING)
+    # Dice agrees with MONAI's ignore_empty=False; medpy's dc gives 0 when both are empty
+    assert ours["dice"] == monai["dice"] == (100.0 if empty == "both" else 0.0)
+    # MONAI has no distance here (inf to an empty surface, NaN without surfaces) and medpy
+    # raises; DHC's scores replace them: ASD 128 voxels for one empty mask, 0 for both
+    assert not math.isfinite(monai["asd"]) and not math.isfinite(monai["hd95"])
+    with pytest.raises(RuntimeError):
+        binary.asd(prediction, truth)
+    if empty == "both":
+        assert (ours["asd_voxels"], ours["asd_mm"], ours["hd95_mm"]) == (0.0, 0.0, 0.0)
+    else:
+        assert ours["asd_voxels"] == 128.0 and math.isnan(ours["asd_mm"]) and math.isnan(ours["hd95_mm"])
 
 
 def test_shape_mismatch_is_an_error() -> None:

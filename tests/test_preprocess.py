@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from micd.data.convert import MANIFEST_COLUMNS, convert_amos
+from micd.data.convert import MANIFEST_COLUMNS, convert_archive
 from micd.data.errors import DataError
 from micd.data.io import Volume, save_nifti, write_csv
 from micd.data.preprocess import preprocess, resize_label, window_normalise
@@ -40,7 +40,7 @@ def _csv(path: Path) -> list[dict[str, str]]:
 def preprocessed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("pre")
     generate_archive(root / "archive", 2, 1, seed=5, inplane=(40, 48), slices=(16, 20))
-    manifest = convert_amos(root / "archive", root / "canonical")
+    manifest = convert_archive(root / "archive", root / "canonical")
     preprocess(manifest, root / "preprocessed", GRID)
     return root
 

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from http_server import serve
 
+from micd.data.acquire import fetch_files
 from micd.data.errors import DataError
 from micd.data.io import read_case_list, write_case_list
-from micd.data.splits import make_splits, validate_splits, write_splits
+from micd.data.splits import (
+    assemble_splits,
+    labelled_name,
+    make_splits,
+    published_name,
+    unlabelled_name,
+    validate_splits,
+    write_splits,
+)
 
 TRAIN_IDS = [f"amos_{k:04d}" for k in range(1, 41)]
 TEST_IDS = [f"amos_{k:04d}" for k in range(41, 49)]
@@ -140,3 +153,86 @@ def test_case_list_round_trip(tmp_path: Path) -> None:
     (tmp_path / "ids.txt").write_text("amos_0002\n\n  amos_0001  \n")
     assert read_case_list(tmp_path / "ids.txt") == ["amos_0002", "amos_0001"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.txt"]
+
+
+# DHC's published split files, served from a real HTTP server on loopback and judged, not trusted.
+PUBLISHED = Path(__file__).parent / "data" / "dhc_splits"
+PUBLISHED_RATIOS = {"amos": [2, 5, 10, 20], "synapse": [10, 20, 40]}
+
+
+def _fetch_published(family: str, ratios: list[int], out: Path) -> Path:
+    names = ["train.txt", "eval.txt", "test.txt"]
+    names += [published_name(n) for r in ratios for n in (labelled_name(r), unlabelled_name(r))]
+    digests = {name: hashlib.sha256((PUBLISHED / family / name).read_bytes()).hexdigest() for name in names}
+    with serve(PUBLISHED / family) as (url, _):
+        fetch_files(url, digests, out)
+    return out
+
+
+def _all_ids(family: str) -> set[str]:
+    return {i for name in ("train", "eval", "test") for i in read_case_list(PUBLISHED / family / f"{name}.txt")}
+
+
+@pytest.mark.parametrize(
+    ("family", "ratio", "verdict"),
+    [
+        ("amos", 2, None),
+        ("amos", 5, None),
+        ("amos", 10, None),
+        ("amos", 20, "labelled_20p.txt has ids not in train.txt: ['amos_0066', 'amos_0349', 'amos_0381']"),
+        ("synapse", 10, None),
+        ("synapse", 20, None),
+        ("synapse", 40, None),
+    ],
+)
+def test_verdict_on_each_published_split(tmp_path: Path, family: str, ratio: int, verdict: str | None) -> None:
+    published = _fetch_published(family, [ratio], tmp_path / "published")
+    splits, origins = assemble_splits([], [], [ratio], 0, 0.1, 0.2, published)
+    assert {row["origin"].split(",")[0] for row in origins} == {"published"}
+    write_splits(splits, tmp_path / "splits")
+    if verdict is None:
+        validate_splits(tmp_path / "splits", [ratio], _all_ids(family))
+    else:
+        with pytest.raises(DataError) as info:
+            validate_splits(tmp_path / "splits", [ratio], _all_ids(family))
+        assert verdict in str(info.value)
+
+
+def test_published_where_they_exist_generated_otherwise(tmp_path: Path) -> None:
+    """Synapse: DHC's train/eval/test and 10 % files; 5 % drawn from DHC's train with the seed."""
+    published = _fetch_published("synapse", [10], tmp_path / "published")
+    splits, origins = assemble_splits([], [], [5, 10], 7, 0.1, 0.2, published)
+    origin = {row["split"]: row["origin"] for row in origins}
+    assert origin["labelled_5p"] == origin["unlabelled_5p"] == "generated, seed 7"
+    assert origin["labelled_10p"].startswith("published, http://127.0.0.1:")
+    assert origin["labelled_10p"].endswith(
+        "/labeled_10p.txt (sha256 "
+        + hashlib.sha256((PUBLISHED / "synapse" / "labeled_10p.txt").read_bytes()).hexdigest()
+        + ")"
+    )
+    assert splits["labelled_10p"] == sorted(read_case_list(PUBLISHED / "synapse" / "labeled_10p.txt"))
+    assert len(splits["labelled_5p"]) == 1 and set(splits["labelled_5p"]) <= set(splits["train"])
+    write_splits(splits, tmp_path / "splits")
+    validate_splits(tmp_path / "splits", [5, 10], _all_ids("synapse"))
+
+
+def test_split_command_stops_on_a_bad_published_file_and_writes_nothing(tmp_path: Path) -> None:
+    published = _fetch_published("amos", [20], tmp_path / "published")
+    cases = tmp_path / "cases.csv"
+    ids = sorted(_all_ids("amos"))
+    cases.write_text("case_id,subset\n" + "".join(f"{i},train\n" for i in ids))
+    result = subprocess.run(
+        [sys.executable, "-m", "micd.cli", "split", "--cases", str(cases), "--out", str(tmp_path / "splits"),
+         "--ratios", "20", "--seed", "0", "--eval-fraction", "0.1", "--published", str(published)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "labelled_20p.txt has ids not in train.txt: ['amos_0066', 'amos_0349', 'amos_0381']" in result.stderr
+    assert "labelled_20p.txt: published, " in result.stderr and "labeled_20p.txt (sha256" in result.stderr
+    assert not (tmp_path / "splits").exists()
+
+
+def test_a_data_set_without_test_cases_gets_a_seeded_test_split() -> None:
+    splits = make_splits(TRAIN_IDS, [], [10], seed=0, test_fraction=0.2)
+    assert len(splits["test"]) == 8 and len(splits["eval"]) == 3
+    assert not set(splits["test"]) & (set(splits["train"]) | set(splits["eval"]))

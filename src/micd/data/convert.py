@@ -1,4 +1,9 @@
-"""Conversion of an AMOS-layout archive (the real AMOS 2022 or the synthetic one) to a canonical layout.
+"""Conversion of an extracted archive to one canonical layout, whatever the data set.
+
+Layouts: ``amos`` (AMOS 2022 and the synthetic set: ``dataset.json``, ``imagesTr``/``labelsTr``,
+``imagesVa``/``labelsVa``) and ``synapse`` (``RawData/Training/img/img0001.nii.gz`` and
+``label/label0001.nii.gz``; case ids are DHC's ``0001``). Either may sit one folder down
+(``amos22/``, ``RawData/``).
 
 Output (built in a temporary sibling and renamed into place, so a failure leaves nothing)::
 
@@ -19,6 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from micd.atomic import atomic_dir
+from micd.data.classes import classes_for
 from micd.data.errors import case_error
 from micd.data.io import (
     Volume,
@@ -29,7 +35,6 @@ from micd.data.io import (
 )
 from micd.errors import SettingsError
 
-NUM_LABELS = 16  # background + AMOS's 15 organs
 AFFINE_TOLERANCE_MM = 1e-3
 MANIFEST_COLUMNS = (
     "case_id",
@@ -39,13 +44,17 @@ MANIFEST_COLUMNS = (
     "source_label",
     "shape",
     "spacing",
+    "source_shape",
+    "source_affine",
     "image_sha256",
     "label_sha256",
 )
 MODALITIES = ("all", "ct")
+LAYOUTS = ("amos", "synapse")
 _SUBSETS = (("Tr", "train"), ("Va", "validation"))
 _CASE_ID = re.compile(r"^amos_(\d{4})$")
 _MAX_CT_ID = 500  # AMOS: ids up to 500 are CT, 501..600 MRI
+_SYNAPSE_IMAGE = re.compile(r"^img(\d{4})\.nii(\.gz)?$")
 
 
 @dataclass(frozen=True)
@@ -59,33 +68,59 @@ class SourceCase:
     label: Path  # where the label should be; it may be missing
 
 
-def convert_amos(archive_dir: Path, out_dir: Path, modality: str = "all") -> Path:
-    """Validate and convert every train/validation case of an AMOS-layout archive.
+def convert_archive(archive_dir: Path, out_dir: Path, layout: str = "amos", modality: str = "all") -> Path:
+    """Validate and convert every labelled case of an extracted archive (``layout`` in LAYOUTS).
 
-    ``modality="ct"`` keeps only CT cases (ids up to 500), ``"all"`` keeps all.
+    ``modality="ct"`` keeps only CT cases (AMOS ids up to 500), ``"all"`` keeps all.
     Returns the path of ``out_dir/manifest.csv``; bad input raises DataError.
     """
     archive_dir, out_dir = Path(archive_dir), Path(out_dir)
-    check_dataset_json(archive_dir / "dataset.json")
-    cases = find_cases(archive_dir, modality)
+    if layout == "amos":
+        root = locate_root(archive_dir, "dataset.json")
+        check_dataset_json(root / "dataset.json")
+        cases, num_labels = find_cases(root, modality), len(classes_for("amos"))
+    elif layout == "synapse":
+        root = locate_root(archive_dir, "Training/img")
+        cases, num_labels = find_synapse_cases(root), len(classes_for("synapse"))
+    else:
+        raise SettingsError(f"expected layout in {LAYOUTS}, got {layout!r}")
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
-        rows = [_convert_case(case, archive_dir, tmp) for case in cases]
+        rows = [_convert_case(case, root, tmp, num_labels) for case in cases]
         write_csv(tmp / "manifest.csv", MANIFEST_COLUMNS, rows)
     return out_dir / "manifest.csv"
 
 
+def locate_root(archive_dir: Path, marker: str) -> Path:
+    """The folder holding ``marker``: ``archive_dir`` itself or one of its subfolders (e.g. ``amos22/``)."""
+    if (archive_dir / marker).exists():
+        return archive_dir
+    found = sorted(
+        sub for sub in archive_dir.glob("*") if sub.is_dir() and sub.name != "__MACOSX" and (sub / marker).exists()
+    )
+    if len(found) != 1:
+        raise case_error(
+            None,
+            archive_dir,
+            f"expected {marker} in this folder or in exactly one subfolder, found it in {len(found)}; "
+            "is this the extracted archive of the configured layout?",
+        )
+    return found[0]
+
+
 def check_dataset_json(path: Path) -> None:
-    """Check that ``dataset.json`` is readable and declares labels "0".."15" (names are not matched)."""
+    """Check that ``dataset.json`` is readable and declares labels "0".."15" (names are not matched:
+    AMOS spells some oddly)."""
     try:
         labels = json.loads(Path(path).read_text())["labels"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise case_error(None, path, f"expected a readable JSON file with a 'labels' mapping ({exc})") from exc
-    expected = {str(i) for i in range(NUM_LABELS)}
+    num_labels = len(classes_for("amos"))
+    expected = {str(i) for i in range(num_labels)}
     if not isinstance(labels, dict) or set(labels) != expected:
         found = sorted(labels, key=str) if isinstance(labels, dict) else labels
-        raise case_error(None, path, f"expected labels '0'..'{NUM_LABELS - 1}', found {found}")
+        raise case_error(None, path, f"expected labels '0'..'{num_labels - 1}', found {found}")
 
 
 def find_cases(archive_dir: Path, modality: str = "all") -> list[SourceCase]:
@@ -117,8 +152,23 @@ def find_cases(archive_dir: Path, modality: str = "all") -> list[SourceCase]:
     return cases
 
 
+def find_synapse_cases(root: Path) -> list[SourceCase]:
+    """Pair ``Training/img/imgNNNN`` with ``Training/label/labelNNNN``; every case is CT and in ``train``."""
+    cases = []
+    for name, image in sorted(_nifti_files(root / "Training" / "img").items()):
+        match = _SYNAPSE_IMAGE.match(image.name)
+        if match is None:
+            raise case_error(name, image, "expected an image named like img0001.nii.gz")
+        case_id = match.group(1)
+        label = root / "Training" / "label" / image.name.replace("img", "label", 1)
+        cases.append(SourceCase(case_id, "train", "ct", image, label))
+    if not cases:
+        raise case_error(None, root / "Training" / "img", "expected images named like img0001.nii.gz, found none")
+    return cases
+
+
 def read_manifest(path: Path) -> list[dict[str, str]]:
-    """Rows of a ``manifest.csv`` written by :func:`convert_amos`."""
+    """Rows of a ``manifest.csv`` written by :func:`convert_archive`."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         missing = set(MANIFEST_COLUMNS) - set(reader.fieldnames or ())
@@ -153,7 +203,7 @@ def _modality_of(case_id: str, path: Path) -> str:
     return "ct" if int(match.group(1)) <= _MAX_CT_ID else "mri"
 
 
-def _convert_case(case: SourceCase, archive_dir: Path, out_dir: Path) -> dict[str, str]:
+def _convert_case(case: SourceCase, archive_dir: Path, out_dir: Path, num_labels: int) -> dict[str, str]:
     """Validate one case, write its canonical image and label, and return its manifest row."""
     if not case.label.is_file():
         raise case_error(
@@ -163,7 +213,8 @@ def _convert_case(case: SourceCase, archive_dir: Path, out_dir: Path) -> dict[st
         )
     image = load_nifti(case.image, case.case_id)
     label = load_nifti(case.label, case.case_id)
-    _validate(case, image, label)
+    _validate(case, image, label, num_labels)
+    source_shape, source_affine = image.data.shape, image.affine
 
     image, label = _to_canonical(image), _to_canonical(label)
     image_dtype = np.int16 if _fits_int16(image.data) else np.float32
@@ -183,12 +234,23 @@ def _convert_case(case: SourceCase, archive_dir: Path, out_dir: Path) -> dict[st
         "source_label": case.label.relative_to(archive_dir).as_posix(),
         "shape": "x".join(str(n) for n in image.data.shape),
         "spacing": "x".join(str(round(s, 4)) for s in image.spacing),
+        "source_shape": "x".join(str(n) for n in source_shape),
+        "source_affine": format_affine(source_affine),
         "image_sha256": sha256_file(case.image),
         "label_sha256": sha256_file(case.label),
     }
 
 
-def _validate(case: SourceCase, image: Volume, label: Volume) -> None:
+def format_affine(affine: np.ndarray) -> str:
+    """A 4x4 affine as 16 space-separated numbers, row by row (a CSV cell)."""
+    return " ".join(repr(float(v)) for v in np.asarray(affine, dtype=np.float64).ravel())
+
+
+def parse_affine(text: str) -> np.ndarray:
+    return np.array([float(v) for v in text.split()], dtype=np.float64).reshape(4, 4)
+
+
+def _validate(case: SourceCase, image: Volume, label: Volume, num_labels: int) -> None:
     """Raise DataError unless image and label match and hold sensible values."""
     if image.data.shape != label.data.shape:
         raise case_error(
@@ -212,12 +274,12 @@ def _validate(case: SourceCase, image: Volume, label: Volume) -> None:
                 f"expected finite intensities, found {n_bad} NaN or infinite voxels",
             )
     values = np.unique(label.data)
-    bad = values[(values < 0) | (values >= NUM_LABELS) | (values != np.round(values))]
+    bad = values[(values < 0) | (values >= num_labels) | (values != np.round(values))]
     if bad.size:
         raise case_error(
             case.case_id,
             case.label,
-            f"expected integer label values in 0..{NUM_LABELS - 1}, found {bad[:10].tolist()}",
+            f"expected integer label values in 0..{num_labels - 1}, found {bad[:10].tolist()}",
         )
 
 

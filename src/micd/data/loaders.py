@@ -64,6 +64,32 @@ def labelled_sampler(
 AUGMENTATION = tio.RandomFlip(axes=(1, 2), flip_probability=0.5)
 
 
+class _PadToPatch:
+    """Zero-pad (at the far end of each axis) a (C, D, H, W) tensor smaller than the patch.
+
+    A class rather than a closure: subjects leave queue workers pickled, with their transforms.
+    """
+
+    def __init__(self, patch_size: Sequence[int]):
+        self.patch_size = tuple(patch_size)
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        missing = [max(0, p - n) for p, n in zip(self.patch_size, tensor.shape[1:])]
+        if not any(missing):
+            return tensor
+        # F.pad lists the last axis first: (W_before, W_after, H_before, H_after, D_before, D_after)
+        return torch.nn.functional.pad(tensor, [a for m in reversed(missing) for a in (0, m)])
+
+
+def pad_to_patch(patch_size: Sequence[int]) -> tio.Transform:
+    """Pad any volume smaller than the patch, so patches fit.
+
+    Only volumes preprocessed to a target spacing can be smaller than the patch; image zeros are
+    the bottom of the HU window and label zeros background.
+    """
+    return tio.Lambda(_PadToPatch(patch_size))
+
+
 def patch_stream(
     subjects: list[tio.Subject],
     sampler: tio.PatchSampler,
@@ -71,7 +97,8 @@ def patch_stream(
     settings: QueueSettings,
 ) -> Iterator[dict]:
     """An endless stream of patch batches; each pass over the queue reshuffles the subjects."""
-    dataset = tio.SubjectsDataset(subjects, transform=AUGMENTATION)
+    transform = tio.Compose([pad_to_patch(settings.patch_size), AUGMENTATION])
+    dataset = tio.SubjectsDataset(subjects, transform=transform)
     queue = tio.Queue(
         dataset,
         max_length=max(settings.queue_length, settings.samples_per_volume),

@@ -1,39 +1,53 @@
-"""Deterministic preprocessing, done once: DHC's clip, min-max and whole-volume resize.
+"""Deterministic preprocessing, done once: clip to the HU window, min-max, whole-volume resample.
+
+Two modes: ``dhc`` resizes every volume to one fixed grid and ignores voxel spacing (DHC's
+protocol, for numbers comparable with the published ones); ``spacing`` resamples every volume
+to one target voxel spacing, so shapes differ between cases. Images are resampled trilinearly,
+labels by nearest neighbour. ``cases.csv`` keeps each case's transform, so a label map on the
+preprocessed grid can be put back on the source file's grid (:func:`restore_original`).
 
 Arrays are stored in (D, H, W) = (z, y, x) order, the transpose of NIfTI's (x, y, z).
 Output (built in a temporary sibling and renamed into place)::
 
-    out_dir/images/{case_id}.npy   float32 in [0, 1], shape grid
-    out_dir/labels/{case_id}.npy   uint8, shape grid
-    out_dir/cases.csv              shapes and spacings (all D, H, W order), CASE_COLUMNS
+    out_dir/images/{case_id}.npy   float32 in [0, 1]
+    out_dir/labels/{case_id}.npy   uint8
+    out_dir/cases.csv              shapes and spacings (all D, H, W order) and affines, CASE_COLUMNS
     out_dir/checks.csv             per-case sanity checks, CHECK_COLUMNS
     out_dir/stats.json             class voxel fractions and presence counts over all cases
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from micd.atomic import atomic_dir, atomic_write
-from micd.data.convert import read_manifest
-from micd.data.io import load_nifti, write_csv
+from micd.data.convert import format_affine, parse_affine, read_manifest
+from micd.data.errors import case_error
+from micd.data.io import Volume, load_nifti, write_csv
 from micd.errors import SettingsError
 
+MODES = ("dhc", "spacing")
 CASE_COLUMNS = (
     "case_id",
     "subset",
+    "mode",
     "original_shape",
     "original_spacing",
+    "original_affine",
     "grid",
     "grid_spacing",
+    "source_shape",
+    "source_affine",
 )
 CHECK_COLUMNS = (
     "case_id",
@@ -85,40 +99,119 @@ def resize_label(label: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
 def preprocess(
     manifest: Path,
     out_dir: Path,
-    grid: tuple[int, int, int],
+    grid: tuple[int, int, int] | None = None,
     hu_window: tuple[float, float] = (-75.0, 275.0),
     num_classes: int = 16,
+    mode: str = "dhc",
+    spacing: tuple[float, float, float] | None = None,
 ) -> None:
-    """Preprocess every case of a conversion manifest to ``grid`` (D, H, W); see the module docstring.
+    """Preprocess every case of a conversion manifest; see the module docstring.
 
-    The canonical NIfTI files are read from the manifest's folder (``images/``, ``labels/``).
-    Voxel spacing is ignored by the resize (DHC's protocol); ``cases.csv`` records the grid's
-    equivalent spacing so that metrics can be given in mm.
+    ``mode="dhc"`` resizes to ``grid`` (D, H, W); ``mode="spacing"`` resamples to ``spacing``
+    (D, H, W, mm). The canonical NIfTI files are read from the manifest's folder
+    (``images/``, ``labels/``).
     """
     manifest = Path(manifest)
-    grid = tuple(int(n) for n in grid)  # type: ignore[assignment]
-    if len(grid) != 3 or min(grid) < 1:
-        raise SettingsError(f"expected a grid of three positive sizes (D, H, W), got {grid}")
+    target = _check_target(mode, grid, spacing)
     if not hu_window[0] < hu_window[1]:
         raise SettingsError(f"expected hu_window (low, high) with low < high, got {hu_window}")
     rows = read_manifest(manifest)
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
-        results = [_preprocess_case(row, manifest.parent, tmp, grid, hu_window, num_classes) for row in rows]
+        results = [_preprocess_case(row, manifest.parent, tmp, mode, target, hu_window, num_classes) for row in rows]
         write_csv(tmp / "cases.csv", CASE_COLUMNS, (r.case_row for r in results))
         write_csv(tmp / "checks.csv", CHECK_COLUMNS, (r.check_row for r in results))
         atomic_write(
             tmp / "stats.json",
-            json.dumps(_stats(results, grid, hu_window, num_classes), indent=2) + "\n",
+            json.dumps(_stats(results, mode, target, hu_window, num_classes), indent=2) + "\n",
         )
+
+
+def _check_target(mode: str, grid, spacing) -> tuple:
+    """The mode's target: a grid of three positive sizes or a spacing of three positive mm."""
+    if mode not in MODES:
+        raise SettingsError(f"expected preprocessing mode in {MODES}, got {mode!r}")
+    target, what = (grid, "grid sizes") if mode == "dhc" else (spacing, "voxel spacings in mm")
+    if target is None or len(target) != 3 or min(target) <= 0:
+        raise SettingsError(f"preprocessing mode {mode!r} needs three positive {what} (D, H, W), got {target}")
+    return tuple(int(n) for n in target) if mode == "dhc" else tuple(float(s) for s in target)
+
+
+def target_shape(mode: str, target: tuple, shape_dhw: tuple[int, ...], spacing_dhw: tuple[float, ...]) -> tuple:
+    """The preprocessed shape of a volume: the fixed grid, or the shape at the target spacing."""
+    if mode == "dhc":
+        return tuple(target)
+    return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape_dhw, spacing_dhw, target))
+
+
+def read_cases(data_dir: Path) -> dict[str, dict[str, str]]:
+    """Rows of a preprocessed folder's ``cases.csv``, by case id."""
+    path = Path(data_dir) / "cases.csv"
+    with open(path, newline="") as f:
+        return {row["case_id"]: row for row in csv.DictReader(f)}
+
+
+def grid_affine(case_row: Mapping[str, str]) -> np.ndarray:
+    """The voxel-to-world affine (NIfTI x, y, z order) of a case's preprocessed grid.
+
+    Resampling maps voxel centres (no corner alignment): grid index g lies at original index
+    (g + 0.5) * n / G - 0.5 along each axis.
+    """
+    original = _shape(case_row["original_shape"])[::-1]
+    grid = _shape(case_row["grid"])[::-1]
+    scale = np.array(original, dtype=np.float64) / np.array(grid, dtype=np.float64)
+    grid_to_original = np.eye(4)
+    grid_to_original[:3, :3] = np.diag(scale)
+    grid_to_original[:3, 3] = 0.5 * scale - 0.5
+    return _affine(case_row, "original_affine") @ grid_to_original
+
+
+def restore_original(label_dhw: np.ndarray, case_row: Mapping[str, str]) -> Volume:
+    """A label map on the preprocessed grid put back on the source file's voxel grid.
+
+    Nearest-neighbour resampling to the canonical shape, then the axis flips and permutations
+    that undo the conversion's reorientation; the result carries the source file's affine.
+    """
+    grid = _shape(case_row["grid"])
+    if tuple(label_dhw.shape) != grid:
+        raise case_error(case_row["case_id"], None, f"expected a label map of shape {grid}, got {label_dhw.shape}")
+    canonical = resize_label(label_dhw, _shape(case_row["original_shape"])).transpose(2, 1, 0)
+    source_affine = _affine(case_row, "source_affine")
+    to_source = nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt(("R", "A", "S")), nib.orientations.io_orientation(source_affine)
+    )
+    data = np.ascontiguousarray(nib.orientations.apply_orientation(canonical, to_source))
+    if data.shape != _shape(case_row["source_shape"]):
+        raise case_error(
+            case_row["case_id"],
+            None,
+            f"restored shape {data.shape} differs from the source's {case_row['source_shape']}",
+        )
+    return Volume(data, source_affine)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in text.split("x"))
+
+
+def _affine(case_row: Mapping[str, str], column: str) -> np.ndarray:
+    text = case_row.get(column) or ""
+    if len(text.split()) != 16:
+        raise case_error(
+            case_row.get("case_id"),
+            None,
+            f"cases.csv has no {column} for this case; preprocess again with this version of micd",
+        )
+    return parse_affine(text)
 
 
 def _preprocess_case(
     row: dict[str, str],
     canonical_dir: Path,
     out_dir: Path,
-    grid: tuple[int, int, int],
+    mode: str,
+    target: tuple,
     hu_window: tuple[float, float],
     num_classes: int,
 ) -> _CaseResult:
@@ -127,6 +220,7 @@ def _preprocess_case(
     label = load_nifti(canonical_dir / "labels" / f"{case_id}.nii.gz", case_id)
     shape_dhw = image.data.shape[::-1]
     spacing_dhw = image.spacing[::-1]
+    grid = target_shape(mode, target, shape_dhw, spacing_dhw)
 
     normalised = window_normalise(image.data.transpose(2, 1, 0), hu_window)
     # Trilinear weights sum to 1 only up to rounding: clip to stay inside [0, 1].
@@ -145,10 +239,14 @@ def _preprocess_case(
         case_row={
             "case_id": case_id,
             "subset": row["subset"],
+            "mode": mode,
             "original_shape": _joined(shape_dhw),
             "original_spacing": _joined(round(s, 4) for s in spacing_dhw),
+            "original_affine": format_affine(image.affine),
             "grid": _joined(grid),
             "grid_spacing": _joined(round(s, 4) for s in grid_spacing),
+            "source_shape": row["source_shape"],
+            "source_affine": row["source_affine"],
         },
         check_row={
             "case_id": case_id,
@@ -164,7 +262,8 @@ def _preprocess_case(
 
 def _stats(
     results: list[_CaseResult],
-    grid: tuple[int, ...],
+    mode: str,
+    target: tuple,
     hu_window: tuple[float, float],
     num_classes: int,
 ) -> dict:
@@ -177,7 +276,8 @@ def _stats(
     presence = np.sum([r.class_counts > 0 for r in results], axis=0)
     return {
         "num_cases": len(results),
-        "grid": list(grid),
+        "mode": mode,
+        ("grid" if mode == "dhc" else "spacing"): list(target),
         "hu_window": list(hu_window),
         "num_classes": num_classes,
         "voxel_fraction": (counts[:num_classes] / counts.sum()).tolist(),

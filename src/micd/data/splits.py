@@ -6,6 +6,7 @@ Split names: ``train``, ``eval``, ``test``, and per labelled ratio ``r`` (percen
 
 from __future__ import annotations
 
+import csv
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -37,11 +38,13 @@ def make_splits(
     ratios: list[int],
     seed: int,
     eval_fraction: float = 0.1,
+    test_fraction: float = 0.2,
 ) -> dict[str, list[str]]:
     """Draw ``eval``/``train`` from the archive's training cases and nested labelled subsets of ``train``.
 
     ``eval`` has round(eval_fraction * n) cases (at least 1); ``test`` is ``test_ids`` (the
-    validation-archive cases). ``labelled_{r}p`` has max(1, round(r / 100 * len(train))) cases
+    validation-archive cases), or, when there are none (Synapse), round(test_fraction * n)
+    cases drawn first. ``labelled_{r}p`` has max(1, round(r / 100 * len(train))) cases
     and every smaller ratio's labelled set lies inside every larger one's. All lists are sorted;
     the result depends only on the arguments.
     """
@@ -57,25 +60,105 @@ def make_splits(
         raise SettingsError(f"expected ratios in 1..100 (percent), got {bad_ratios}")
 
     pool = sorted(train_ids)
+    rng = np.random.default_rng(seed)
+    if not test_ids:
+        if not 0.0 < test_fraction < 1.0:
+            raise SettingsError(f"expected 0 < test_fraction < 1, got {test_fraction}")
+        shuffled = [pool[i] for i in rng.permutation(len(pool))]
+        n_test = max(1, _round_half_up(test_fraction * len(pool)))
+        test_ids, pool = shuffled[:n_test], sorted(shuffled[n_test:])
     n_eval = max(1, _round_half_up(eval_fraction * len(pool)))
     if len(pool) - n_eval < 1:
         raise DataError(f"expected at least 2 training cases to split into train and eval, got {len(pool)}")
-    rng = np.random.default_rng(seed)
     shuffled = [pool[i] for i in rng.permutation(len(pool))]
     eval_ids, train = shuffled[:n_eval], shuffled[n_eval:]
-    # Labelled sets are prefixes of one permutation of train, so they nest by construction.
-    labelling_order = [train[i] for i in rng.permutation(len(train))]
-
-    splits = {
+    return {
         "train": sorted(train),
         "eval": sorted(eval_ids),
         "test": sorted(test_ids),
+        **_labelled_subsets(train, ratios, rng),
     }
+
+
+def labelled_subsets(train: list[str], ratios: Iterable[int], seed: int) -> dict[str, list[str]]:
+    """Seeded nested ``labelled_{r}p``/``unlabelled_{r}p`` lists of a given ``train`` list."""
+    return _labelled_subsets(sorted(train), ratios, np.random.default_rng(seed))
+
+
+def _labelled_subsets(train: list[str], ratios: Iterable[int], rng: np.random.Generator) -> dict[str, list[str]]:
+    # Labelled sets are prefixes of one permutation of train, so they nest by construction.
+    labelling_order = [train[i] for i in rng.permutation(len(train))]
+    splits = {}
     for ratio in sorted(set(ratios)):
         n_labelled = max(1, _round_half_up(ratio / 100 * len(train)))
         splits[labelled_name(ratio)] = sorted(labelling_order[:n_labelled])
         splits[unlabelled_name(ratio)] = sorted(labelling_order[n_labelled:])
     return splits
+
+
+def published_name(name: str) -> str:
+    """The file name DHC gives a split (``labelled_5p`` → ``labeled_5p.txt``)."""
+    return name.replace("unlabelled", "unlabeled").replace("labelled", "labeled") + ".txt"
+
+
+def assemble_splits(
+    train_ids: list[str],
+    test_ids: list[str],
+    ratios: list[int],
+    seed: int,
+    eval_fraction: float,
+    test_fraction: float,
+    published_dir: Path | None = None,
+) -> tuple[dict[str, list[str]], list[dict[str, str]]]:
+    """Published split files where ``published_dir`` has them, seeded ones otherwise.
+
+    ``train``/``eval``/``test`` come from the published files when all three are there; a
+    ratio's labelled/unlabelled pair when both are. Missing ratios are drawn (nested, seeded)
+    from whichever ``train`` is used. Returns the splits and one origin row per split
+    (columns ORIGIN_COLUMNS) saying which is which.
+    """
+    published, sources = _read_published(published_dir)
+    generated = f"generated, seed {seed}"
+    base = ("train", "eval", "test")
+    if all(published_name(name) in published for name in base):
+        splits = {name: published[published_name(name)] for name in base}
+        origins = {name: sources[published_name(name)] for name in base}
+    else:
+        splits = make_splits(train_ids, test_ids, [], seed, eval_fraction, test_fraction)
+        origins = dict.fromkeys(base, generated)
+    missing = []
+    for ratio in ratios:
+        pair = (labelled_name(ratio), unlabelled_name(ratio))
+        if all(published_name(name) in published for name in pair):
+            for name in pair:
+                splits[name], origins[name] = published[published_name(name)], sources[published_name(name)]
+        else:
+            missing.append(ratio)
+    for name, ids in labelled_subsets(splits["train"], missing, seed).items():
+        splits[name], origins[name] = ids, generated
+    rows = [{"split": name, "file": f"{name}.txt", "origin": origin} for name, origin in origins.items()]
+    return splits, rows
+
+
+PUBLISHED_SOURCES = "sources.csv"
+"""Written beside fetched split files: one row per file, columns file, url, sha256."""
+
+
+def _read_published(published_dir: Path | None) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Sorted id lists of the published split files, and each file's origin text."""
+    if published_dir is None:
+        return {}, {}
+    published_dir = Path(published_dir)
+    lists = {path.name: sorted(read_case_list(path)) for path in published_dir.glob("*.txt")}
+    sources = dict.fromkeys(lists, f"published, {published_dir}")
+    if (published_dir / PUBLISHED_SOURCES).is_file():
+        with open(published_dir / PUBLISHED_SOURCES, newline="") as f:
+            for row in csv.DictReader(f):
+                sources[row["file"]] = f"published, {row['url']} (sha256 {row['sha256']})"
+    return lists, sources
+
+
+ORIGIN_COLUMNS = ("split", "file", "origin")
 
 
 def write_splits(splits: dict[str, list[str]], out_dir: Path) -> None:

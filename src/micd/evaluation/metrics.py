@@ -17,8 +17,15 @@ classes; the spread over runs is ``np.std`` (population, ddof=0) of each run's m
 
 Surface distances are computed with scipy.ndimage the way medpy does (border = mask
 minus its erosion by the 6-connected cross, outside the volume counting as background;
-Euclidean distance transform with the voxel spacing as ``sampling``); tests compare the
-results with medpy.
+Euclidean distance transform with the voxel spacing as ``sampling``). With a spacing we also
+give ``asd_mm`` (the same directed ASD in mm) and ``hd95_mm``, medpy's ``hd95``: the 95th
+percentile of the distances of both directions pooled. MONAI finds the same borders and
+distances (``get_mask_edges`` without spacing, ``get_surface_distance``), so its directed
+ASD and its Dice equal ours, but its ``compute_hausdorff_distance(percentile=95)`` is the
+larger of the two directed 95th percentiles, which differs from medpy's pooled one. MONAI
+returns NaN or inf where a mask is empty; DHC's penalties above replace those here, and the
+mm metrics are NaN when exactly one mask is empty. ``tests/test_metrics.py`` checks all of
+this against medpy and MONAI.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ PER_CASE_COLUMNS: tuple[str, ...] = (
 """Required columns of a per-case per-class table (``asd_mm``, ``hd95_mm`` optional)."""
 
 OPTIONAL_METRICS: tuple[str, ...] = ("asd_mm", "hd95_mm")
+
+METRICS_CSV_COLUMNS: tuple[str, ...] = (*PER_CASE_COLUMNS, *OPTIONAL_METRICS)
+"""Columns of a run's ``metrics.csv``, in order."""
 
 
 def _check_same_shape(prediction: np.ndarray, truth: np.ndarray) -> None:

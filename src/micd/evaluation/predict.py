@@ -1,18 +1,43 @@
-"""Predictions of a trained model on preprocessed cases, written as NIfTI label maps."""
+"""Predictions of a trained model on preprocessed cases, written as NIfTI label maps.
+
+``out_dir/{case_id}.nii.gz`` is the label map on the preprocessed grid, with that grid's
+affine (so it overlays the source image in a viewer); ``out_dir/original/{case_id}.nii.gz``
+is the same map resampled by nearest neighbour to the source file's voxel grid, orientation
+and affine, for comparison with the unprocessed label.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from micd.atomic import atomic_dir
+from micd.data.errors import DataError, case_error
 from micd.data.io import Volume, save_nifti
 from micd.data.loaders import case_paths
+from micd.data.preprocess import grid_affine, read_cases, restore_original
 from micd.engine import TrainSettings, resolve_device
-from micd.evaluation.inference import segment
+from micd.evaluation.inference import check_inference_settings, segment
 from micd.methods import Method, build_method
+
+ORIGINAL_GRID_DIR = "original"
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How test volumes are segmented; the defaults are the protocol's."""
+
+    batch_size: int = 2  # windows per forward pass; does not change the result
+    blending: str = "average"  # see micd.evaluation.inference.BLENDING_MODES
+    original_grid: bool = True  # also write each prediction on the source file's grid
+
+    def __post_init__(self) -> None:
+        check_inference_settings(self.batch_size, self.blending)
 
 
 def load_model(model_path: Path, device: torch.device) -> tuple[Method, TrainSettings]:
@@ -30,21 +55,77 @@ def prediction_path(prediction_dir: Path, case_id: str) -> Path:
     return Path(prediction_dir) / f"{case_id}.nii.gz"
 
 
-def to_volume(label_map: np.ndarray) -> Volume:
-    """A (D, H, W) label map on the preprocessed grid as a NIfTI volume in (x, y, z) order."""
-    return Volume(np.ascontiguousarray(label_map.transpose(2, 1, 0)).astype(np.uint8), np.eye(4))
+def original_prediction_path(prediction_dir: Path, case_id: str) -> Path:
+    return Path(prediction_dir) / ORIGINAL_GRID_DIR / f"{case_id}.nii.gz"
+
+
+def to_volume(label_map: np.ndarray, affine: np.ndarray) -> Volume:
+    """A (D, H, W) label map as a uint8 NIfTI volume in (x, y, z) order."""
+    return Volume(np.ascontiguousarray(label_map.transpose(2, 1, 0)).astype(np.uint8), affine)
 
 
 def from_volume(volume: Volume) -> np.ndarray:
     return np.asarray(volume.data).transpose(2, 1, 0)
 
 
-def predict_cases(model_path: Path, data_dir: Path, case_ids: list[str], out_dir: Path, device: str = "auto") -> None:
-    """Segment every case with sliding windows (the protocol's patch and stride) into ``out_dir``."""
-    torch_device = resolve_device(device)
-    method, settings = load_model(model_path, torch_device)
+def case_rows(data_dir: Path, case_ids: list[str]) -> dict[str, Mapping[str, str]]:
+    """The ``cases.csv`` rows of ``case_ids``; a case missing there is an error."""
+    rows = read_cases(data_dir)
+    for case_id in case_ids:
+        if case_id not in rows:
+            raise case_error(case_id, Path(data_dir) / "cases.csv", "expected a row for this case")
+    return {case_id: rows[case_id] for case_id in case_ids}
+
+
+def write_predictions(
+    segment_volume: Callable[[np.ndarray], np.ndarray],
+    data_dir: Path,
+    case_ids: list[str],
+    out_dir: Path,
+    original_grid: bool = True,
+) -> None:
+    """Segment each preprocessed image with ``segment_volume`` ((D, H, W) image to label map)
+    and write the predictions (see the module docstring); all of them or none."""
+    rows = case_rows(data_dir, case_ids)
+    unrestorable = []
     with atomic_dir(out_dir) as tmp:
         for case_id in case_ids:
-            volume = torch.from_numpy(np.load(case_paths(data_dir, case_id)[0]))
-            labels = segment(method.predict, volume, settings.patch_size, settings.window_stride, device=torch_device)
-            save_nifti(prediction_path(tmp, case_id), to_volume(labels.numpy()))
+            labels = segment_volume(np.load(case_paths(data_dir, case_id)[0]))
+            save_nifti(prediction_path(tmp, case_id), to_volume(labels, grid_affine(rows[case_id])))
+            if not original_grid:
+                continue
+            try:
+                save_nifti(original_prediction_path(tmp, case_id), restore_original(labels, rows[case_id]))
+            except DataError as exc:
+                unrestorable.append(f"{case_id} ({exc})")
+    if unrestorable:
+        # The preprocessed-grid predictions are what the metrics need, so a missing transform
+        # (e.g. a folder from an older micd) costs only the original-grid copies.
+        print("no original-grid prediction for: " + "; ".join(unrestorable), file=sys.stderr)
+
+
+def predict_cases(
+    model_path: Path,
+    data_dir: Path,
+    case_ids: list[str],
+    out_dir: Path,
+    settings: InferenceSettings = InferenceSettings(),
+    device: str = "auto",
+) -> None:
+    """Segment every case with sliding windows of the model's training patch and stride."""
+    torch_device = resolve_device(device)
+    method, train = load_model(model_path, torch_device)
+
+    def segment_volume(image: np.ndarray) -> np.ndarray:
+        labels = segment(
+            method.predict,
+            torch.from_numpy(image),
+            train.patch_size,
+            train.window_stride,
+            settings.batch_size,
+            settings.blending,
+            torch_device,
+        )
+        return labels.numpy()
+
+    write_predictions(segment_volume, data_dir, case_ids, out_dir, settings.original_grid)

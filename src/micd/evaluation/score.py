@@ -1,7 +1,8 @@
-"""Per-case, per-class scores of one run's predictions, as a long CSV."""
+"""Per-case, per-class scores of one run's predictions, as a long CSV (``metrics.csv``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,8 +14,20 @@ from micd.data.classes import OrganClass
 from micd.data.errors import case_error
 from micd.data.io import load_nifti
 from micd.data.loaders import case_paths
-from micd.evaluation.metrics import PER_CASE_COLUMNS, score_case
-from micd.evaluation.predict import from_volume, prediction_path
+from micd.evaluation.metrics import DHC_EMPTY_ASD, METRICS_CSV_COLUMNS, score_case
+from micd.evaluation.predict import case_rows, from_volume, prediction_path
+
+
+def grid_spacing(case_row: Mapping[str, str]) -> tuple[float, float, float]:
+    """Voxel size (D, H, W, mm) of a case's preprocessed grid, from ``cases.csv``'s ``axbxc``."""
+    text = case_row.get("grid_spacing") or ""
+    try:
+        spacing = tuple(float(s) for s in text.split("x"))
+    except ValueError:
+        spacing = ()
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise case_error(case_row.get("case_id"), None, f"expected a grid_spacing 'DxHxW' in cases.csv, got {text!r}")
+    return spacing  # type: ignore[return-value]
 
 
 def score_run(
@@ -24,18 +37,29 @@ def score_run(
     classes: Sequence[OrganClass],
     run: dict[str, Any],
     out_csv: Path,
+    *,
+    both_empty_dice: float = 100.0,
+    empty_asd: float = DHC_EMPTY_ASD,
 ) -> pd.DataFrame:
-    """Score each case's prediction against its preprocessed label; one row per case and class."""
+    """Score each case's prediction against its preprocessed label on the preprocessed grid,
+    with that grid's spacing for the mm metrics; one row per case and foreground class."""
     short = {c.label: c.short for c in classes}
-    rows = []
+    rows = case_rows(data_dir, list(case_ids))
+    table_rows = []
     for case_id in case_ids:
         path = prediction_path(prediction_dir, case_id)
         prediction = from_volume(load_nifti(path, case_id))
         truth = np.load(case_paths(data_dir, case_id)[1])
         if prediction.shape != truth.shape:
             raise case_error(case_id, path, f"expected a prediction of shape {truth.shape}, got {prediction.shape}")
-        for scores in score_case(prediction, truth, len(classes)):
-            rows.append({**run, "case_id": case_id, "class_short": short[scores["class_id"]], **scores})
-    table = pd.DataFrame(rows, columns=list(PER_CASE_COLUMNS))
+        spacing = grid_spacing(rows[case_id])
+        scores = score_case(
+            prediction, truth, len(classes), spacing, both_empty_dice=both_empty_dice, empty_asd=empty_asd
+        )
+        for class_scores in scores:
+            table_rows.append(
+                {**run, "case_id": case_id, "class_short": short[class_scores["class_id"]], **class_scores}
+            )
+    table = pd.DataFrame(table_rows, columns=list(METRICS_CSV_COLUMNS))
     atomic_write(out_csv, table.to_csv(index=False))
     return table

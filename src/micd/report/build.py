@@ -1,29 +1,158 @@
-"""The report stage: every run's per-case metrics into the results table and figure."""
+"""The report stage: read the runs' outputs, write each table or figure and its provenance sidecar.
+
+Each ``build_*`` function is one ``micd`` subcommand. ``config`` is the workflow configuration the
+rule passes for the sidecar; ``runs`` are records naming one run (``dataset, ratio, method,
+seed``) with the paths of its files, as the rule lists them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from micd.data.classes import classes_for
-from micd.report.figures import plot_dice_per_class
-from micd.report.tables import results_table, write_table
+from micd.evaluation.metrics import RUN_KEYS
+from micd.report.figures import (
+    BOOKKEEPING_COLUMNS,
+    plot_dice_per_class,
+    plot_dice_vs_ratio,
+    plot_mask_sensitivity,
+    plot_qualitative,
+    plot_training_curves,
+)
+from micd.report.sidecar import write_provenance
+from micd.report.tables import (
+    TablePaths,
+    published_table,
+    results_table,
+    table_notes,
+    with_published,
+    write_table,
+)
+
+Config = Mapping[str, Any]
+RunFiles = Sequence[Mapping[str, Any]]
 
 
-def build_report(
+def read_per_case(metrics_csvs: Sequence[Path]) -> pd.DataFrame:
+    return pd.concat([pd.read_csv(path) for path in metrics_csvs], ignore_index=True)
+
+
+def build_tables(
     metrics_csvs: Sequence[Path],
     family: str,
     method_order: Sequence[str],
-    table_md: Path,
-    table_csv: Path,
-    figure: Path,
-    caption: str = "",
+    paths: TablePaths,
+    title: str,
+    config: Config,
+    published_csv: Path | None = None,
 ) -> pd.DataFrame:
-    per_case = pd.concat([pd.read_csv(path) for path in metrics_csvs], ignore_index=True)
+    """The results (or ablation) table of one data set in every format, with the published rows
+    of its family beside ours when ``published_csv`` is given."""
+    per_case = read_per_case(metrics_csvs)
     classes = classes_for(family)
-    table = results_table(per_case, classes, method_order=list(method_order))
-    write_table(table, table_md, table_csv, caption=caption)
-    plot_dice_per_class(per_case, classes, figure, method_order=list(method_order))
+    table = results_table(per_case, classes, method_order=method_order)
+    extra = {}
+    if published_csv is not None:
+        published = published_table(
+            pd.read_csv(published_csv), family, per_case["dataset"].iloc[0], sorted(per_case["ratio"].unique()), classes
+        )
+        table = with_published(table, published)
+        extra["published_reference"] = str(published_csv)
+    has_published = bool((table["source"] == "published").any())
+    caption = f"{title} {table_notes(per_case['case_id'].nunique(), has_published)}".strip()
+    write_table(table, paths, caption)
+    write_provenance(paths.all(), config, per_case, **extra)
     return table
+
+
+def build_dice_per_class(
+    metrics_csvs: Sequence[Path], family: str, method_order: Sequence[str], out_png: Path, config: Config
+) -> None:
+    per_case = read_per_case(metrics_csvs)
+    plot_dice_per_class(per_case, classes_for(family), out_png, method_order=method_order)
+    write_provenance([out_png], config, per_case)
+
+
+def build_dice_vs_ratio(
+    metrics_csvs: Sequence[Path], method_order: Sequence[str], out_png: Path, config: Config
+) -> None:
+    per_case = read_per_case(metrics_csvs)
+    plot_dice_vs_ratio(per_case, out_png, method_order=method_order)
+    write_provenance([out_png], config, per_case)
+
+
+def build_mask_sensitivity(
+    metrics_csvs: Sequence[Path], grid: dict[str, dict], out_csv: Path, out_png: Path, config: Config
+) -> None:
+    per_case = read_per_case(metrics_csvs)
+    plot_mask_sensitivity(per_case, grid, out_csv, out_png)
+    write_provenance([out_csv, out_png], config, per_case, mask_grid=grid)
+
+
+def _run_keys(run: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: run[key] for key in RUN_KEYS}
+
+
+def read_training(runs: RunFiles) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Long loss terms and validation Dice of runs with ``train_log`` and ``validation`` paths."""
+    losses, validation = [], []
+    for run in runs:
+        log = pd.read_json(run["train_log"], lines=True)
+        terms = [c for c in log.columns if c not in BOOKKEEPING_COLUMNS]
+        long = log.melt(id_vars=["iteration"], value_vars=terms, var_name="term").dropna(subset=["value"])
+        losses.append(long.assign(**_run_keys(run)))
+        validation.append(pd.read_csv(run["validation"]).assign(**_run_keys(run)))
+    return pd.concat(losses, ignore_index=True), pd.concat(validation, ignore_index=True)
+
+
+def build_training_curves(runs: RunFiles, method_order: Sequence[str], out_png: Path, config: Config) -> None:
+    losses, validation = read_training(runs)
+    plot_training_curves(losses, validation, out_png, method_order=method_order)
+    write_provenance([out_png], config, pd.DataFrame(runs))
+
+
+def choose_case(cases_file: Path, case_id: str | None) -> str:
+    """``case_id`` if given (it must be a test case), else the first test case by id."""
+    from micd.data.io import read_case_list
+
+    cases = sorted(read_case_list(cases_file))
+    if case_id is None:
+        return cases[0]
+    if case_id not in cases:
+        raise ValueError(f"case {case_id!r} is not among the test cases of {cases_file}")
+    return case_id
+
+
+def build_qualitative(
+    runs: RunFiles,
+    data_dir: Path,
+    cases_file: Path,
+    family: str,
+    out_png: Path,
+    config: Config,
+    case_id: str | None = None,
+) -> int:
+    """The qualitative comparison of one test case (see :func:`choose_case`) across the runs,
+    which have a ``predictions`` folder; one run per (ratio, method), e.g. all of seed 0."""
+    from micd.data.io import load_nifti
+    from micd.data.loaders import case_paths
+    from micd.evaluation.predict import from_volume, prediction_path
+
+    case_id = choose_case(cases_file, case_id)
+    image_path, label_path = case_paths(data_dir, case_id)
+    predictions = {
+        (run["ratio"], run["method"]): from_volume(load_nifti(prediction_path(run["predictions"], case_id), case_id))
+        for run in runs
+    }
+    seeds = sorted({run["seed"] for run in runs})
+    title = f"{runs[0]['dataset']}, test case {case_id}, seed {', '.join(map(str, seeds))}"
+    depth = plot_qualitative(
+        np.load(image_path), np.load(label_path), predictions, classes_for(family), out_png, title=title
+    )
+    write_provenance([out_png], config, pd.DataFrame(runs), case_id=case_id, axial_slice=depth)
+    return depth

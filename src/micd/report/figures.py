@@ -1,9 +1,10 @@
-"""Figures of the results: per-class Dice bar plots."""
+"""Figures of the results: per-class Dice, Dice against labelled ratio, training curves, a qualitative
+comparison of segmentations, and MICD's mask sensitivity."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -11,8 +12,11 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogFormatter, MaxNLocator  # noqa: E402
 
 from micd.atomic import atomic_write  # noqa: E402
 from micd.data.classes import OrganClass  # noqa: E402
@@ -92,11 +96,12 @@ def plot_dice_per_class(
     save_png(grid.figure, out_png)
 
 
-def save_png(figure: plt.Figure, out_png: Path) -> None:
-    """Save and close ``figure`` as PNG, atomically."""
+def save_png(figure: plt.Figure, out_png: Path, tight: bool = True) -> None:
+    """Save and close ``figure`` as PNG, atomically; cropped to its content if ``tight``, else
+    exactly its size (:func:`pixels`)."""
     buffer = io.BytesIO()
     try:
-        figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+        figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight" if tight else None)
     finally:
         plt.close(figure)
     atomic_write(out_png, buffer.getvalue())
@@ -131,3 +136,196 @@ def plot_mask_sensitivity(per_case: pd.DataFrame, grid: dict[str, dict], out_csv
     figure.suptitle("MICD: sensitivity to the block mask", y=1.02)
     save_png(figure, out_png)
     return cells
+
+
+def pixels(size_inches: tuple[float, float]) -> tuple[int, int]:
+    """(width, height) in pixels of a figure of ``size_inches`` saved with ``tight=False``
+    (matplotlib truncates the fractional pixel)."""
+    return int(size_inches[0] * DPI), int(size_inches[1] * DPI)
+
+
+DICE_VS_RATIO_SIZE = (7.0, 4.0)  # inches
+
+
+def plot_dice_vs_ratio(per_case: pd.DataFrame, out_png: Path, method_order: Sequence[str] | None = None) -> None:
+    """Mean Dice against the labelled ratio, one line per method, error bars the std over seeds.
+
+    Each point is the mean over seeds of each run's protocol mean Dice (as in the tables, std
+    with ddof=0); a single seed has no error bar.
+    """
+    from micd.evaluation.metrics import summarise
+
+    runs = summarise(per_case)
+    points = runs.groupby(["dataset", "ratio", "method"], as_index=False)["mean_dice"].agg(
+        mean="mean", std=lambda s: s.std(ddof=0)
+    )
+    points = order_rows(points, method_order, appearance=per_case)
+    figure, ax = plt.subplots(figsize=DICE_VS_RATIO_SIZE, layout="constrained")
+    for method, line in points.groupby("method", sort=False):
+        ax.errorbar(line["ratio"], line["mean"], yerr=line["std"], marker="o", capsize=3, label=method)
+    ax.set_xticks(sorted(points["ratio"].unique()))
+    ax.set_xlabel("labelled training cases (%)")
+    ax.set_ylabel("mean Dice (%), error bars: SD over seeds")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    figure.legend(title="Method", loc="outside right upper", fontsize="small")
+    ax.set_title(f"Dice against labelled ratio, {points['dataset'].iloc[0]}", fontsize="medium")
+    save_png(figure, out_png, tight=False)
+
+
+BOOKKEEPING_COLUMNS = ("epoch", "iteration", "lr", "beta", "data_s", "compute_s")
+"""Columns of ``train_log.jsonl`` that are not loss terms (``beta``: the consistency weight)."""
+
+CURVE_PANEL = (4.2, 2.6)  # inches per panel
+PLAIN_NUMBER = FuncFormatter(lambda value, _: f"{value:g}")
+CURVE_LEGEND = 0.6  # inches below the panels
+
+
+def training_curves_size(n_methods: int, n_ratios: int) -> tuple[float, float]:
+    return CURVE_PANEL[0] * n_ratios, CURVE_PANEL[1] * n_methods + CURVE_LEGEND
+
+
+def smooth(values: pd.Series) -> pd.Series:
+    """Running mean over 5 % of the iterations: per-iteration losses of one batch are noisy."""
+    return values.rolling(max(1, len(values) // 20), min_periods=1).mean()
+
+
+def _plot_losses(ax: plt.Axes, losses: pd.DataFrame, colours: Mapping[str, tuple]) -> None:
+    """Each loss term of one panel, smoothed, on a log scale with plain-number ticks."""
+    for term, curve in losses.groupby("term", sort=False):
+        ax.plot(curve["iteration"], smooth(curve["value"]), color=colours[term], linewidth=1)
+    ax.set_yscale("log", nonpositive="mask")
+    ax.yaxis.set_major_formatter(PLAIN_NUMBER)
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+
+
+def _plot_validation(ax: plt.Axes, validation: pd.DataFrame) -> None:
+    """The validation Dice of one panel, dashed, on a right-hand axis from 0 to 100."""
+    twin = ax.twinx()
+    twin.plot(validation["iteration"], validation["eval_mean_dice"], "k--o", markersize=3, linewidth=1)
+    twin.set_ylim(0, 100)
+    twin.set_ylabel("validation Dice (%)")
+
+
+def plot_training_curves(
+    losses: pd.DataFrame,
+    validation: pd.DataFrame,
+    out_png: Path,
+    method_order: Sequence[str] | None = None,
+) -> None:
+    """Every loss term and the validation Dice against the iteration: one panel per method and ratio.
+
+    ``losses`` is the long frame ``ratio, method, seed, iteration, term, value`` of the runs'
+    ``train_log.jsonl``; ``validation`` is ``ratio, method, seed, iteration, eval_mean_dice`` of
+    their ``validation.csv``. Losses (log scale, left axis) are averaged over seeds and smoothed
+    (:func:`smooth`); the validation Dice (right axis) is averaged over seeds. Rows are methods in
+    ``method_order``, columns labelled ratios; a term has the same colour in every panel.
+    """
+    methods = list(
+        order_rows(losses[["dataset", "ratio", "method"]].drop_duplicates(), method_order)["method"].unique()
+    )
+    ratios = sorted(losses["ratio"].unique())
+    terms = list(dict.fromkeys(losses["term"]))
+    colours = dict(zip(terms, sns.color_palette("tab10", len(terms))))
+    mean_loss = losses.groupby(["method", "ratio", "term", "iteration"], as_index=False)["value"].mean()
+    mean_dice = validation.groupby(["method", "ratio", "iteration"], as_index=False)["eval_mean_dice"].mean()
+
+    figure, axes = plt.subplots(
+        len(methods),
+        len(ratios),
+        figsize=training_curves_size(len(methods), len(ratios)),
+        squeeze=False,
+        layout="constrained",
+    )
+    for row, method in enumerate(methods):
+        for column, ratio in enumerate(ratios):
+            ax = axes[row][column]
+            _plot_losses(ax, mean_loss[(mean_loss["method"] == method) & (mean_loss["ratio"] == ratio)], colours)
+            _plot_validation(ax, mean_dice[(mean_dice["method"] == method) & (mean_dice["ratio"] == ratio)])
+            ax.set_title(f"{method}, {format_ratio(ratio)} labelled", fontsize="medium")
+    handles = [plt.Line2D([], [], color=colours[t], label=t) for t in terms]
+    handles.append(plt.Line2D([], [], color="k", linestyle="--", marker="o", markersize=3, label="validation Dice"))
+    figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize="small")
+    save_png(figure, out_png, tight=False)
+
+
+QUALITATIVE_PANEL = 2.2  # inches per panel side
+LEGEND_ENTRY = (1.5, 0.22)  # inches per organ name in the legend below the panels
+
+
+def _legend_columns(width: float, n_entries: int) -> int:
+    return max(1, min(n_entries, int(width // LEGEND_ENTRY[0])))
+
+
+def qualitative_size(n_rows: int, n_columns: int, n_classes: int) -> tuple[float, float]:
+    """Figure size (inches) for ``n_rows`` x ``n_columns`` panels and a legend of ``n_classes`` organs."""
+    width = QUALITATIVE_PANEL * n_columns
+    legend_rows = -(-n_classes // _legend_columns(width, n_classes))
+    return width, QUALITATIVE_PANEL * n_rows + LEGEND_ENTRY[1] * legend_rows + 0.3
+
+
+def class_colours(classes: Sequence[OrganClass]) -> dict[int, tuple[float, float, float]]:
+    """A fixed colour per foreground class id: tab20's ten dark hues, then their light ones."""
+    tab20 = plt.get_cmap("tab20").colors
+    palette = [*tab20[0::2], *tab20[1::2]]
+    return {c.label: palette[(c.label - 1) % len(palette)] for c in classes if c.label != 0}
+
+
+def slice_with_most_foreground(truth: np.ndarray) -> int:
+    """The axial slice (first axis of a (D, H, W) label map) with the most foreground voxels."""
+    return int(np.argmax((truth > 0).reshape(truth.shape[0], -1).sum(axis=1)))
+
+
+def _overlay(labels: np.ndarray, colours: Mapping[int, tuple[float, float, float]], alpha: float) -> np.ndarray:
+    rgba = np.zeros((*labels.shape, 4))
+    for label, colour in colours.items():
+        rgba[labels == label] = (*colour, alpha)
+    return rgba
+
+
+def plot_qualitative(
+    image: np.ndarray,
+    truth: np.ndarray,
+    predictions: Mapping[tuple[int, str], np.ndarray],
+    classes: Sequence[OrganClass],
+    out_png: Path,
+    title: str,
+) -> int:
+    """The same axial slice of the image, the ground truth and each method's prediction.
+
+    ``image`` (in [0, 1]), ``truth`` and each prediction are (D, H, W) arrays of one case; the
+    slice is the one with the most foreground in the truth (:func:`slice_with_most_foreground`).
+    ``predictions`` maps (ratio, method) to a label map: one row per ratio, one column per
+    method, in the mapping's order; image and truth head the first row. Organs keep their
+    colour (:func:`class_colours`) in every panel; the legend names them. Returns the slice.
+    """
+    depth = slice_with_most_foreground(truth)
+    colours = class_colours(classes)
+    ratios = list(dict.fromkeys(r for r, _ in predictions))
+    methods = list(dict.fromkeys(m for _, m in predictions))
+    columns = 2 + len(methods)
+    foreground = [c for c in classes if c.label != 0]
+    size = qualitative_size(len(ratios), columns, len(foreground))
+    figure, axes = plt.subplots(len(ratios), columns, figsize=size, squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    panels = {(0, 0): ("image", None), (0, 1): ("ground truth", truth)}
+    for row, ratio in enumerate(ratios):
+        for column, method in enumerate(methods, start=2):
+            if (ratio, method) in predictions:
+                panels[(row, column)] = (f"{method}, {format_ratio(ratio)}", predictions[(ratio, method)])
+    for (row, column), (name, labels) in panels.items():
+        ax = axes[row][column]
+        ax.imshow(image[depth], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        if labels is not None:
+            ax.imshow(_overlay(labels[depth], colours, alpha=0.6), interpolation="nearest")
+        ax.set_title(name, fontsize="small")
+    handles = [Patch(color=colours[c.label], label=c.name) for c in foreground]
+    ncol = _legend_columns(size[0], len(handles))
+    figure.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize="x-small")
+    figure.suptitle(f"{title}, axial slice {depth}")
+    save_png(figure, out_png, tight=False)
+    return depth

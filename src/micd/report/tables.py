@@ -1,10 +1,17 @@
-"""Results tables, one row per (dataset, labelled ratio, method): Markdown and CSV."""
+"""Results tables in the paper's layout: Markdown, LaTeX (booktabs), HTML and CSV.
+
+One block of rows per labelled ratio, one row per method: mean Dice and mean ASD as mean ± std
+over seeds, the paired Wilcoxon p against MICD, then Dice per organ class. Published rows
+(DHC's tables, ``config/published/dhc_tables.csv``) follow ours in each block, marked as such.
+"""
 
 from __future__ import annotations
 
+import html
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -12,15 +19,19 @@ import pandas as pd
 from micd.atomic import atomic_write
 from micd.data.classes import OrganClass
 from micd.evaluation.metrics import class_means, summarise
+from micd.report.stats import MIN_PAIRED_CASES, P_COLUMN, REFERENCE_METHOD, p_values_vs_micd
 
 TABLE_KEYS: list[str] = ["dataset", "ratio", "method"]
+OURS, PUBLISHED = "ours", "published"
 SUMMARY_COLUMNS: list[str] = [
     *TABLE_KEYS,
+    "source",
     "n_seeds",
     "dice_mean",
     "dice_std",
     "asd_mean",
     "asd_std",
+    P_COLUMN,
 ]
 """Leading columns of :func:`results_table`; the per-class Dice columns follow."""
 
@@ -62,11 +73,12 @@ def results_table(
     """One row per (dataset, ratio, method) of a long per-case per-class table.
 
     Input columns: those of :func:`micd.evaluation.metrics.class_means`. Output columns:
-    :data:`SUMMARY_COLUMNS` (``n_seeds``; mean and std over seeds of each seed's
-    protocol mean Dice and ASD in voxels, std with ddof=0 as DHC's ``np.std``), then one
-    mean-Dice column per foreground class of ``classes``, named by its short name, in
-    label order (NaN where never scored). Rows are ordered by dataset, ratio, then
-    ``method_order`` (see :func:`order_rows`).
+    :data:`SUMMARY_COLUMNS` (``source`` is ``ours``; ``n_seeds``; mean and std over seeds of
+    each seed's protocol mean Dice and ASD in voxels, std with ddof=0 as DHC's ``np.std``; the
+    Wilcoxon p against MICD, :func:`micd.report.stats.p_values_vs_micd`), then one mean-Dice
+    column per foreground class of ``classes``, named by its short name, in label order (NaN
+    where never scored). Rows are ordered by dataset, ratio, then ``method_order`` (see
+    :func:`order_rows`).
     """
     foreground = [c for c in classes if c.label != 0]
     short_by_label = {c.label: c.short for c in foreground}
@@ -87,6 +99,8 @@ def results_table(
         )
         .reset_index()
     )
+    table.insert(len(TABLE_KEYS), "source", OURS)
+    table = table.merge(p_values_vs_micd(per_case), on=TABLE_KEYS, how="left", validate="one_to_one")
     class_dice = (
         per_class.groupby([*TABLE_KEYS, "class_id"], sort=False)["dice"]
         .mean()
@@ -100,63 +114,261 @@ def results_table(
     return order_rows(table, method_order, appearance=per_case).reset_index(drop=True)
 
 
-def _mean_std(mean: float, std: float, n_seeds: int) -> str:
-    return f"{mean:.1f} ± {std:.1f}" if n_seeds > 1 else f"{mean:.1f}"
+def published_table(
+    reference: pd.DataFrame,
+    family: str,
+    dataset: str,
+    ratios: Sequence[int],
+    classes: Sequence[OrganClass],
+) -> pd.DataFrame:
+    """The published rows of ``family`` at ``ratios`` in :func:`results_table`'s columns.
+
+    ``reference`` is the long published table (``dataset`` = family, ``labeled_percent``,
+    ``method``, ``metric`` ``dice``/``asd``, ``class`` ``mean`` or a short name, ``value``,
+    ``std``). Rows are labelled with our ``dataset`` name and ``source`` ``published``, in the
+    reference's order; classes we do not have are dropped, classes it lacks are NaN. Empty (with
+    the columns) when nothing is published for the family, e.g. the synthetic data set.
+    """
+    shorts = [c.short for c in classes if c.label != 0]
+    rows = reference[(reference["dataset"] == family) & reference["labeled_percent"].isin(list(ratios))]
+    keys = ["labeled_percent", "method"]
+    means = rows[rows["class"] == "mean"].pivot_table(index=keys, columns="metric", values=["value", "std"], sort=False)
+    # a std never published (AMOS) leaves no column: reindex brings it back as NaN
+    means = means.reindex(columns=pd.MultiIndex.from_product([["value", "std"], ["dice", "asd"]]))
+    per_class = rows[(rows["metric"] == "dice") & (rows["class"] != "mean")]
+    per_class = per_class.pivot_table(index=keys, columns="class", values="value", sort=False)
+    table = pd.DataFrame(index=means.index)
+    for metric in ("dice", "asd"):
+        table[f"{metric}_mean"] = means[("value", metric)]
+        table[f"{metric}_std"] = means[("std", metric)]
+    table = table.join(per_class.reindex(columns=shorts)).reset_index()
+    table = table.rename(columns={"labeled_percent": "ratio"}).assign(dataset=dataset, source=PUBLISHED)
+    table["n_seeds"] = pd.NA
+    table[P_COLUMN] = float("nan")
+    return table.reindex(columns=[*SUMMARY_COLUMNS, *shorts])
 
 
-def _shown(value: float) -> float:
-    """The value as the table shows it, so that ties in print are ties in bolding."""
-    return float(f"{value:.1f}")
+def with_published(ours: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
+    """Our rows, each labelled ratio followed by its published rows."""
+    if published.empty:
+        return ours
+    both = pd.concat([ours, published], ignore_index=True)
+    datasets = list(dict.fromkeys(both["dataset"]))
+    rank = both.assign(_dataset=both["dataset"].map(datasets.index), _source=both["source"].eq(PUBLISHED))
+    ordered = rank.sort_values(["_dataset", "ratio", "_source"], kind="stable")
+    return ordered.drop(columns=["_dataset", "_source"]).reset_index(drop=True)
+
+
+def table_notes(n_cases: int | None, has_published: bool) -> str:
+    """What the table's numbers, bold and p-values mean; appended to each caption."""
+    cases = f"the {n_cases} test cases" if n_cases else "the test cases"
+    notes = (
+        "Dice (%) and ASD (voxels): mean ± std over seeds (the mean alone for one seed); class columns: Dice (%). "
+        "Bold: the best of our rows in each column within each labelled ratio, unless all tie (published rows do not "
+        "compete). "
+        f"p vs {REFERENCE_METHOD}: two-sided paired Wilcoxon signed-rank test over {cases} of each case's mean "
+        f"Dice (averaged over seeds) against {REFERENCE_METHOD}; {_MISSING} where undefined "
+        f"({REFERENCE_METHOD} itself, fewer than {MIN_PAIRED_CASES} non-zero differences)."
+    )
+    if has_published:
+        return (
+            notes
+            + " Rows marked (published): as reported by DHC (Wang & Li, MICCAI 2023), ± std over 3 runs where published."
+        )
+    return notes + " No published results exist for this data set."
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    bold: bool = False
+
+
+@dataclass(frozen=True)
+class Display:
+    """A table as printed: header, and rows of cells grouped in blocks (one per labelled ratio)."""
+
+    header: list[str]
+    blocks: list[list[list[Cell]]]
+    n_left: int = 2  # left-aligned leading columns; the rest are numbers
+
+
+def _mean_std(mean: float, std: float, n_seeds: object, source: str) -> str:
+    if math.isnan(mean):
+        return _MISSING
+    shows_std = not math.isnan(std) and (source == PUBLISHED or n_seeds > 1)
+    return f"{mean:.2f} ± {std:.1f}" if shows_std else f"{mean:.2f}"
+
+
+def _p_value(p: float) -> str:
+    if math.isnan(p):
+        return _MISSING
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _printed(values: pd.Series, digits: int) -> pd.Series:
+    """Values as the table prints them, so that ties in print are ties in bolding."""
+    return values.map(lambda v: float(f"{v:.{digits}f}"))
+
+
+def _best_mask(block: pd.DataFrame, column: str, digits: int, lowest: bool) -> pd.Series:
+    """Which of our rows print the best value of ``column``; none when all of them tie."""
+    shown = _printed(block[column], digits).where(block["source"] == OURS)
+    best = shown.min() if lowest else shown.max()
+    is_best = shown.eq(best) & shown.notna()
+    all_tie = is_best.sum() == shown.notna().sum()
+    return is_best & ~all_tie
+
+
+def _cells(row: pd.Series, class_columns: Sequence[str], bold: Mapping[str, bool]) -> list[Cell]:
+    """One printed row; ``bold`` says which of its value columns hold a best value."""
+    published = row["source"] == PUBLISHED
+
+    def mean_std(metric: str) -> Cell:
+        text = _mean_std(row[f"{metric}_mean"], row[f"{metric}_std"], row["n_seeds"], row["source"])
+        return Cell(text, bold[f"{metric}_mean"])
+
+    return [
+        Cell(format_ratio(row["ratio"])),
+        Cell(f"{row['method']} (published)" if published else str(row["method"])),
+        Cell(_MISSING if published else str(row["n_seeds"])),
+        mean_std("dice"),
+        mean_std("asd"),
+        Cell(_p_value(row[P_COLUMN])),
+        *(Cell(_MISSING if math.isnan(row[c]) else f"{row[c]:.1f}", bold[c]) for c in class_columns),
+    ]
+
+
+def display(table: pd.DataFrame) -> Display:
+    """The cells of a :func:`results_table` (with or without published rows), best values bold."""
+    class_columns = [c for c in table.columns if c not in SUMMARY_COLUMNS]
+    header = ["Labelled", "Method", "Seeds", "Dice (%) ↑", "ASD (voxels) ↓", f"p vs {REFERENCE_METHOD}", *class_columns]
+    blocks = []
+    for _, block in table.groupby(["dataset", "ratio"], sort=False):
+        best = pd.DataFrame(
+            {
+                "dice_mean": _best_mask(block, "dice_mean", 2, lowest=False),
+                "asd_mean": _best_mask(block, "asd_mean", 2, lowest=True),
+                **{c: _best_mask(block, c, 1, lowest=False) for c in class_columns},
+            }
+        )
+        blocks.append([_cells(row, class_columns, best.loc[index]) for index, row in block.iterrows()])
+    return Display(header, blocks)
 
 
 def to_markdown(table: pd.DataFrame, caption: str) -> str:
-    """Markdown text of a :func:`results_table`: caption, blank line, then the table.
+    """Markdown: the caption, a blank line, then the table."""
+    shown = display(table)
 
-    Mean Dice and ASD read ``mean ± std`` over seeds (just the mean for one seed); bold
-    marks the best mean Dice and the lowest mean ASD within each (dataset, ratio),
-    judged on the values as printed.
-    """
-    class_columns = [c for c in table.columns if c not in SUMMARY_COLUMNS]
-    groups = table.groupby(["dataset", "ratio"], sort=False)
-    best_dice = groups["dice_mean"].transform(lambda s: s.map(_shown).max())
-    best_asd = groups["asd_mean"].transform(lambda s: s.map(_shown).min())
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
 
-    header = [
-        "Dataset",
-        "Labelled",
-        "Method",
-        "Seeds",
-        "Dice (%) ↑",
-        "ASD (voxels) ↓",
-        *class_columns,
-    ]
-    align = ["---"] * 3 + ["---:"] * (len(header) - 3)
-    lines = [caption, "", _row(header), _row(align)]
-    for index, row in table.iterrows():
-        dice = _mean_std(row["dice_mean"], row["dice_std"], row["n_seeds"])
-        asd = _mean_std(row["asd_mean"], row["asd_std"], row["n_seeds"])
-        if _shown(row["dice_mean"]) == best_dice[index]:
-            dice = f"**{dice}**"
-        if _shown(row["asd_mean"]) == best_asd[index]:
-            asd = f"**{asd}**"
-        per_class = [_MISSING if math.isnan(row[c]) else f"{row[c]:.1f}" for c in class_columns]
-        cells = [
-            row["dataset"],
-            format_ratio(row["ratio"]),
-            row["method"],
-            str(row["n_seeds"]),
-            dice,
-            asd,
-        ]
-        lines.append(_row([*cells, *per_class]))
+    align = ["---"] * shown.n_left + ["---:"] * (len(shown.header) - shown.n_left)
+    lines = [caption, "", line(shown.header), line(align)]
+    for block in shown.blocks:
+        lines += [line([f"**{c.text}**" if c.bold else c.text for c in row]) for row in block]
     return "\n".join(lines) + "\n"
 
 
-def _row(cells: Sequence[object]) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
+_LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "_": r"\_",
+    "#": r"\#",
+    "$": r"\$",
+    "{": r"\{",
+    "}": r"\}",
+    "±": r"$\pm$",
+    "↑": r"$\uparrow$",
+    "↓": r"$\downarrow$",
+    "<": r"$<$",
+    "–": "--",
+}
 
 
-def write_table(table: pd.DataFrame, markdown_path: Path | str, csv_path: Path | str, caption: str) -> None:
-    """Write a :func:`results_table` as Markdown (:func:`to_markdown`) and raw CSV."""
-    atomic_write(markdown_path, to_markdown(table, caption))
-    atomic_write(csv_path, table.to_csv(index=False))
+def _latex(text: str) -> str:
+    return "".join(_LATEX.get(char, char) for char in text)
+
+
+def to_latex(table: pd.DataFrame, caption: str) -> str:
+    """A LaTeX ``table`` with a booktabs ``tabular``; a rule between labelled ratios."""
+    shown = display(table)
+
+    def line(cells: Sequence[Cell | str]) -> str:
+        texts = [
+            (rf"\textbf{{{_latex(c.text)}}}" if c.bold else _latex(c.text)) if isinstance(c, Cell) else _latex(c)
+            for c in cells
+        ]
+        return " & ".join(texts) + r" \\"
+
+    spec = "l" * shown.n_left + "r" * (len(shown.header) - shown.n_left)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{_latex(caption)}}}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        line(shown.header),
+    ]
+    for block in shown.blocks:
+        lines.append(r"\midrule")
+        lines += [line(row) for row in block]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+_HTML_STYLE = """\
+body { font-family: sans-serif; margin: 1em; }
+table { border-collapse: collapse; font-size: 0.9em; }
+caption { caption-side: top; text-align: left; max-width: 60em; padding-bottom: 0.6em; }
+th, td { padding: 0.2em 0.6em; text-align: right; white-space: nowrap; }
+th.left, td.left { text-align: left; }
+thead tr { border-top: 2px solid black; border-bottom: 1px solid black; }
+tbody { border-bottom: 1px solid black; }
+tbody:last-child { border-bottom: 2px solid black; }
+"""
+
+
+def to_html(table: pd.DataFrame, caption: str) -> str:
+    """A standalone HTML page of the table (what the Snakemake report shows)."""
+    shown = display(table)
+
+    def cell(tag: str, column: int, content: Cell | str) -> str:
+        text = html.escape(content.text if isinstance(content, Cell) else content)
+        if isinstance(content, Cell) and content.bold:
+            text = f"<b>{text}</b>"
+        align = ' class="left"' if column < shown.n_left else ""
+        return f"<{tag}{align}>{text}</{tag}>"
+
+    head = "<tr>" + "".join(cell("th", i, h) for i, h in enumerate(shown.header)) + "</tr>"
+    bodies = [
+        "<tbody>" + "".join("<tr>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>" for row in block)
+        for block in shown.blocks
+    ]
+    return (
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(caption[:80])}</title>\n<style>\n{_HTML_STYLE}</style>\n</head>\n<body>\n"
+        f"<table>\n<caption>{html.escape(caption)}</caption>\n<thead>{head}</thead>\n"
+        + "\n".join(bodies)
+        + "\n</table>\n</body>\n</html>\n"
+    )
+
+
+@dataclass(frozen=True)
+class TablePaths:
+    markdown: Path
+    latex: Path
+    html: Path
+    csv: Path
+
+    def all(self) -> list[Path]:
+        return [self.markdown, self.latex, self.html, self.csv]
+
+
+def write_table(table: pd.DataFrame, paths: TablePaths, caption: str) -> None:
+    """Write a table (with or without published rows) in every format; the CSV holds the raw numbers."""
+    atomic_write(paths.markdown, to_markdown(table, caption))
+    atomic_write(paths.latex, to_latex(table, caption))
+    atomic_write(paths.html, to_html(table, caption))
+    atomic_write(paths.csv, table.to_csv(index=False))

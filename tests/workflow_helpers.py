@@ -1,0 +1,82 @@
+"""What the tests that run the real workflow share: the tiny configuration and a snakemake runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_CONFIG = {
+    "datasets": {
+        "synthetic": {
+            "source": "synthetic",
+            "family": "synthetic",
+            "synthetic": {
+                "n_train": 20,
+                "n_validation": 2,
+                "seed": 3,
+                "options": {"inplane": [40, 48], "slices": [18, 24]},
+            },
+        }
+    },
+    "ratios": [5, 10],
+    "methods": ["supervised", "micd"],
+    "seeds": [0],
+    "preprocess": {"grid": [16, 32, 32]},
+    "train": {
+        "max_epochs": 2,
+        "iterations_per_epoch": 2,
+        "n_filters": 2,
+        "patch_size": [16, 32, 32],
+        "window_stride": [16, 16, 16],
+        "validate_every": 1,
+        "queue_length": 4,
+    },
+    "method_settings": {"micd": {"mask_block": 8}},
+}
+
+
+def snakemake_command(workdir: Path, *args: str, configfiles: Sequence[str | Path] = ("config.yaml",)) -> list[str]:
+    """The snakemake command line for ``workdir``; relative ``configfiles`` are in ``workdir``."""
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        *(str(workdir / path) for path in configfiles),
+        *args,
+    ]
+
+
+def snakemake_env(**extra: str) -> dict[str, str]:
+    """This environment with the venv's bin first (the rules call `micd`), plus ``extra``."""
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **extra)
+
+
+def snakemake(
+    workdir: Path,
+    *args: str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    configfiles: Sequence[str | Path] = ("config.yaml",),
+    timeout: float = 900,
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        snakemake_command(workdir, *args, configfiles=configfiles),
+        cwd=workdir,
+        env=env or snakemake_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
