@@ -3,8 +3,8 @@
 Runs ``snakemake --profile profiles/local`` in a fresh copy of the working tree's workflow
 files (so ``results/`` of the checkout is untouched), polls the resident memory of the whole
 process tree every 0.2 s, and appends one JSON record to ``bench/results/default_run.jsonl``
-with the machine it ran on; the run's results table and figure are copied beside it
-(``bench/results/synthetic_results.md``, ``synthetic_results_dice_per_class.png``).
+with the machine it ran on. The run's results table and figures, with their provenance
+sidecars, are copied to ``docs/figures/``, where the README shows them.
 
     .venv/bin/python bench/default_run.py
 """
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs")
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs", "report")
 
 
 def tree_rss_bytes(pid: int) -> int:
@@ -93,10 +93,13 @@ def main() -> None:
             lines = tsv.read_text().splitlines()
             jobs[tsv.stem] = dict(zip(lines[0].split("\t"), lines[1].split("\t")))
         table = (work / "results" / "tables" / "synthetic_results.md").read_text()
-        # the run's own table and figure, shown by the README
-        (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(work / "results" / "tables" / "synthetic_results.md", ROOT / "bench" / "results")
-        shutil.copy2(work / "results" / "figures" / "synthetic_results_dice_per_class.png", ROOT / "bench" / "results")
+        shown = ROOT / "docs" / "figures"
+        shown.mkdir(parents=True, exist_ok=True)
+        for path in [
+            *(work / "results" / "tables").glob("synthetic_results.md*"),
+            *(work / "results" / "figures").glob("synthetic_*"),
+        ]:
+            shutil.copy2(path, shown)
     record = {
         "benchmark": "default_run",
         "code_version": subprocess.run(

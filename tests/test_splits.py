@@ -232,6 +232,12 @@ def test_split_command_stops_on_a_bad_published_file_and_writes_nothing(tmp_path
     assert not (tmp_path / "splits").exists()
 
 
+def test_without_published_files_the_lists_are_make_splits_own() -> None:
+    splits, origins = assemble_splits(TRAIN_IDS, TEST_IDS, RATIOS, 3, 0.1, 0.2)
+    assert splits == make_splits(TRAIN_IDS, TEST_IDS, RATIOS, seed=3)
+    assert {row["origin"] for row in origins} == {"generated, seed 3"}
+
+
 def test_a_data_set_without_test_cases_gets_a_seeded_test_split() -> None:
     splits = make_splits(TRAIN_IDS, [], [10], seed=0, test_fraction=0.2)
     assert len(splits["test"]) == 8 and len(splits["eval"]) == 3

@@ -81,6 +81,12 @@ class _PadToPatch:
         return torch.nn.functional.pad(tensor, [a for m in reversed(missing) for a in (0, m)])
 
 
+def _smaller_than(image: tio.Image, patch_size: Sequence[int]) -> bool:
+    """Whether an image is smaller than the patch along any axis, reading only a .npy header."""
+    shape = np.load(image.path, mmap_mode="r").shape if image.path is not None else image.shape[1:]
+    return any(n < p for n, p in zip(shape, patch_size))
+
+
 def pad_to_patch(patch_size: Sequence[int]) -> tio.Transform:
     """Pad any volume smaller than the patch, so patches fit.
 
@@ -97,7 +103,10 @@ def patch_stream(
     settings: QueueSettings,
 ) -> Iterator[dict]:
     """An endless stream of patch batches; each pass over the queue reshuffles the subjects."""
-    transform = tio.Compose([pad_to_patch(settings.patch_size), AUGMENTATION])
+    # Every TorchIO transform draws a random number, so the padding joins only where needed:
+    # data on a fixed grid keeps the random stream (and the results) it had without it.
+    needs_padding = any(_smaller_than(s["image"], settings.patch_size) for s in subjects)
+    transform = tio.Compose([pad_to_patch(settings.patch_size), AUGMENTATION]) if needs_padding else AUGMENTATION
     dataset = tio.SubjectsDataset(subjects, transform=transform)
     queue = tio.Queue(
         dataset,

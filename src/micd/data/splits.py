@@ -118,24 +118,23 @@ def assemble_splits(
     (columns ORIGIN_COLUMNS) saying which is which.
     """
     published, sources = _read_published(published_dir)
-    generated = f"generated, seed {seed}"
+
+    def is_published(*names: str) -> bool:
+        return all(published_name(name) in published for name in names)
+
     base = ("train", "eval", "test")
-    if all(published_name(name) in published for name in base):
+    missing = [r for r in ratios if not is_published(labelled_name(r), unlabelled_name(r))]
+    if is_published(*base):
         splits = {name: published[published_name(name)] for name in base}
-        origins = {name: sources[published_name(name)] for name in base}
+        splits |= labelled_subsets(splits["train"], missing, seed)
     else:
-        splits = make_splits(train_ids, test_ids, [], seed, eval_fraction, test_fraction)
-        origins = dict.fromkeys(base, generated)
-    missing = []
-    for ratio in ratios:
-        pair = (labelled_name(ratio), unlabelled_name(ratio))
-        if all(published_name(name) in published for name in pair):
-            for name in pair:
-                splits[name], origins[name] = published[published_name(name)], sources[published_name(name)]
-        else:
-            missing.append(ratio)
-    for name, ids in labelled_subsets(splits["train"], missing, seed).items():
-        splits[name], origins[name] = ids, generated
+        # one random stream for everything: the same lists as when nothing is published
+        splits = make_splits(train_ids, test_ids, missing, seed, eval_fraction, test_fraction)
+    origins = dict.fromkeys(splits, f"generated, seed {seed}")
+    published_names = [*base] if is_published(*base) else []
+    published_names += [name(r) for r in ratios if r not in missing for name in (labelled_name, unlabelled_name)]
+    for name in published_names:
+        splits[name], origins[name] = published[published_name(name)], sources[published_name(name)]
     rows = [{"split": name, "file": f"{name}.txt", "origin": origin} for name, origin in origins.items()]
     return splits, rows
 
