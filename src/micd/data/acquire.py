@@ -7,7 +7,6 @@ A mismatch removes the partial file, so the next attempt starts clean.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -25,20 +24,13 @@ from tqdm import tqdm
 
 from micd.atomic import atomic_dir
 from micd.data.errors import DataError, case_error
+from micd.data.io import file_digest, write_csv
 from micd.errors import SettingsError
 
 CHUNK = 1 << 20
 JUNK_PREFIXES = ("__MACOSX/",)
 JUNK_NAMES = (".DS_Store",)
 _TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_checksum(path: Path, algorithm: str, expected: str) -> None:
@@ -233,8 +225,6 @@ def _safe_relative(archive: Path, info: zipfile.ZipInfo) -> PurePosixPath:
 def fetch_files(base_url: str, sha256: dict[str, str], out_dir: Path, retries: int = 5) -> None:
     """Download ``{base_url}/{name}`` for every name of ``sha256`` into ``out_dir`` (atomically),
     each checked against its pinned sha256, and record where each came from in ``sources.csv``."""
-    from micd.data.io import write_csv
-
     with atomic_dir(out_dir) as tmp:
         rows = []
         for name, digest in sorted(sha256.items()):

@@ -28,9 +28,9 @@ from micd.data.classes import classes_for
 from micd.data.errors import case_error
 from micd.data.io import (
     Volume,
+    file_digest,
     load_nifti,
     save_nifti,
-    sha256_file,
     write_csv,
 )
 from micd.errors import SettingsError
@@ -236,8 +236,8 @@ def _convert_case(case: SourceCase, archive_dir: Path, out_dir: Path, num_labels
         "spacing": "x".join(str(round(s, 4)) for s in image.spacing),
         "source_shape": "x".join(str(n) for n in source_shape),
         "source_affine": format_affine(source_affine),
-        "image_sha256": sha256_file(case.image),
-        "label_sha256": sha256_file(case.label),
+        "image_sha256": file_digest(case.image),
+        "label_sha256": file_digest(case.label),
     }
 
 

@@ -40,9 +40,9 @@ def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, ob
     atomic_write(path, buffer.getvalue())
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (``algorithm``: any of :mod:`hashlib`'s, e.g. ``md5``)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)

@@ -64,8 +64,17 @@ def labelled_sampler(
 AUGMENTATION = tio.RandomFlip(axes=(1, 2), flip_probability=0.5)
 
 
+def zero_pad_to(tensor: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Zero-pad the last ``len(size)`` axes of ``tensor`` at their far ends to at least ``size``."""
+    missing = [max(0, p - n) for p, n in zip(size, tensor.shape[-len(size) :])]
+    if not any(missing):
+        return tensor
+    # F.pad lists the last axis first: (W_before, W_after, H_before, H_after, D_before, D_after)
+    return torch.nn.functional.pad(tensor, [a for m in reversed(missing) for a in (0, m)])
+
+
 class _PadToPatch:
-    """Zero-pad (at the far end of each axis) a (C, D, H, W) tensor smaller than the patch.
+    """:func:`zero_pad_to` the patch size, for a (C, D, H, W) image of a subject.
 
     A class rather than a closure: subjects leave queue workers pickled, with their transforms.
     """
@@ -74,11 +83,7 @@ class _PadToPatch:
         self.patch_size = tuple(patch_size)
 
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
-        missing = [max(0, p - n) for p, n in zip(self.patch_size, tensor.shape[1:])]
-        if not any(missing):
-            return tensor
-        # F.pad lists the last axis first: (W_before, W_after, H_before, H_after, D_before, D_after)
-        return torch.nn.functional.pad(tensor, [a for m in reversed(missing) for a in (0, m)])
+        return zero_pad_to(tensor, self.patch_size)
 
 
 def _smaller_than(image: tio.Image, patch_size: Sequence[int]) -> bool:

@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 import torchio as tio
 from torch import Tensor
 
+from micd.data.loaders import zero_pad_to
 from micd.errors import SettingsError
 
 BLENDING_MODES: tuple[str, ...] = ("average", "hann", "crop")
@@ -45,16 +45,6 @@ def check_inference_settings(batch_size: int, blending: str) -> None:
         raise SettingsError(f"blending must be one of {list(BLENDING_MODES)}, got {blending!r}")
     if batch_size < 1:
         raise SettingsError(f"the inference batch size must be at least 1, got {batch_size}")
-
-
-def pad_to_patch(volume: Tensor, patch_size: Sequence[int]) -> Tensor:
-    """Zero-pad a (D, H, W) volume at its far faces to at least the patch size on every axis."""
-    shape = tuple(volume.shape)
-    padded = tuple(max(s, p) for s, p in zip(shape, patch_size))
-    if padded == shape:
-        return volume
-    # F.pad takes (W_before, W_after, H_before, H_after, D_before, D_after)
-    return F.pad(volume, [a for s, p in zip(reversed(shape), reversed(padded)) for a in (0, p - s)])
 
 
 @contextmanager
@@ -88,7 +78,7 @@ def sliding_window_probabilities(
     the result."""
     check_inference_settings(batch_size, blending)
     shape = tuple(volume.shape)
-    subject = tio.Subject(image=tio.ScalarImage(tensor=pad_to_patch(volume, patch_size)[None].float()))
+    subject = tio.Subject(image=tio.ScalarImage(tensor=zero_pad_to(volume, patch_size)[None].float()))
     sampler = tio.GridSampler(subject, patch_size, window_overlap(patch_size, stride))
     aggregator = tio.GridAggregator(sampler, overlap_mode=blending)
     with full_precision_convolutions():
