@@ -23,8 +23,26 @@ def family(wildcards):
 
 
 def train_settings(wildcards):
-    """The top-level train settings with the data set's own overrides."""
-    return {**config["train"], **dataset_config(wildcards)["train"]}
+    """The top-level train settings, then the data set's overrides, then the method's
+    (config `method_train`: by registered method, then by variant name)."""
+    method = method_spec(wildcards.method)[0]
+    per_method = config["method_train"]
+    return {
+        **config["train"],
+        **dataset_config(wildcards)["train"],
+        **per_method.get(method, {}),
+        **per_method.get(wildcards.method, {}),
+    }
+
+
+def preprocess_settings(wildcards):
+    """The top-level preprocess settings with the data set's own overrides."""
+    return {**config["preprocess"], **dataset_config(wildcards)["preprocess"]}
+
+
+def spaced(key):
+    """A params function: the data set's preprocess setting ``key`` as space-separated words."""
+    return lambda wildcards: " ".join(map(str, preprocess_settings(wildcards)[key]))
 
 
 def run_dir(wildcards):

@@ -9,10 +9,10 @@ rule preprocess:
         CONDA_ENV
     params:
         family=family,
-        mode=config["preprocess"]["mode"],
-        grid=" ".join(map(str, config["preprocess"]["grid"])),
-        spacing=" ".join(map(str, config["preprocess"]["spacing"])),
-        hu_window=" ".join(map(str, config["preprocess"]["hu_window"])),
+        mode=lambda wc: preprocess_settings(wc)["mode"],
+        grid=spaced("grid"),
+        spacing=spaced("spacing"),
+        hu_window=spaced("hu_window"),
     shell:
         "micd preprocess --manifest {input}/manifest.csv --out {output} --family {params.family} "
         "--mode {params.mode} --grid {params.grid} --spacing {params.spacing} "

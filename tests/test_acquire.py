@@ -230,23 +230,26 @@ def test_synapse_label_outside_its_thirteen_organs_is_named(served: Path, tmp_pa
     assert not (tmp_path / "converted").exists()
 
 
-def test_both_preprocessing_modes_and_the_way_back(served: Path, tmp_path: Path) -> None:
+def test_every_preprocessing_mode_and_the_way_back(served: Path, tmp_path: Path) -> None:
     extract_zip(served / "amos22.zip", tmp_path / "raw")
     manifest = convert_archive(tmp_path / "raw", tmp_path / "converted")
-    preprocess(manifest, tmp_path / "dhc", grid=(16, 24, 24), mode="dhc")
+    preprocess(manifest, tmp_path / "grid", grid=(16, 24, 24), mode="grid")
+    preprocess(manifest, tmp_path / "half_inplane", mode="half_inplane")
     preprocess(manifest, tmp_path / "spacing", spacing=(20.0, 10.0, 10.0), mode="spacing")
-    for mode in ("dhc", "spacing"):
+    for mode in ("grid", "half_inplane", "spacing"):
         cases = read_cases(tmp_path / mode)
         for case_id, row in cases.items():
             image = np.load(tmp_path / mode / "images" / f"{case_id}.npy")
             label = np.load(tmp_path / mode / "labels" / f"{case_id}.npy")
             assert row["mode"] == mode and image.shape == label.shape
             assert 0.0 <= image.min() and image.max() <= 1.0
-            if mode == "dhc":
+            shape = [int(n) for n in row["original_shape"].split("x")]
+            if mode == "grid":
                 assert image.shape == (16, 24, 24)
+            elif mode == "half_inplane":
+                assert image.shape == (shape[0], shape[1] // 2, shape[2] // 2)
             else:  # shape = original extent / target spacing
                 spacing = [float(s) for s in row["original_spacing"].split("x")]
-                shape = [int(n) for n in row["original_shape"].split("x")]
                 expected = tuple(round(n * s / t) for n, s, t in zip(shape, spacing, (20.0, 10.0, 10.0)))
                 assert image.shape == expected
             restored = restore_original(label, row)
@@ -255,6 +258,92 @@ def test_both_preprocessing_modes_and_the_way_back(served: Path, tmp_path: Path)
             assert restored.data.shape == source.data.shape
             np.testing.assert_allclose(restored.affine, source.affine)
             assert (restored.data == source.data).mean() > 0.85  # coarse grid, nearest neighbour both ways
+
+
+def _dhc_interpolate(volume: np.ndarray, size: tuple[int, ...], mode: str) -> np.ndarray:
+    """``F.interpolate`` of a (D, H, W) array as DHC's scripts call it."""
+    import torch
+    import torch.nn.functional as F
+
+    tensor = torch.FloatTensor(volume.astype(np.float32)).unsqueeze(0).unsqueeze(0)
+    options = {"align_corners": False} if mode == "trilinear" else {}
+    return F.interpolate(tensor, size=size, mode=mode, **options).squeeze().numpy()
+
+
+def _dhc_window(image: np.ndarray) -> np.ndarray:
+    """DHC's loader: clip to [-75, 275], then min-max over the volume."""
+    image = image.clip(min=-75, max=275)
+    return (image - image.min()) / (image.max() - image.min())
+
+
+def _canonical_zyx(converted: Path, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """A converted case as DHC's SimpleITK reads it: (z, y, x) arrays."""
+    image = load_nifti(converted / "images" / f"{case_id}.nii.gz").data.transpose(2, 1, 0)
+    label = load_nifti(converted / "labels" / f"{case_id}.nii.gz").data.transpose(2, 1, 0)
+    return image, label
+
+
+def test_synapse_gets_dhcs_grid_slices_kept_and_half_the_inplane_size(served: Path, tmp_path: Path) -> None:
+    """DHC's Synapse: its loader windows the full-size volume, RandomCrop/CenterCrop and its test
+    code then resize to (D, H // 2, W // 2), trilinear for the image and nearest for the label."""
+    extract_zip(served / "RawData.zip", tmp_path / "raw")
+    manifest = convert_archive(tmp_path / "raw", tmp_path / "converted", layout="synapse")
+    preprocess(manifest, tmp_path / "pre", mode="half_inplane", num_classes=14)
+    for case_id, row in read_cases(tmp_path / "pre").items():
+        image, label = _canonical_zyx(tmp_path / "converted", case_id)
+        d, h, w = image.shape
+        expected_image = _dhc_interpolate(_dhc_window(image.astype(np.float32)), (d, h // 2, w // 2), "trilinear")
+        expected_label = _dhc_interpolate(label, (d, h // 2, w // 2), "nearest")
+        ours_image = np.load(tmp_path / "pre" / "images" / f"{case_id}.npy")
+        ours_label = np.load(tmp_path / "pre" / "labels" / f"{case_id}.npy")
+        assert ours_image.shape == (d, h // 2, w // 2) and row["grid"] == f"{d}x{h // 2}x{w // 2}"
+        np.testing.assert_allclose(ours_image, expected_image, atol=1e-6)
+        np.testing.assert_array_equal(ours_label, expected_label)
+
+    # a model predicts on that grid, and the metrics score it there against the halved labels
+    import torch
+
+    from micd.data.classes import classes_for
+    from micd.evaluation.predict import from_volume, predict_cases, prediction_path
+    from micd.evaluation.score import score_run
+    from micd.methods import build_method
+
+    torch.manual_seed(0)
+    classes = classes_for("synapse")
+    model = build_method("dhc", {}, len(classes), n_filters=2, dropout=0.0)
+    torch.save(
+        {
+            "method_state": model.state_dict(),
+            "method_settings": {},
+            "train_settings": {"n_filters": 2, "dropout": 0.0, "patch_size": [16, 16, 16], "window_stride": [8, 8, 8]},
+            "num_classes": len(classes),
+            "provenance": {"method": "dhc"},
+        },
+        tmp_path / "model.pt",
+    )
+    ids = sorted(read_cases(tmp_path / "pre"))
+    predict_cases(tmp_path / "model.pt", tmp_path / "pre", ids, tmp_path / "predictions", device="cpu")
+    run = {"dataset": "synapse", "ratio": 10, "method": "dhc", "seed": 0}
+    table = score_run(tmp_path / "predictions", tmp_path / "pre", ids, classes, run, tmp_path / "metrics.csv")
+    assert len(table) == len(ids) * 13
+    for case_id, row in read_cases(tmp_path / "pre").items():
+        predicted = from_volume(load_nifti(prediction_path(tmp_path / "predictions", case_id)))
+        assert "x".join(map(str, predicted.shape)) == row["grid"]
+
+
+def test_amos_grid_is_dhcs_resized_raw_volume_then_windowed(served: Path, tmp_path: Path) -> None:
+    """DHC's preprocess_amos.py resizes the raw HU volume (trilinear) and the label (nearest);
+    its loader then clips and min-max scales the resized volume."""
+    extract_zip(served / "amos22.zip", tmp_path / "raw")
+    manifest = convert_archive(tmp_path / "raw", tmp_path / "converted")
+    grid = (20, 40, 40)
+    preprocess(manifest, tmp_path / "pre", grid=grid, mode="grid")
+    for case_id in read_cases(tmp_path / "pre"):
+        image, label = _canonical_zyx(tmp_path / "converted", case_id)
+        expected_image = _dhc_window(_dhc_interpolate(image, grid, "trilinear"))
+        np.testing.assert_allclose(np.load(tmp_path / "pre" / "images" / f"{case_id}.npy"), expected_image, atol=1e-6)
+        expected_label = _dhc_interpolate(label, grid, "nearest")
+        np.testing.assert_array_equal(np.load(tmp_path / "pre" / "labels" / f"{case_id}.npy"), expected_label)
 
 
 def test_fetch_published_splits_checks_each_file(tmp_path: Path) -> None:

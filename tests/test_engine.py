@@ -114,7 +114,7 @@ def test_kill_and_resume_gives_the_same_weights_as_a_straight_run(data_dir, tmp_
         assert torch.equal(a[key], b[key]), key
     log_a = (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()
     log_b = (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()
-    assert [json.loads(x)["iteration"] for x in log_b] == list(range(1, 7))
+    assert [json.loads(x)["iteration"] for x in log_b] == list(range(1, 9))  # epochs 0..3, as DHC's loop
     strip = lambda rows: [{k: v for k, v in json.loads(r).items() if not k.endswith("_s")} for r in rows]  # noqa: E731
     assert strip(log_a) == strip(log_b)
     assert (tmp_path / "resumed" / "validation.csv").read_text() == (
@@ -137,9 +137,9 @@ def test_outputs_carry_provenance_and_the_best_epoch(data_dir, tmp_path):
     assert model["provenance"]["dataset"] == "tiny" and model["provenance"]["seed"] == 0
     assert {"code_version", "packages", "host"} <= set(model["provenance"])
     validation = (tmp_path / "validation.csv").read_text().splitlines()
-    assert validation[0] == "epoch,iteration,eval_mean_dice" and len(validation) == 4
+    assert validation[0] == "epoch,iteration,eval_mean_dice" and len(validation) == 5  # after epochs 0..3
     dices = [float(line.split(",")[2]) for line in validation[1:]]
-    assert model["best_epoch"] == 1 + int(np.argmax(dices))
+    assert model["best_epoch"] == int(np.argmax(dices))
     assert model["best_eval_dice"] == pytest.approx(max(dices), abs=1e-4)
 
 
@@ -177,19 +177,20 @@ def test_sigterm_checkpoints_and_the_rerun_resumes_above_step_zero(data_dir, tmp
     assert process.returncode == 143, output
     assert "stopped at iteration" in output
     stopped_at = torch.load(out / "state" / "checkpoint.pt", weights_only=False)["iteration"]
-    assert 0 < stopped_at < 100
+    assert 0 < stopped_at < 125
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"resuming from {out / 'state' / 'checkpoint.pt'} at iteration {stopped_at}" in rerun.stdout
     iterations = [json.loads(line)["iteration"] for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert iterations == list(range(1, 101))
+    assert iterations == list(range(1, 126))  # epochs 0..4 of 25 iterations
 
 
 def test_poly_schedule_and_mixed_precision_choice():
     assert poly_lr(0.03, 0, 200, 0.9) == 0.03
     assert poly_lr(0.03, 100, 200, 0.9) == pytest.approx(0.03 * 0.5**0.9)
-    assert autocast_dtype("auto", torch.device("cpu")) is None
-    assert autocast_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    for amp in ("auto", "fp16", "bf16", "off"):  # never on the CPU
+        assert autocast_dtype(amp, torch.device("cpu")) is None
+    assert TrainSettings().amp == "fp16"  # DHC: fp16 autocast with a gradient scaler
     with pytest.raises(ValueError, match="amp"):
         autocast_dtype("fp8", torch.device("cpu"))
 
@@ -208,8 +209,10 @@ def test_labelled_patch_sampling_follows_the_method_or_the_class_balanced_switch
         "labelled_sampler",
         lambda patch, probs: seen.append(probs) or __import__("torchio").UniformSampler(patch),
     )
-    for method, balanced in (("supervised", False), ("supervised", True), ("cld", False)):
-        trainer = Trainer(method, {}, tiny_settings(class_balanced=balanced), tiny_data(data_dir), tmp_path, seed=0)
+    runs = (("supervised", {}, False), ("supervised", {}, True), ("cld", {"weighted_sampling": True}, False))
+    for method, method_settings, balanced in runs:
+        settings = tiny_settings(class_balanced=balanced)
+        trainer = Trainer(method, method_settings, settings, tiny_data(data_dir), tmp_path, seed=0)
         trainer.method.initialise(engine.labelled_voxel_counts(trainer.data))
         trainer.streams()
     assert seen[0] is None
@@ -227,3 +230,105 @@ def test_the_command_line_names_a_bad_setting_without_a_traceback(data_dir, tmp_
     assert result.returncode == 1
     assert "micd train: error: method 'micd' has no setting(s) ['mask_ration']" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class PoisonedFrom(Trainer):
+    """A trainer whose loss turns NaN from a given iteration on; it checks each skipped step."""
+
+    poison_from = 1  # 0-based iteration
+    skipped_rows: list
+
+    def step(self, streams, lr):
+        original = self.method.training_step
+
+        def poisoned(batch, progress):
+            terms = original(batch, progress)
+            if progress.iteration >= self.poison_from:
+                terms["loss"] = terms["loss"] * float("nan")
+            return terms
+
+        self.method.training_step = poisoned
+        weights = {k: v.clone() for k, v in self.method.state_dict().items() if "running" not in k}
+        optimiser = {k: o.state_dict() for k, o in self.optimisers.items()}
+        momenta = [b.clone() for o in optimiser.values() for s in o["state"].values() for b in s.values()]
+        try:
+            row = super().step(streams, lr)
+        finally:
+            self.method.training_step = original
+        if row.get("skipped"):
+            after = self.method.state_dict()
+            assert all(torch.equal(v, after[k]) for k, v in weights.items() if "num_batches" not in k)
+            after_optimiser = [
+                b for o in self.optimisers.values() for s in o.state_dict()["state"].values() for b in s.values()
+            ]
+            assert all(torch.equal(a, b) for a, b in zip(momenta, after_optimiser))
+            self.skipped_rows.append(row)
+        return row
+
+
+def test_a_non_finite_loss_changes_no_weight_is_logged_and_a_run_of_them_stops(data_dir, tmp_path, capsys):
+    from micd.engine import TrainingError
+
+    trainer = PoisonedFrom("supervised", {}, tiny_settings(max_bad_steps=3), tiny_data(data_dir), tmp_path, seed=0)
+    trainer.skipped_rows = []
+    with pytest.raises(TrainingError, match=r"iteration 4 \(epoch 1\): 3 steps in a row skipped.*non-finite loss"):
+        trainer.fit()
+    assert [row["iteration"] for row in trainer.skipped_rows] == [2, 3]  # the third raised
+    assert all(row["loss"] is None and row["skipped"].startswith("non-finite loss") for row in trainer.skipped_rows)
+    assert "iteration 2: update skipped, non-finite loss" in capsys.readouterr().out
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_single_bad_step_is_skipped_and_training_goes_on(data_dir, tmp_path):
+    class OneBadStep(PoisonedFrom):
+        def step(self, streams, lr):
+            self.poison_from = 2 if self.iteration == 2 else 10**9
+            return super().step(streams, lr)
+
+    trainer = OneBadStep("supervised", {}, tiny_settings(max_bad_steps=2), tiny_data(data_dir), tmp_path, seed=0)
+    trainer.skipped_rows = []
+    assert trainer.fit()
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [row["iteration"] for row in log if "skipped" in row] == [3]
+    assert len(log) == 8 and all(row["loss"] is not None for row in log if "skipped" not in row)
+
+
+def test_epochs_learning_rate_and_validation_follow_dhcs_loop(data_dir, tmp_path):
+    """DHC: epochs 0..max_epoch; the learning rate set at the end of epoch e is used in e + 1;
+    validation after every epoch whose index is a multiple of 10 (here: of validate_every)."""
+    settings = tiny_settings(max_epochs=4, iterations_per_epoch=1, validate_every=2, lr=0.1)
+    Trainer("supervised", {}, settings, tiny_data(data_dir), tmp_path, seed=0).fit()
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    dhc_lr = [0.1] + [0.1 * (1 - e / 4) ** 0.9 for e in range(4)]  # epoch 0 at the base rate, then poly(e - 1)
+    assert [row["epoch"] for row in log] == [0, 1, 2, 3, 4]
+    assert [row["lr"] for row in log] == pytest.approx(dhc_lr)
+    validated = [int(line.split(",")[0]) for line in (tmp_path / "validation.csv").read_text().splitlines()[1:]]
+    assert validated == [0, 2, 4]
+
+
+@pytest.mark.parametrize("validation", ["centre_crop", "sliding_window"])
+def test_validation_scores_the_configured_way(data_dir, tmp_path, validation, monkeypatch):
+    import micd.engine as engine
+
+    settings = tiny_settings(validation=validation)
+    trainer = Trainer("supervised", {}, settings, tiny_data(data_dir), tmp_path, seed=0)
+    calls = []
+    monkeypatch.setattr(
+        engine, "segment", lambda *a, **k: calls.append("window") or torch.zeros(20, 40, 40, dtype=torch.uint8)
+    )
+    dice = trainer.validate()
+    assert (calls == ["window"]) == (validation == "sliding_window")
+    label = np.load(data_dir / "labels" / "case_5.npy")
+    if validation == "sliding_window":  # all background against three organs: 0
+        assert dice == 0.0
+    else:
+        crop = engine.dhc_centre_crop(label, settings.patch_size)
+        with torch.no_grad():
+            logits = trainer.method.predict(
+                torch.from_numpy(
+                    engine.dhc_centre_crop(np.load(data_dir / "images" / "case_5.npy"), settings.patch_size)
+                )[None, None]
+            )
+        assert dice == pytest.approx(engine.dhc_validation_dice(logits.argmax(1)[0].numpy(), crop, NUM_CLASSES))
+    with pytest.raises(ValueError, match="validation"):
+        TrainSettings.from_dict({"validation": "whole"})

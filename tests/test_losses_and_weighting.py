@@ -23,18 +23,20 @@ def test_weighted_cross_entropy_is_a_weighted_mean_over_voxels():
 
 
 def test_soft_dice_is_over_foreground_classes_times_their_weights():
-    # two voxels, three classes, probabilities exactly one-hot-ish by large logits
+    # two voxels, three classes, probabilities one-hot by large logits
     logits = torch.full((1, 3, 2, 1, 1), -30.0)
     logits[0, 1, 0] = 30.0  # voxel 0 predicted class 1 (truth 1)
     logits[0, 1, 1] = 30.0  # voxel 1 predicted class 1 (truth 2)
     target = torch.tensor([1, 2]).reshape(1, 2, 1, 1)
-    # class 1: 2*1/(2+1) = 2/3 -> loss 1/3 ; class 2: dice ~0 -> loss 1
-    assert weighted_soft_dice(logits, target).item() == pytest.approx((1 / 3 + 1) / 2, abs=1e-4)
+    # smooth 1 (DHC's DC_and_CE_loss): class 1 (2*1 + 1)/(3 + 1) -> loss 1/4; class 2 (0 + 1)/(1 + 1) -> 1/2
+    assert weighted_soft_dice(logits, target).item() == pytest.approx((1 / 4 + 1 / 2) / 2, abs=1e-6)
     weight = torch.tensor([5.0, 2.0, 0.5])
-    assert weighted_soft_dice(logits, target, weight).item() == pytest.approx((2 / 3 + 0.5) / 2, abs=1e-4)
+    assert weighted_soft_dice(logits, target, weight).item() == pytest.approx((2 / 4 + 0.5 / 2) / 2, abs=1e-6)
     assert dice_ce(logits, target, weight).item() == pytest.approx(
-        weighted_cross_entropy(logits, target, weight).item() + (2 / 3 + 0.5) / 2, abs=1e-4
+        weighted_cross_entropy(logits, target, weight).item() + (2 / 4 + 0.5 / 2) / 2, abs=1e-6
     )
+    # a smaller smooth: class 2, absent from the prediction, costs almost a whole loss of 1
+    assert weighted_soft_dice(logits, target, smooth=1e-8).item() == pytest.approx((1 / 3 + 1) / 2, abs=1e-6)
 
 
 def test_distdw_weights_from_counts_and_blend():
@@ -65,18 +67,19 @@ def test_diffdw_follows_the_learning_and_unlearning_rule():
 
     first = [0, 1, 1, 1]  # dice bg 2/3, fg 4/5
     second = [0, 0, 1, 0]  # dice bg 4/5, fg 2/3
-    weighting.update(logits_predicting(first), labels, torch.zeros(0))
-    assert torch.equal(weighting.weights, torch.full((2,), 2.0))  # first call only remembers
+    weighting.update(logits_predicting(first), labels, torch.zeros(0))  # against d_0 = 1e-8: both learnt
     weighting.update(logits_predicting(second), labels, torch.zeros(0))
-    d0 = torch.tensor([2 / 3, 4 / 5])
-    d1 = torch.tensor([4 / 5, 2 / 3])
-    change = (d1 - d0) * torch.log(d1 / d0)
+    d0, d1, d2 = torch.full((2,), 1e-8), torch.tensor([2 / 3, 4 / 5]), torch.tensor([4 / 5, 2 / 3])
     m = 49 / 50
-    learn = (1 - m) * torch.where(d1 > d0, change, torch.zeros(2))
-    unlearn = (1 - m) * torch.where(d1 <= d0, change, torch.zeros(2))
-    beta = m + (1 - m) * (1 - d1)
+    learn = unlearn = torch.zeros(2)
+    beta = torch.ones(2)
+    for before, now in ((d0, d1), (d1, d2)):
+        change = (now - before) * torch.log(now / before)
+        learn = m * learn + (1 - m) * torch.where(now > before, change, torch.zeros(2))
+        unlearn = m * unlearn + (1 - m) * torch.where(now <= before, change, torch.zeros(2))
+        beta = m * beta + (1 - m) * (1 - now)
     score = ((unlearn + 1e-8) / (learn + 1e-8)) ** 0.2 * beta
-    assert torch.allclose(weighting.weights, 2 * score / score.max(), atol=1e-4)
+    assert torch.allclose(weighting.weights, 2 * score / score.max(), atol=1e-5)
     assert weighting.weights[1] == pytest.approx(2.0)  # the class that got worse weighs most
 
 

@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -132,7 +133,7 @@ def test_masking_off_makes_mcpc_cross_pseudo_supervision_on_clean_inputs(monkeyp
 def test_total_loss_is_supervised_plus_ramped_consistency():
     method = make("micd")
     terms = method.training_step(tiny_batch(), Progress(epoch=4, max_epochs=10, iteration=3))
-    beta = gaussian_rampup(4, 10, 0.1)
+    beta = gaussian_rampup(3, 10, 0.1)  # DHC: epoch 4 trains with the weight set at the end of epoch 3
     assert terms["beta"].item() == pytest.approx(beta)
     expected = terms["sup"] + beta * (terms["mcpc"] + terms["cfc"] + terms["cmd"])
     assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
@@ -202,33 +203,167 @@ def test_mean_teacher_consistency_is_on_the_unlabelled_half_against_the_teacher(
 
 
 def test_uamt_masks_out_uncertain_voxels():
-    method = make("uamt", mc_passes=3)
+    import math as _math
+
+    method = make("uamt")
     batch = tiny_batch()
     unlabelled = batch.image[2:]
     mean, entropy = method.uncertainty(unlabelled)
     assert mean.shape == (2, NUM_CLASSES, 16, 16, 16) and entropy.shape == (2, 1, 16, 16, 16)
     assert torch.allclose(mean.sum(1), torch.ones(2, 16, 16, 16), atol=1e-5)
-    assert not any(m.training for m in method.teacher.modules())  # dropout switched back off
+    assert method.teacher.training  # DHC's teacher: dropout on and batch statistics
+    # DHC's threshold: (0.75 + 0.25 ramp(epoch)) ln 2, whatever the number of classes
     early, late = (method.uncertainty_threshold(Progress(e, 10, 0)) for e in (0, 10))
-    import math as _math
-
-    assert early == pytest.approx((0.75 + 0.25 * _math.exp(-5)) * _math.log(NUM_CLASSES))
-    assert late == pytest.approx(_math.log(NUM_CLASSES))
+    assert early == pytest.approx((0.75 + 0.25 * _math.exp(-5)) * _math.log(2))
+    assert late == pytest.approx(_math.log(2))
+    assert make("uamt", threshold_classes=0).uncertainty_threshold(Progress(10, 10, 0)) == pytest.approx(
+        _math.log(NUM_CLASSES)
+    )
     # with a threshold of zero every voxel is uncertain and the consistency vanishes
     method.uncertainty_threshold = lambda progress: 0.0
-    probs = torch.rand(2, NUM_CLASSES, 16, 16, 16).softmax(1)
-    assert method.consistency(probs, unlabelled, Progress(1, 10, 0)).item() == 0.0
+    logits = torch.randn(2, NUM_CLASSES, 16, 16, 16)
+    assert method.consistency(logits, unlabelled, Progress(1, 10, 0)).item() == 0.0
+    # in eval mode the teacher keeps its statistics and only its dropout runs for the passes
+    frozen = make("uamt", teacher_mode="eval")
+    assert not frozen.teacher.training
+    frozen.uncertainty(unlabelled)
+    assert not any(m.training for m in frozen.teacher.modules())
 
 
-def test_cld_weights_rare_classes_and_samples_patches_around_them():
+def test_uamt_ema_follows_the_epoch_as_dhc_or_the_iteration():
+    for step, progress, expected in (("epoch", Progress(2, 10, 500), 2 / 3), ("iteration", Progress(2, 10, 3), 0.75)):
+        method = make("uamt", ema_step=step)
+        before = [p.clone() for p in method.teacher.parameters()]
+        with torch.no_grad():
+            for p in method.student.parameters():
+                p.add_(1.0)
+        method.after_step(progress)
+        for t, old, s_ in zip(method.teacher.parameters(), before, method.student.parameters()):
+            assert torch.allclose(t, expected * old + (1 - expected) * s_)
+
+
+def test_cld_weights_rare_classes_and_crops_uniformly_as_dhc():
     method = make("cld", weight_power=0.5)
     counts = torch.tensor([1000.0, 250.0, 40.0, 10.0], dtype=torch.float64)
     method.initialise(counts)
     expected = torch.tensor([1.0, 2.0, 5.0, 10.0])
     assert torch.allclose(method.weighting_a.weights, expected, atol=1e-4)
-    assert torch.allclose(method.weighting_b.weights, expected, atol=1e-4)
+    assert method.weighting_b is method.weighting_a
     before = method.weighting_a.weights.clone()
-    method.training_step(tiny_batch(), Progress(5, 10, 3))
+    terms = method.training_step(tiny_batch(), Progress(5, 10, 3))
+    assert set(terms) == {"loss", "sup", "mcpc", "beta"}
     assert torch.equal(method.weighting_a.weights, before)  # fixed, not updated from predictions
-    assert method.patch_label_probabilities() == pytest.approx({0: 1.0, 1: 2.0, 2: 5.0, 3: 10.0}, abs=1e-4)
-    assert make("cld", weighted_sampling=False).patch_label_probabilities() is None
+    assert method.patch_label_probabilities() is None  # DHC's train_cld.py crops uniformly
+    sampled = make("cld", weight_power=0.5, weighted_sampling=True)
+    sampled.initialise(counts)
+    assert sampled.patch_label_probabilities() == pytest.approx({0: 1.0, 1: 2.0, 2: 5.0, 3: 10.0}, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["dhc", "cps", "cld", "distdw", "diffdw"])
+def test_methods_without_teachers_build_and_update_none(name):
+    method = make(name)
+    assert method.teachers() == [] and not hasattr(method, "teacher_a")
+    assert not any("teacher" in key for key in method.state_dict())
+    method.after_step(Progress(1, 10, 1))  # nothing to update
+    assert len(make("micd").teachers()) == 2
+    assert len(make("dhc", inference="teachers").teachers()) == 2
+
+
+def conv_weight_std(net: nn.Module) -> float:
+    conv = next(m for m in net.modules() if isinstance(m, nn.Conv3d) and m.weight.shape[1] > 1)
+    return conv.weight.std().item()
+
+
+def test_networks_are_initialised_as_dhcs_scripts():
+    torch.manual_seed(0)
+    from micd.nets import VNet
+    from micd.nets.vnet import initialise
+
+    # kaiming: std sqrt(2 / fan_in); xavier: std sqrt(2 / (fan_in + fan_out)); biases untouched
+    net = VNet(NUM_CLASSES, n_filters=8, init="default")
+    conv = net.encoder[1][0]  # 16 -> 16 channels, 3x3x3
+    bias = conv.bias.clone()
+    transposed = net.up[0][0].weight.clone()
+    initialise(net, "kaiming")
+    assert conv.weight.std().item() == pytest.approx((2 / (16 * 27)) ** 0.5, rel=0.1)
+    assert torch.equal(conv.bias, bias) and torch.equal(net.up[0][0].weight, transposed)
+    initialise(net, "xavier")
+    assert conv.weight.std().item() == pytest.approx((2 / (16 * 27 + 16 * 27)) ** 0.5, rel=0.1)
+    # which rows use which: DHC Kaiming twice, CPS/CLD Kaiming + Xavier, UA-MT and the V-Nets PyTorch's
+    inits = {
+        "dhc": ("kaiming", "kaiming"),
+        "micd": ("kaiming", "kaiming"),
+        "cps": ("kaiming", "xavier"),
+        "cld": ("kaiming", "xavier"),
+    }
+    for name, pair in inits.items():
+        s = make(name).settings
+        assert (s.init_a, s.init_b) == pair
+    for name in ("supervised", "fully", "uamt", "mean_teacher"):
+        assert make(name).settings.init == "default"
+    with pytest.raises(ValueError, match="kaiming"):
+        VNet(NUM_CLASSES, n_filters=2, init="he")
+
+
+def test_cfc_kl_is_summed_over_channels_and_averaged_over_voxels():
+    # two voxels, two channels; softmax of (0, ln 3) is (1/4, 3/4), of (0, 0) is (1/2, 1/2)
+    a = torch.tensor([[0.0, 0.0], [math.log(3), 0.0]]).reshape(1, 2, 2)
+    b = torch.zeros(1, 2, 2)
+    kl_ab = [0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5), 0.0]
+    kl_ba = [0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75), 0.0]
+    assert feature_distance(a, b, "kl_one_sided").item() == pytest.approx(sum(kl_ab) / 2, abs=1e-6)
+    assert feature_distance(a, b, "kl").item() == pytest.approx((sum(kl_ab) + sum(kl_ba)) / 4, abs=1e-6)
+    # summed over channels: C times the channel mean the "mse" form used to take
+    wide = torch.randn(1, 64, 4, 4, 4)
+    assert (
+        feature_distance(wide, wide.roll(1, 1), "kl").item()
+        > 20 * feature_distance(wide, wide.roll(1, 1), "mse").item()
+    )
+
+
+@pytest.mark.parametrize("direction", ["masked_prediction", "clean_prediction"])
+def test_mcpc_direction_decides_which_prediction_learns(direction, monkeypatch):
+    import micd.methods.micd as micd_module
+
+    calls = []
+    monkeypatch.setattr(
+        micd_module,
+        "weighted_cross_entropy",
+        lambda logits, target, weight=None: calls.append((logits, target)) or logits.sum() * 0,
+    )
+    method = make("micd", mcpc_direction=direction, cmd=False, cfc=False)
+    outputs = {}
+    for name in ("student_a", "student_b"):
+        getattr(method, name).register_forward_hook(lambda m, i, o, name=name: outputs.setdefault(name, []).append(o))
+    method.training_step(tiny_batch(), Progress(5, 10, 3))
+    (clean_a, masked_a), (clean_b, masked_b) = outputs["student_a"], outputs["student_b"]
+    masked_a, masked_b = masked_a[0], masked_b[0]  # the masked passes return (logits, features)
+    (learner_a, target_a), (learner_b, target_b) = calls
+    if direction == "masked_prediction":  # CE(q_A, argmax p_B) + CE(q_B, argmax p_A)
+        assert learner_a is masked_a and torch.equal(target_a, clean_b.argmax(1))
+        assert learner_b is masked_b and torch.equal(target_b, clean_a.argmax(1))
+    else:  # Eq. (3) literally: CE(p_A, argmax q_B) + CE(p_B, argmax q_A)
+        assert learner_a is clean_a and torch.equal(target_a, masked_b.argmax(1))
+        assert learner_b is clean_b and torch.equal(target_b, masked_a.argmax(1))
+    with pytest.raises(ValueError, match="mcpc_direction"):
+        make("micd", mcpc_direction="both")
+
+
+def test_masked_passes_leave_batchnorm_running_statistics_to_the_clean_pass():
+    method = build_method("micd", {}, NUM_CLASSES, n_filters=2, dropout=0.0).train()  # no dropout: reproducible
+    batch = tiny_batch()
+    reference = build_method("micd", {}, NUM_CLASSES, n_filters=2, dropout=0.0).train()  # a clean forward only
+    reference.load_state_dict(method.state_dict())
+    method.training_step(batch, Progress(5, 10, 3))
+    reference.student_a(batch.image)
+    reference.student_b(batch.image)
+    for (key, ours), theirs in zip(method.state_dict().items(), reference.state_dict().values()):
+        if "running" in key or "num_batches" in key:
+            assert torch.equal(ours, theirs), key
+    # and the masked pass does normalise with the batch's own statistics (training mode)
+    from micd.methods.micd import frozen_batchnorm_statistics
+
+    net = method.student_a
+    with frozen_batchnorm_statistics(net):
+        masked = net(batch.image * 0.5)
+    assert not torch.allclose(masked, net.eval()(batch.image * 0.5))

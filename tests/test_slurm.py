@@ -267,7 +267,7 @@ def test_a_preempted_training_job_is_resubmitted_and_resumes_from_its_checkpoint
     slurm_cluster: Cluster, slurm_run: SlurmRun
 ):
     workdir = slurm_run.workdir
-    long_training = {**TINY_CONFIG["train"], "max_epochs": 4, "iterations_per_epoch": 50, "checkpoint_every": 5}
+    long_training = {**TINY_CONFIG["train"], "max_epochs": 3, "iterations_per_epoch": 50, "checkpoint_every": 5}
     (workdir / "preemption.yaml").write_text(yaml.safe_dump({**SLURM_CONFIG, "seeds": [1], "train": long_training}))
     target = "results/synthetic/runs/5p/supervised/seed1/model.pt"
     run_dir = workdir / Path(target).parent

@@ -28,7 +28,7 @@ TINY_CONFIG = {
     "seeds": [0],
     "preprocess": {"grid": [16, 32, 32]},
     "train": {
-        "max_epochs": 2,
+        "max_epochs": 1,  # epochs 0 and 1, as DHC's loop counts
         "iterations_per_epoch": 2,
         "n_filters": 2,
         "patch_size": [16, 32, 32],

@@ -34,7 +34,7 @@ from micd.data.loaders import (
 )
 from micd.errors import SettingsError
 from micd.evaluation.inference import segment
-from micd.evaluation.metrics import mean_foreground_dice
+from micd.evaluation.metrics import dhc_centre_crop, dhc_validation_dice, mean_foreground_dice
 from micd.methods import Batch, Method, Progress, build_method
 from micd.provenance import atomic_torch_save, provenance
 
@@ -43,7 +43,7 @@ from micd.provenance import atomic_torch_save, provenance
 class TrainSettings:
     """Settings of the training loop; defaults are DHC's protocol (docs/method.md, section 3)."""
 
-    max_epochs: int = 200
+    max_epochs: int = 200  # DHC's -ep: its loop trains epochs 0 .. max_epochs
     iterations_per_epoch: int | None = None  # None: one pass over the unlabelled set
     lr: float = 3e-2
     momentum: float = 0.9
@@ -59,11 +59,15 @@ class TrainSettings:
     queue_length: int = 16
     num_workers: int = 0
     class_balanced: bool = False  # labelled patches centred on every class equally often
-    validate_every: int = 10  # epochs
+    validate_every: int = 10  # epochs: after every epoch whose index is a multiple of it, as DHC
+    validation: str = "centre_crop"  # DHC: one centre crop per eval case; or "sliding_window"
     early_stop_patience: int | None = 50  # epochs without a better eval Dice; None: never stop
     window_stride: list[int] = field(default_factory=lambda: [16, 32, 32])
     checkpoint_every: int = 100  # iterations; a checkpoint is also written after every epoch
-    amp: str = "auto"  # "auto": bf16 where supported, else fp16 on CUDA; off on CPU. Or "off", "bf16", "fp16"
+    amp: str = (
+        "fp16"  # DHC: fp16 autocast and a gradient scaler. Or "bf16", "auto" (bf16 where supported), "off"; off on CPU
+    )
+    max_bad_steps: int = 20  # consecutive steps with a non-finite loss or gradient before the run stops
     device: str = "auto"
 
     @classmethod
@@ -72,7 +76,19 @@ class TrainSettings:
         unknown = sorted(set(values) - known)
         if unknown:
             raise SettingsError(f"unknown train setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        settings = cls(**values)
+        if settings.validation not in VALIDATION_MODES:
+            raise SettingsError(
+                f"train.validation must be one of {list(VALIDATION_MODES)}, got {settings.validation!r}"
+            )
+        return settings
+
+
+VALIDATION_MODES = ("centre_crop", "sliding_window")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss stayed non-finite); the message names the iteration."""
 
 
 @dataclass
@@ -97,17 +113,21 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The mixed-precision dtype to use, or None for full precision."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+    """The mixed-precision dtype to use, or None for full precision (always on the CPU)."""
+    if amp not in AMP_MODES:
+        raise SettingsError(f"train.amp must be one of {list(AMP_MODES)}, got {amp!r}")
+    if amp == "off" or device.type != "cuda":
         return None
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp in ("bf16", "fp16"):
-        return torch.bfloat16 if amp == "bf16" else torch.float16
-    raise SettingsError(f"train.amp must be 'auto', 'off', 'bf16' or 'fp16', got {amp!r}")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+AMP_MODES = ("fp16", "bf16", "auto", "off")
 
 
 def poly_lr(base_lr: float, epoch: int, max_epochs: int, power: float) -> float:
+    """``base_lr (1 - epoch / max_epochs)^power``; DHC's ``poly_lr``, given the schedule epoch."""
     return base_lr * (1 - epoch / max_epochs) ** power
 
 
@@ -205,6 +225,7 @@ class Trainer:
         self.iteration = 0
         self.best_dice = -1.0
         self.best_epoch = -1
+        self.bad_steps = 0  # consecutive skipped updates
         self._stop_requested = False
 
     def request_stop(self) -> None:
@@ -319,39 +340,60 @@ class Trainer:
 
     # ----- validation -----------------------------------------------------------------
     def validate(self) -> float:
+        """Mean foreground Dice (%) over the eval cases, by ``settings.validation``:
+
+        - ``centre_crop`` (DHC): one patch-sized centre crop per case, one forward pass, scored
+          with DHC's soft Dice at smooth 1e-8 (a class absent from crop and prediction scores 50);
+        - ``sliding_window``: the whole case segmented as at test time, scored as the tables are.
+        """
+        s = self.settings
         self.method.eval()
         dices = []
-        for case_id in self.data.eval:
-            image_path, label_path = case_paths(self.data.data_dir, case_id)
-            volume = torch.from_numpy(np.load(image_path))
-            prediction = segment(
-                self.method.predict, volume, self.settings.patch_size, self.settings.window_stride, device=self.device
-            )
-            dices.append(mean_foreground_dice(prediction.numpy(), np.load(label_path), self.data.num_classes))
+        with torch.no_grad():
+            for case_id in self.data.eval:
+                image_path, label_path = case_paths(self.data.data_dir, case_id)
+                image, label = np.load(image_path), np.load(label_path)
+                if s.validation == "centre_crop":
+                    image, label = dhc_centre_crop(image, s.patch_size), dhc_centre_crop(label, s.patch_size)
+                    logits = self.method.predict(
+                        torch.from_numpy(np.ascontiguousarray(image))[None, None].to(self.device)
+                    )
+                    prediction = logits.argmax(1)[0].cpu().numpy()
+                    dices.append(dhc_validation_dice(prediction, label, self.data.num_classes))
+                else:
+                    prediction = segment(
+                        self.method.predict, torch.from_numpy(image), s.patch_size, s.window_stride, device=self.device
+                    )
+                    dices.append(mean_foreground_dice(prediction.numpy(), label, self.data.num_classes))
         self.method.train()
         return float(np.mean(dices))
 
-    def _validate_and_select(self, validation_log) -> bool:
-        """Validate at the protocol's interval; keep the best model. True: stop early."""
+    def _validate_and_select(self, epoch: int, validation_log) -> bool:
+        """After epoch ``epoch`` (DHC: every epoch whose index is a multiple of ``validate_every``),
+        validate and keep the best model. True: stop early."""
         s = self.settings
-        if not self.data.eval or not (self.epoch % s.validate_every == 0 or self.epoch == s.max_epochs):
+        if not self.data.eval or epoch % s.validate_every:
             return False
         dice = self.validate()
-        validation_log.write(f"{self.epoch},{self.iteration},{dice:.4f}\n")
+        validation_log.write(f"{epoch},{self.iteration},{dice:.4f}\n")
         validation_log.flush()
-        print(f"epoch {self.epoch}/{s.max_epochs}: eval mean Dice {dice:.2f}", flush=True)
+        print(f"epoch {epoch}/{s.max_epochs}: eval mean Dice {dice:.2f}", flush=True)
         if dice > self.best_dice:
-            self.best_dice, self.best_epoch = dice, self.epoch
+            self.best_dice, self.best_epoch = dice, epoch
             atomic_torch_save(self._model_payload(), self.state_dir / "best.pt")
             return False
-        if s.early_stop_patience is not None and self.epoch - self.best_epoch >= s.early_stop_patience:
+        if s.early_stop_patience is not None and epoch - self.best_epoch >= s.early_stop_patience:
             print(f"early stop: no better eval Dice since epoch {self.best_epoch}", flush=True)
             return True
         return False
 
     # ----- the loop -------------------------------------------------------------------
     def fit(self) -> bool:
-        """Train to the end (True) or until a stop is requested (False, after a checkpoint)."""
+        """Train to the end (True) or until a stop is requested (False, after a checkpoint).
+
+        As DHC's loop: epochs 0 .. ``max_epochs``; epoch e trains at the learning rate (and
+        consistency weight) of schedule epoch ``max(e - 1, 0)``.
+        """
         s = self.settings
         self.state_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.resume()
@@ -370,12 +412,12 @@ class Trainer:
             stop_on_sigterm(self),
         ):
             self.method.train()
-            while self.epoch < s.max_epochs:
+            while self.epoch <= s.max_epochs:
                 self.epoch_data_state = self.data_random.state
                 streams = self.streams()
                 for _ in range(self.done_in_epoch):  # resumed mid-epoch: replay the data seen
                     self._next_batch(streams)
-                lr = poly_lr(s.lr, self.epoch, s.max_epochs, s.poly_power)
+                lr = poly_lr(s.lr, max(self.epoch - 1, 0), s.max_epochs, s.poly_power)
                 for optimiser in self.optimisers.values():
                     for group in optimiser.param_groups:
                         group["lr"] = lr
@@ -383,7 +425,7 @@ class Trainer:
                 bar = tqdm(
                     total=per_epoch,
                     initial=self.done_in_epoch,
-                    desc=f"epoch {self.epoch + 1}/{s.max_epochs}",
+                    desc=f"epoch {self.epoch}/{s.max_epochs}",
                     disable=None,
                     leave=False,
                     dynamic_ncols=True,
@@ -392,7 +434,7 @@ class Trainer:
                     row = self.step(streams, lr)
                     log.write(json.dumps(row) + "\n")
                     self.done_in_epoch += 1
-                    bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
+                    bar.set_postfix(loss=row["loss"], refresh=False)
                     bar.update()
                     if self._stop_requested or self.iteration % s.checkpoint_every == 0:
                         log.flush()
@@ -403,10 +445,11 @@ class Trainer:
                             )
                             return False
                 bar.close()
+                finished = self.epoch
                 self.epoch += 1
                 self.done_in_epoch = 0
                 self.epoch_data_state = self.data_random.state
-                stop_early = self._validate_and_select(validation_log)
+                stop_early = self._validate_and_select(finished, validation_log)
                 log.flush()
                 self.save_checkpoint()
                 if stop_early:
@@ -422,6 +465,9 @@ class Trainer:
             atomic_write(self.out_dir / name, (self.state_dir / name).read_text())
 
     def step(self, streams, lr: float) -> dict[str, Any]:
+        """One iteration. A non-finite loss (or, without a gradient scaler, a non-finite gradient)
+        changes no weight and no optimiser state: the update is skipped and logged, and
+        ``max_bad_steps`` such steps in a row stop the run with a :class:`TrainingError`."""
         started = time.perf_counter()
         batch = self._next_batch(streams)
         data_ready = time.perf_counter()
@@ -431,23 +477,60 @@ class Trainer:
             terms = self.method.training_step(batch, progress)
         for optimiser in self.optimisers.values():
             optimiser.zero_grad(set_to_none=True)
-        self.scaler.scale(terms["loss"]).backward()
-        for optimiser in self.optimisers.values():
-            self.scaler.step(optimiser)
-        self.scaler.update()
-        self.method.after_step(progress)
+        skipped = self._skip_reason(terms["loss"])
+        if skipped is None:
+            self.scaler.scale(terms["loss"]).backward()
+            if not self.scaler.is_enabled():
+                skipped = self._skip_reason_of_gradients()
+        if skipped is None:
+            for optimiser in self.optimisers.values():
+                self.scaler.step(optimiser)  # with a scaler, it skips steps whose gradients overflowed
+            self.scaler.update()
+            self.method.after_step(progress)
+            self.bad_steps = 0
+        else:
+            for optimiser in self.optimisers.values():
+                optimiser.zero_grad(set_to_none=True)
+            self.bad_steps += 1
+            print(f"iteration {self.iteration + 1}: update skipped, {skipped}", flush=True)
+            if self.bad_steps >= self.settings.max_bad_steps:
+                raise TrainingError(
+                    f"iteration {self.iteration + 1} (epoch {self.epoch}): {self.bad_steps} steps in a row skipped, "
+                    f"the last for {skipped}; terms {_finite_or_none(terms)}. Lower train.lr, or set train.amp "
+                    "to 'fp16' (a gradient scaler) or 'off'."
+                )
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         finished = time.perf_counter()
         self.iteration += 1
-        return {
+        row = {
             "epoch": self.epoch,
             "iteration": self.iteration,
             "lr": lr,
-            **{k: round(float(v.detach()), 6) for k, v in terms.items()},
+            **_finite_or_none(terms),
             "data_s": round(data_ready - started, 5),
             "compute_s": round(finished - data_ready, 5),
         }
+        if skipped is not None:
+            row["skipped"] = skipped
+        return row
+
+    @staticmethod
+    def _skip_reason(loss: torch.Tensor) -> str | None:
+        return None if bool(torch.isfinite(loss.detach())) else f"non-finite loss ({float(loss.detach())})"
+
+    def _skip_reason_of_gradients(self) -> str | None:
+        for name, net in self.method.students().items():
+            grads = [p.grad for p in net.parameters() if p.grad is not None]
+            if grads and not bool(torch.isfinite(torch.stack([g.detach().abs().sum() for g in grads])).all()):
+                return f"non-finite gradient in {name}"
+        return None
+
+
+def _finite_or_none(terms: dict[str, torch.Tensor]) -> dict[str, float | None]:
+    """Loss terms for the JSON log, rounded; a non-finite value becomes null."""
+    values = {k: float(v.detach()) for k, v in terms.items()}
+    return {k: round(v, 6) if math.isfinite(v) else None for k, v in values.items()}
 
 
 def _keep_rows(path: Path, keep) -> None:

@@ -1,10 +1,20 @@
 """Deterministic preprocessing, done once: clip to the HU window, min-max, whole-volume resample.
 
-Two modes: ``dhc`` resizes every volume to one fixed grid and ignores voxel spacing (DHC's
-protocol, for numbers comparable with the published ones); ``spacing`` resamples every volume
-to one target voxel spacing, so shapes differ between cases. Images are resampled trilinearly,
-labels by nearest neighbour. ``cases.csv`` keeps each case's transform, so a label map on the
-preprocessed grid can be put back on the source file's grid (:func:`restore_original`).
+Three modes:
+
+- ``grid``: every volume resized to one fixed grid, voxel spacing ignored: DHC's AMOS
+  (``code/data/preprocess_amos.py`` resizes the raw HU volume to 80x160x160; its loader then
+  clips and min-max scales the resized volume);
+- ``half_inplane``: every volume keeps its slice count and its in-plane size is halved: DHC's
+  Synapse (its loader clips and min-max scales the volume at full size, its crops and its test
+  code then halve H and W);
+- ``spacing``: every volume resampled to one target voxel spacing (window first), so shapes
+  differ between cases.
+
+Images are resampled trilinearly (``F.interpolate``, no corner alignment), labels by nearest
+neighbour: in the two DHC modes by ``F.interpolate``'s ``nearest`` as DHC does, in ``spacing``
+by ``nearest-exact`` (voxel centres). ``cases.csv`` keeps each case's transform, so a label map
+on the preprocessed grid can be put back on the source file's grid (:func:`restore_original`).
 
 Arrays are stored in (D, H, W) = (z, y, x) order, the transpose of NIfTI's (x, y, z).
 Output (built in a temporary sibling and renamed into place)::
@@ -36,7 +46,8 @@ from micd.data.errors import case_error
 from micd.data.io import Volume, load_nifti, write_csv
 from micd.errors import SettingsError
 
-MODES = ("dhc", "spacing")
+MODES = ("grid", "half_inplane", "spacing")
+DHC_MODES = ("grid", "half_inplane")
 CASE_COLUMNS = (
     "case_id",
     "subset",
@@ -89,11 +100,20 @@ def resize_image(volume: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
     return resized[0, 0].numpy()
 
 
-def resize_label(label: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label volume to ``grid``; ids are copied, never blended."""
+def resize_label(label: np.ndarray, grid: tuple[int, int, int], mode: str = "nearest-exact") -> np.ndarray:
+    """Nearest-neighbour resize of a label volume to ``grid``; ids are copied, never blended.
+
+    ``mode``: ``nearest-exact`` picks the source voxel whose centre is nearest; ``nearest``
+    (DHC's) the one at ``floor(g * n / G)``.
+    """
     # float32 holds every id up to 2**24 exactly, so the round trip keeps ids exact.
-    resized = F.interpolate(_batch(label), size=grid, mode="nearest-exact")
+    resized = F.interpolate(_batch(label), size=grid, mode=mode)
     return resized[0, 0].numpy().astype(label.dtype)
+
+
+def label_resampling(mode: str) -> str:
+    """How a mode resamples labels (``F.interpolate``'s mode), also on the way back."""
+    return "nearest" if mode in DHC_MODES else "nearest-exact"
 
 
 def preprocess(
@@ -102,14 +122,14 @@ def preprocess(
     grid: tuple[int, int, int] | None = None,
     hu_window: tuple[float, float] = (-75.0, 275.0),
     num_classes: int = 16,
-    mode: str = "dhc",
+    mode: str = "grid",
     spacing: tuple[float, float, float] | None = None,
 ) -> None:
     """Preprocess every case of a conversion manifest; see the module docstring.
 
-    ``mode="dhc"`` resizes to ``grid`` (D, H, W); ``mode="spacing"`` resamples to ``spacing``
-    (D, H, W, mm). The canonical NIfTI files are read from the manifest's folder
-    (``images/``, ``labels/``).
+    ``mode="grid"`` resizes to ``grid`` (D, H, W); ``mode="half_inplane"`` halves H and W;
+    ``mode="spacing"`` resamples to ``spacing`` (D, H, W, mm). The canonical NIfTI files are
+    read from the manifest's folder (``images/``, ``labels/``).
     """
     manifest = Path(manifest)
     target = _check_target(mode, grid, spacing)
@@ -129,19 +149,26 @@ def preprocess(
 
 
 def _check_target(mode: str, grid, spacing) -> tuple:
-    """The mode's target: a grid of three positive sizes or a spacing of three positive mm."""
+    """The mode's target: a grid of three positive sizes, a spacing of three positive mm, or
+    nothing (``half_inplane``)."""
     if mode not in MODES:
         raise SettingsError(f"expected preprocessing mode in {MODES}, got {mode!r}")
-    target, what = (grid, "grid sizes") if mode == "dhc" else (spacing, "voxel spacings in mm")
+    if mode == "half_inplane":
+        return ()
+    target, what = (grid, "grid sizes") if mode == "grid" else (spacing, "voxel spacings in mm")
     if target is None or len(target) != 3 or min(target) <= 0:
         raise SettingsError(f"preprocessing mode {mode!r} needs three positive {what} (D, H, W), got {target}")
-    return tuple(int(n) for n in target) if mode == "dhc" else tuple(float(s) for s in target)
+    return tuple(int(n) for n in target) if mode == "grid" else tuple(float(s) for s in target)
 
 
 def target_shape(mode: str, target: tuple, shape_dhw: tuple[int, ...], spacing_dhw: tuple[float, ...]) -> tuple:
-    """The preprocessed shape of a volume: the fixed grid, or the shape at the target spacing."""
-    if mode == "dhc":
+    """The preprocessed shape of a volume: the fixed grid, the slice count with half the
+    in-plane size (rounded down, as DHC's ``H // 2``), or the shape at the target spacing."""
+    if mode == "grid":
         return tuple(target)
+    if mode == "half_inplane":
+        depth, height, width = shape_dhw
+        return (depth, height // 2, width // 2)
     return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape_dhw, spacing_dhw, target))
 
 
@@ -170,13 +197,19 @@ def grid_affine(case_row: Mapping[str, str]) -> np.ndarray:
 def restore_original(label_dhw: np.ndarray, case_row: Mapping[str, str]) -> Volume:
     """A label map on the preprocessed grid put back on the source file's voxel grid.
 
-    Nearest-neighbour resampling to the canonical shape, then the axis flips and permutations
-    that undo the conversion's reorientation; the result carries the source file's affine.
+    Nearest-neighbour resampling to the canonical shape (for DHC's floor-indexed label grids,
+    the inverse of that indexing), then the axis flips and permutations that undo the
+    conversion's reorientation; the result carries the source file's affine.
     """
     grid = _shape(case_row["grid"])
     if tuple(label_dhw.shape) != grid:
         raise case_error(case_row["case_id"], None, f"expected a label map of shape {grid}, got {label_dhw.shape}")
-    canonical = resize_label(label_dhw, _shape(case_row["original_shape"])).transpose(2, 1, 0)
+    original_shape = _shape(case_row["original_shape"])
+    if label_resampling(case_row.get("mode") or "spacing") == "nearest":
+        canonical = _undo_floor_sampling(label_dhw, original_shape)
+    else:
+        canonical = resize_label(label_dhw, original_shape)
+    canonical = canonical.transpose(2, 1, 0)
     source_affine = _affine(case_row, "source_affine")
     to_source = nib.orientations.ornt_transform(
         nib.orientations.axcodes2ornt(("R", "A", "S")), nib.orientations.io_orientation(source_affine)
@@ -189,6 +222,16 @@ def restore_original(label_dhw: np.ndarray, case_row: Mapping[str, str]) -> Volu
             f"restored shape {data.shape} differs from the source's {case_row['source_shape']}",
         )
     return Volume(data, source_affine)
+
+
+def _undo_floor_sampling(label_dhw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Back to ``shape`` from a grid sampled by ``F.interpolate(mode="nearest")``, which took grid
+    index g from source index ``floor(g n / G)``: each source voxel takes the grid voxel whose
+    sample lies nearest, ``g = round(i G / n)``."""
+    for axis, (n, g) in enumerate(zip(shape, label_dhw.shape)):
+        index = np.minimum(np.floor(np.arange(n) * g / n + 0.5).astype(np.int64), g - 1)
+        label_dhw = np.take(label_dhw, index, axis=axis)
+    return label_dhw
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -222,10 +265,13 @@ def _preprocess_case(
     spacing_dhw = image.spacing[::-1]
     grid = target_shape(mode, target, shape_dhw, spacing_dhw)
 
-    normalised = window_normalise(image.data.transpose(2, 1, 0), hu_window)
-    # Trilinear weights sum to 1 only up to rounding: clip to stay inside [0, 1].
-    grid_image = np.clip(resize_image(normalised, grid), 0.0, 1.0)
-    grid_label = resize_label(label.data.transpose(2, 1, 0), grid)
+    image_dhw = image.data.transpose(2, 1, 0)
+    if mode == "grid":  # DHC's AMOS: resample the raw HU values, then window the result
+        grid_image = window_normalise(resize_image(image_dhw, grid), hu_window)
+    else:
+        # Trilinear weights sum to 1 only up to rounding: clip to stay inside [0, 1].
+        grid_image = np.clip(resize_image(window_normalise(image_dhw, hu_window), grid), 0.0, 1.0)
+    grid_label = resize_label(label.data.transpose(2, 1, 0), grid, label_resampling(mode))
     _save_npy(out_dir / "images" / f"{case_id}.npy", grid_image.astype(np.float32))
     _save_npy(out_dir / "labels" / f"{case_id}.npy", grid_label.astype(np.uint8))
 
@@ -277,7 +323,7 @@ def _stats(
     return {
         "num_cases": len(results),
         "mode": mode,
-        ("grid" if mode == "dhc" else "spacing"): list(target),
+        **({mode: list(target)} if target else {}),  # the fixed grid or the target spacing
         "hu_window": list(hu_window),
         "num_classes": num_classes,
         "voxel_fraction": (counts[:num_classes] / counts.sum()).tolist(),

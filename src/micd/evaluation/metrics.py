@@ -228,3 +228,31 @@ def summarise(per_case: pd.DataFrame) -> pd.DataFrame:
         **{c: f"mean_{c}" for c in OPTIONAL_METRICS},
     }
     return summary.rename(columns=names)
+
+
+def dhc_centre_crop(volume: np.ndarray, patch_size: Sequence[int]) -> np.ndarray:
+    """The patch at the centre of a (D, H, W) volume, as DHC's ``CenterCrop`` takes it.
+
+    Offsets are ``round((n - p) / 2)`` of the unpadded size; a volume no larger than the patch
+    along any axis is first zero-padded by ``(p - n) // 2 + 3`` on both sides of every axis where
+    that is positive (DHC's rule, which for a size equal to the patch shifts the crop by 3).
+    """
+    shape = volume.shape
+    if any(n < p for n, p in zip(shape, patch_size)):
+        raise ValueError(f"volume {shape} is smaller than the validation patch {tuple(patch_size)}")
+    offsets = [int(round((n - p) / 2.0)) for n, p in zip(shape, patch_size)]
+    if any(n <= p for n, p in zip(shape, patch_size)):
+        padding = [max((p - n) // 2 + 3, 0) for n, p in zip(shape, patch_size)]
+        volume = np.pad(volume, [(pad, pad) for pad in padding])
+    return volume[tuple(slice(o, o + p) for o, p in zip(offsets, patch_size))]
+
+
+def dhc_validation_dice(prediction: np.ndarray, truth: np.ndarray, num_classes: int) -> float:
+    """Mean foreground Dice (%) as DHC's training scripts validate: per class
+    ``(2 tp + 1e-8) / (2 tp + fp + fn + 1e-8 + 1e-8)``, so a class absent from both scores 50."""
+    scores = []
+    for c in range(1, num_classes):
+        p, t = prediction == c, truth == c
+        tp = np.count_nonzero(p & t)
+        scores.append((2 * tp + 1e-8) / (np.count_nonzero(p) + np.count_nonzero(t) + 2e-8))
+    return float(100 * np.mean(scores))

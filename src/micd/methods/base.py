@@ -34,9 +34,15 @@ class Batch:
 
 @dataclass
 class Progress:
-    epoch: int  # 0-based epoch of this iteration
+    epoch: int  # epoch of this iteration, 0 .. max_epochs (DHC's loop runs max_epochs + 1 of them)
     max_epochs: int
     iteration: int  # 0-based global iteration
+
+    @property
+    def schedule_epoch(self) -> int:
+        """The epoch whose value the per-epoch schedules (learning rate, consistency weight) hold
+        now: DHC updates them at the end of each epoch, so epoch e trains with the value of e - 1."""
+        return max(self.epoch - 1, 0)
 
 
 def gaussian_rampup(epoch: float, rampup_epochs: float, beta_max: float) -> float:
@@ -48,8 +54,10 @@ def gaussian_rampup(epoch: float, rampup_epochs: float, beta_max: float) -> floa
 
 
 def scheduled_rampup(progress: Progress, rampup_epochs: float | None, maximum: float) -> float:
-    """The Gaussian ramp-up at this iteration's epoch; ``rampup_epochs=None`` ramps over the whole schedule."""
-    return gaussian_rampup(progress.epoch, progress.max_epochs if rampup_epochs is None else rampup_epochs, maximum)
+    """The Gaussian ramp-up of the consistency weight at this iteration's schedule epoch;
+    ``rampup_epochs=None`` ramps over the whole schedule."""
+    length = progress.max_epochs if rampup_epochs is None else rampup_epochs
+    return gaussian_rampup(progress.schedule_epoch, length, maximum)
 
 
 @torch.no_grad()
@@ -81,15 +89,19 @@ class Method(nn.Module):
     # "labelled": the ratio's labelled list; "train": every training case (upper bound)
     labelled_set: ClassVar[str] = "labelled"
 
-    def __init__(self, settings: Any, num_classes: int, network: Callable[[], nn.Module]) -> None:
+    def __init__(self, settings: Any, num_classes: int, network: Callable[..., nn.Module]) -> None:
         super().__init__()
         self.settings = settings
         self.num_classes = num_classes
         self._network = network
 
-    def new_network(self) -> nn.Module:
-        """A freshly initialised backbone (the protocol's VNet) with ``num_classes`` outputs."""
-        return self._network()
+    def new_network(self, init: str = "kaiming") -> nn.Module:
+        """A freshly initialised backbone (the protocol's VNet) with ``num_classes`` outputs.
+
+        ``init``: ``kaiming`` or ``xavier`` (DHC's re-initialisation of the convolutions) or
+        ``default`` (PyTorch's own), see :func:`micd.nets.vnet.initialise`.
+        """
+        return self._network(init=init)
 
     def students(self) -> dict[str, nn.Module]:
         """The trained networks; the engine gives each its own optimiser."""

@@ -1,4 +1,5 @@
-"""Loss terms shared by the methods: class-weighted cross-entropy and soft Dice."""
+"""Loss terms shared by the methods: class-weighted cross-entropy and soft Dice, as DHC's
+``code/utils/loss.py`` computes them (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -6,34 +7,48 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+DICE_SMOOTH = 1.0
+"""Smoothing of the supervised soft Dice: DHC's ``DC_and_CE_loss`` uses ``SoftDiceLoss(smooth=1)``."""
+
 
 def weighted_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
-    """Cross-entropy averaged over voxels, each voxel weighted by its target class's weight."""
+    """Cross-entropy averaged over voxels, each voxel weighted by its target class's weight
+    (the weighted mean ``sum w_y l / sum w_y`` of ``F.cross_entropy``)."""
     return F.cross_entropy(logits.float(), target, weight=None if weight is None else weight.float())
 
 
-def weighted_soft_dice(logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
-    """Soft Dice loss over the foreground classes, each class's loss multiplied by its weight.
-
-    ``sum_{c>=1} w_c * (1 - dice_c) / (C - 1)``, Dice computed over the whole batch.
-    """
+def soft_dice_per_class(logits: Tensor, target: Tensor, smooth: float = DICE_SMOOTH) -> Tensor:
+    """Soft Dice of every class over the whole batch, DHC's ``SoftDiceLoss`` with ``batch_dice``:
+    ``(2 tp + smooth) / (2 tp + fp + fn + smooth + 1e-8)`` on the softmax, ``2 tp + fp + fn`` being
+    the sum of the class's probabilities plus its voxel count."""
     num_classes = logits.shape[1]
     probs = logits.float().softmax(dim=1)
     flat_target = target.reshape(-1)
-    # sum of p_c over the voxels of class c, without materialising a one-hot tensor
+    # tp summed per class without materialising a one-hot tensor
     probs_of_target = probs.gather(1, target.unsqueeze(1)).reshape(-1)
-    intersection = torch.zeros(num_classes, device=logits.device).index_add(0, flat_target, probs_of_target)
-    denominator = probs.sum(dim=(0, *range(2, logits.ndim))) + torch.bincount(flat_target, minlength=num_classes)
-    dice = (2 * intersection + 1e-5) / (denominator + 1e-5)
-    per_class = 1 - dice[1:]
+    tp = torch.zeros(num_classes, device=logits.device).index_add(0, flat_target, probs_of_target)
+    total = probs.sum(dim=(0, *range(2, logits.ndim))) + torch.bincount(flat_target, minlength=num_classes)
+    return (2 * tp + smooth) / (total + smooth + 1e-8)
+
+
+def weighted_soft_dice(
+    logits: Tensor, target: Tensor, weight: Tensor | None = None, smooth: float = DICE_SMOOTH
+) -> Tensor:
+    """Soft Dice loss over the foreground classes, each class's term multiplied by its weight:
+    ``sum_{c>=1} w_c (1 - dice_c) / (C - 1)``.
+
+    DHC's loss is ``-mean_{c>=1} w_c dice_c``; ours is that plus the constant ``mean_{c>=1} w_c``
+    (weights carry no gradient), so the gradients are the same and the logged value stays positive.
+    """
+    per_class = 1 - soft_dice_per_class(logits, target, smooth)[1:]
     if weight is not None:
         per_class = per_class * weight[1:].float()
-    return per_class.sum() / (num_classes - 1)
+    return per_class.mean()
 
 
-def dice_ce(logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
-    """The supervised loss of DHC's protocol: weighted CE plus weighted soft Dice."""
-    return weighted_cross_entropy(logits, target, weight) + weighted_soft_dice(logits, target, weight)
+def dice_ce(logits: Tensor, target: Tensor, weight: Tensor | None = None, smooth: float = DICE_SMOOTH) -> Tensor:
+    """The supervised loss of DHC's protocol (``DC_and_CE_loss``): weighted CE plus weighted soft Dice."""
+    return weighted_cross_entropy(logits, target, weight) + weighted_soft_dice(logits, target, weight, smooth)
 
 
 def hard_labels(logits: Tensor) -> Tensor:

@@ -1,30 +1,34 @@
 """Mean Teacher and its uncertainty-aware variant UA-MT (Yu et al., MICCAI 2019).
 
 One student and its EMA teacher. The student is supervised on the labelled half and held, on
-the unlabelled half, to the teacher's softmax on a noisy copy of the input (mean squared
-error of probabilities). UA-MT estimates the teacher's uncertainty by Monte-Carlo dropout over
-several noisy passes and keeps only voxels whose predictive entropy is below a threshold that
-rises from 3/4 to all of ``ln C`` with the ramp-up.
+the unlabelled half, to the teacher's softmax on a noisy copy of the input (squared error of
+probabilities). UA-MT estimates the teacher's uncertainty from several noisy passes with
+dropout and keeps only voxels whose predictive entropy is below a threshold that rises with the
+ramp-up. UA-MT behaves as DHC's ``code/train_uamt.py`` (docs/protocol.md); Mean Teacher has no
+script in DHC's repository and is UA-MT without the uncertainty mask.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from micd.errors import SettingsError
 from micd.methods.base import (
     Batch,
     Method,
     Progress,
     ema_update,
+    gaussian_rampup,
     make_teacher,
     scheduled_rampup,
 )
-from micd.methods.losses import dice_ce
+from micd.methods.losses import dice_ce, soft_dice_per_class, weighted_cross_entropy
 
 
 @dataclass
@@ -34,26 +38,34 @@ class MeanTeacherSettings:
     ema_decay: float = 0.99
     noise_std: float = 0.1  # teacher input noise: clip(N(0, std), -clip, clip)
     noise_clip: float = 0.2
+    init: str = "default"  # DHC's train_uamt.py leaves PyTorch's initialisation
 
 
 def input_noise(x: Tensor, std: float, clip: float) -> Tensor:
     return torch.clamp(torch.randn_like(x) * std, -clip, clip)
 
 
-def enable_dropout(module: nn.Module, enabled: bool) -> None:
-    """Switch only the dropout layers to training mode (Monte-Carlo dropout), BN stays frozen."""
-    for layer in module.modules():
-        if isinstance(layer, nn.modules.dropout._DropoutNd):
-            layer.train(enabled)
+@contextmanager
+def monte_carlo_dropout(net: nn.Module) -> Iterator[None]:
+    """Dropout layers in training mode for the block (a teacher in eval mode keeps its BatchNorm
+    statistics); a teacher already in training mode is left as it is."""
+    layers = [m for m in net.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and not m.training]
+    for layer in layers:
+        layer.train()
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.eval()
 
 
 class MeanTeacher(Method):
     name = "mean_teacher"
     Settings = MeanTeacherSettings
 
-    def __init__(self, settings: MeanTeacherSettings, num_classes: int, network: Callable[[], nn.Module]) -> None:
+    def __init__(self, settings: MeanTeacherSettings, num_classes: int, network: Callable[..., nn.Module]) -> None:
         super().__init__(settings, num_classes, network)
-        self.student = self.new_network()
+        self.student = self.new_network(settings.init)
         self.teacher = make_teacher(self.student)
 
     def students(self) -> dict[str, nn.Module]:
@@ -66,17 +78,20 @@ class MeanTeacher(Method):
         s = self.settings
         return scheduled_rampup(progress, s.rampup_epochs, s.beta_max)
 
-    def consistency(self, student_probs: Tensor, unlabelled: Tensor, progress: Progress) -> Tensor:
+    def supervised_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return dice_ce(logits, labels)
+
+    def consistency(self, student_logits: Tensor, unlabelled: Tensor, progress: Progress) -> Tensor:
         s = self.settings
         with torch.no_grad():
             teacher_probs = self.teacher(unlabelled + input_noise(unlabelled, s.noise_std, s.noise_clip)).softmax(1)
-        return ((student_probs - teacher_probs.float()) ** 2).mean()
+        return ((student_logits.float().softmax(1) - teacher_probs.float()) ** 2).mean()
 
     def training_step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
         n = batch.n_labelled
         logits = self.student(batch.image)
-        sup = dice_ce(logits[:n], batch.label)
-        consistency = self.consistency(logits[n:].float().softmax(1), batch.image[n:], progress)
+        sup = self.supervised_loss(logits[:n], batch.label)
+        consistency = self.consistency(logits[n:], batch.image[n:], progress)
         beta = self.consistency_weight(progress)
         return {
             "loss": sup + beta * consistency,
@@ -85,8 +100,11 @@ class MeanTeacher(Method):
             "beta": torch.tensor(beta),
         }
 
+    def ema_step(self, progress: Progress) -> int:
+        return progress.iteration
+
     def after_step(self, progress: Progress) -> None:
-        ema_update(self.teacher, self.student, self.settings.ema_decay, progress.iteration)
+        ema_update(self.teacher, self.student, self.settings.ema_decay, self.ema_step(progress))
 
     def predict(self, x: Tensor) -> Tensor:
         return self.student(x)
@@ -94,40 +112,76 @@ class MeanTeacher(Method):
 
 @dataclass
 class UAMTSettings(MeanTeacherSettings):
-    mc_passes: int = 8  # noisy teacher passes with dropout on, to estimate uncertainty
-    threshold_start: float = 0.75  # of ln C; rises to 1.0 with the ramp-up
+    mc_passes: int = 8  # noisy teacher passes with dropout, to estimate uncertainty (even: run in pairs)
+    threshold_start: float = 0.75  # of the threshold's maximum; rises to all of it with the ramp-up
+    # the threshold's maximum is ln(threshold_classes): DHC keeps the two-class ln 2 of UA-MT's
+    # left-atrium code; 0 takes ln C of the data set's classes
+    threshold_classes: int = 2
+    supervised_scale: float = 0.5  # DHC: 0.5 * (CE + Dice)
+    dice_smooth: float = 1e-8  # DHC: SoftDiceLoss(smooth=1e-8)
+    teacher_mode: str = "train"  # DHC never switches its EMA model to eval: dropout on, batch statistics
+    ema_step: str = "epoch"  # DHC passes the epoch as the EMA's step: a = min(1 - 1/(epoch + 1), decay)
 
 
 class UAMT(MeanTeacher):
     name = "uamt"
     Settings = UAMTSettings
 
+    def __init__(self, settings: UAMTSettings, num_classes: int, network: Callable[..., nn.Module]) -> None:
+        super().__init__(settings, num_classes, network)
+        if settings.teacher_mode not in ("train", "eval"):
+            raise SettingsError(f"uamt teacher_mode must be 'train' or 'eval', got {settings.teacher_mode!r}")
+        if settings.ema_step not in ("epoch", "iteration"):
+            raise SettingsError(f"uamt ema_step must be 'epoch' or 'iteration', got {settings.ema_step!r}")
+        if settings.mc_passes < 2 or settings.mc_passes % 2:
+            raise SettingsError(f"uamt mc_passes must be even and at least 2, got {settings.mc_passes}")
+
+    def train(self, mode: bool = True) -> "UAMT":
+        super().train(mode)
+        self.teacher.train(mode and self.settings.teacher_mode == "train")
+        return self
+
+    def ema_step(self, progress: Progress) -> int:
+        return progress.epoch if self.settings.ema_step == "epoch" else progress.iteration
+
+    def supervised_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """``scale * (CE + soft Dice loss)``, unweighted, Dice over the foreground classes."""
+        dice = 1 - soft_dice_per_class(logits, labels, self.settings.dice_smooth)[1:].mean()
+        return self.settings.supervised_scale * (weighted_cross_entropy(logits, labels) + dice)
+
+    @torch.no_grad()
     def uncertainty(self, unlabelled: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean teacher probabilities over the MC passes and their predictive entropy per voxel."""
+        """Mean teacher probabilities over the noisy passes and their predictive entropy per voxel.
+
+        As DHC: the passes run two at a time, the unlabelled batch repeated twice per forward.
+        """
         s = self.settings
-        enable_dropout(self.teacher, True)
-        try:
-            with torch.no_grad():
-                mean = (
-                    sum(
-                        self.teacher(unlabelled + input_noise(unlabelled, s.noise_std, s.noise_clip)).float().softmax(1)
-                        for _ in range(s.mc_passes)
-                    )
-                    / s.mc_passes
-                )
-        finally:
-            enable_dropout(self.teacher, False)
+        repeated = unlabelled.repeat(2, 1, 1, 1, 1)
+        with monte_carlo_dropout(self.teacher):
+            probs = torch.cat(
+                [
+                    self.teacher(repeated + input_noise(repeated, s.noise_std, s.noise_clip)).float().softmax(1)
+                    for _ in range(s.mc_passes // 2)
+                ]
+            )
+        mean = probs.reshape(s.mc_passes, unlabelled.shape[0], *probs.shape[1:]).mean(0)
         entropy = -(mean * torch.log(mean + 1e-6)).sum(1, keepdim=True)
         return mean, entropy
 
     def uncertainty_threshold(self, progress: Progress) -> float:
+        """``(start + (1 - start) * ramp(epoch)) * ln K``, the ramp at the current epoch over the whole run."""
         s = self.settings
-        ramp = scheduled_rampup(progress, s.rampup_epochs, 1.0)
-        return (s.threshold_start + (1 - s.threshold_start) * ramp) * math.log(self.num_classes)
+        ramp = gaussian_rampup(progress.epoch, progress.max_epochs, 1.0)
+        classes = s.threshold_classes or self.num_classes
+        return (s.threshold_start + (1 - s.threshold_start) * ramp) * math.log(classes)
 
-    def consistency(self, student_probs: Tensor, unlabelled: Tensor, progress: Progress) -> Tensor:
-        teacher_probs, entropy = self.uncertainty(unlabelled)
+    def consistency(self, student_logits: Tensor, unlabelled: Tensor, progress: Progress) -> Tensor:
+        """Squared error of probabilities on the certain voxels, summed over classes and divided
+        by twice the number of certain voxels (DHC's normalisation)."""
+        s = self.settings
+        with torch.no_grad():
+            teacher_probs = self.teacher(unlabelled + input_noise(unlabelled, s.noise_std, s.noise_clip)).softmax(1)
+        _, entropy = self.uncertainty(unlabelled)
         certain = (entropy < self.uncertainty_threshold(progress)).float()
-        squared = (student_probs - teacher_probs) ** 2
-        # mean squared error over the certain voxels (and the classes)
-        return (certain * squared).sum() / (certain.sum() * squared.shape[1] + 1e-16)
+        squared = (student_logits.float().softmax(1) - teacher_probs.float()) ** 2
+        return (certain * squared).sum() / (2 * certain.sum() + 1e-16)

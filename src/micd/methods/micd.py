@@ -1,22 +1,28 @@
 """MICD: Masked Image Consistency and Discrepancy learning (reconstruction, see docs/method.md).
 
-Two heterogeneous students (A weighted by DiffDW, B by DistDW) and an EMA teacher each.
-Per iteration: clean forward of both students; block-masked forward of both; the terms
+Two heterogeneous students (A weighted by DiffDW, B by DistDW) and, for CMD, an EMA teacher
+each. Per iteration: clean forward of both students; block-masked forward of both; the terms
 
 - ``sup``:  Dice+CE of each student on the labelled half, with its class weights;
-- ``mcpc``: masked cross pseudo consistency, CE of each student's masked prediction against
-  the other student's clean argmax;
-- ``cfc``:  cross feature consistency between the students' four decoder-stage features;
+- ``mcpc``: masked cross pseudo consistency over the whole batch: by default CE of each
+  student's masked prediction against the other student's clean argmax
+  (``mcpc_direction: masked_prediction``); ``clean_prediction`` reads the paper's Eq. (3)
+  literally, CE of each clean prediction against the other student's masked argmax;
+- ``cfc``:  cross feature consistency: KL divergence between the channel softmax of the
+  students' four decoder-stage features on the masked input;
 - ``cmd``:  cross model discrepancy, CE of each student's masked prediction against its own
   teacher's clean argmax;
 
-``loss = sup + beta(t) (mcpc + cfc + cmd)`` with a Gaussian ramp-up of beta. With masking,
-CFC and CMD switched off this is DHC's heterogeneous co-training.
+``loss = sup + beta(t) (mcpc + cfc + cmd)`` with a Gaussian ramp-up of beta. The masked passes
+normalise with their own batch statistics but leave the BatchNorm running averages (used at
+inference and copied into the teachers) to the clean pass. With masking, CFC and CMD switched
+off this is DHC's heterogeneous co-training, and those rows build no teachers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +41,8 @@ from micd.methods.base import (
 from micd.methods.losses import dice_ce, hard_labels, weighted_cross_entropy
 from micd.methods.weighting import make_weighting
 
+MCPC_DIRECTIONS = ("masked_prediction", "clean_prediction")
+
 
 @dataclass
 class MICDSettings:
@@ -44,11 +52,14 @@ class MICDSettings:
     masking: bool = True
     mask_ratio: float = 0.5  # reconstruction choice: fraction of blocks masked
     mask_block: int = 16  # reconstruction choice: block edge in voxels, every axis
-    feature_distance: str = "mse"  # "mse" (of L2-normalised features), "cosine" or "kl"
+    mcpc_direction: str = "masked_prediction"  # reconstruction choice, see MCPC_DIRECTIONS
+    feature_distance: str = "kl"  # see FEATURE_DISTANCES
     feature_weights: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25, 0.25])
     heterogeneous: bool = True  # False: uniform class weights on both branches
     weighting_a: str = "diffdw"
     weighting_b: str = "distdw"
+    init_a: str = "kaiming"  # DHC's kaiming_normal_init_weight on both branches
+    init_b: str = "kaiming"
     beta_max: float = 0.1
     rampup_epochs: float | None = None  # None: the whole schedule
     ema_decay: float = 0.99
@@ -75,6 +86,42 @@ def block_mask(
     return fine[:, :, : spatial[0], : spatial[1], : spatial[2]].to(device)
 
 
+@contextmanager
+def frozen_batchnorm_statistics(*nets: nn.Module) -> Iterator[None]:
+    """Forward passes inside leave every BatchNorm's running mean and variance as they were.
+
+    In training mode the layers still normalise with the batch's own statistics; a momentum of
+    0 makes the running update ``(1 - 0) * running + 0 * batch`` a no-op.
+    """
+    layers = [m for net in nets for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [layer.momentum for layer in layers]
+    tracked = [layer.num_batches_tracked.clone() for layer in layers if layer.num_batches_tracked is not None]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        yield
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+        counted = [layer for layer in layers if layer.num_batches_tracked is not None]
+        for layer, count in zip(counted, tracked):
+            layer.num_batches_tracked.copy_(count)
+
+
+def _kl_over_channels(a: Tensor, b: Tensor) -> Tensor:
+    """``KL(softmax a || softmax b)`` over the channel axis, summed over channels, per voxel."""
+    log_a, log_b = F.log_softmax(a, dim=1), F.log_softmax(b, dim=1)
+    return (log_a.exp() * (log_a - log_b)).sum(1)
+
+
+def _kl(a: Tensor, b: Tensor) -> Tensor:
+    return _kl_over_channels(a, b).mean()
+
+
+def _symmetric_kl(a: Tensor, b: Tensor) -> Tensor:
+    return (_kl_over_channels(a, b) + _kl_over_channels(b, a)).mean() / 2
+
+
 def _normalised_mse(a: Tensor, b: Tensor) -> Tensor:
     return F.mse_loss(F.normalize(a, dim=1), F.normalize(b, dim=1))
 
@@ -83,15 +130,10 @@ def _cosine(a: Tensor, b: Tensor) -> Tensor:
     return (1 - F.cosine_similarity(a, b, dim=1)).mean()
 
 
-def _symmetric_kl(a: Tensor, b: Tensor) -> Tensor:
-    log_a, log_b = F.log_softmax(a, dim=1), F.log_softmax(b, dim=1)
-    kl_ab = (log_a.exp() * (log_a - log_b)).sum(1)
-    kl_ba = (log_b.exp() * (log_b - log_a)).sum(1)
-    return (kl_ab + kl_ba).mean() / 2
-
-
-# Distances between two feature maps (B, C, ...), over channels, averaged over voxels.
-FEATURE_DISTANCES = {"mse": _normalised_mse, "cosine": _cosine, "kl": _symmetric_kl}
+# Distances between two feature maps (B, C, ...), over channels, averaged over voxels. The KL
+# forms sum over channels; "mse" also averages over channels, which makes it hundreds of times
+# smaller than the other terms (kept to reproduce the earlier reconstruction).
+FEATURE_DISTANCES = {"kl": _symmetric_kl, "kl_one_sided": _kl, "mse": _normalised_mse, "cosine": _cosine}
 
 
 def feature_distance(a: Tensor, b: Tensor, kind: str) -> Tensor:
@@ -102,7 +144,7 @@ class MICD(Method):
     name = "micd"
     Settings = MICDSettings
 
-    def __init__(self, settings: MICDSettings, num_classes: int, network: Callable[[], nn.Module]) -> None:
+    def __init__(self, settings: MICDSettings, num_classes: int, network: Callable[..., nn.Module]) -> None:
         super().__init__(settings, num_classes, network)
         if settings.feature_distance not in FEATURE_DISTANCES:
             raise SettingsError(
@@ -114,10 +156,17 @@ class MICD(Method):
             )
         if settings.inference not in ("students", "teachers"):
             raise SettingsError(f"inference must be 'students' or 'teachers', got {settings.inference!r}")
-        self.student_a = self.new_network()
-        self.student_b = self.new_network()
-        self.teacher_a = make_teacher(self.student_a)
-        self.teacher_b = make_teacher(self.student_b)
+        if settings.mcpc_direction not in MCPC_DIRECTIONS:
+            raise SettingsError(
+                f"mcpc_direction must be one of {list(MCPC_DIRECTIONS)}, got {settings.mcpc_direction!r}"
+            )
+        self.student_a = self.new_network(settings.init_a)
+        self.student_b = self.new_network(settings.init_b)
+        # DHC and the rows built from this module without CMD train no teachers
+        self.has_teachers = settings.cmd or settings.inference == "teachers"
+        if self.has_teachers:
+            self.teacher_a = make_teacher(self.student_a)
+            self.teacher_b = make_teacher(self.student_b)
         names = (settings.weighting_a, settings.weighting_b) if settings.heterogeneous else ("uniform", "uniform")
         self.weighting_a = make_weighting(names[0], num_classes)
         self.weighting_b = make_weighting(names[1], num_classes)
@@ -126,7 +175,7 @@ class MICD(Method):
         return {"student_a": self.student_a, "student_b": self.student_b}
 
     def teachers(self) -> list[nn.Module]:
-        return [self.teacher_a, self.teacher_b]
+        return [self.teacher_a, self.teacher_b] if self.has_teachers else []
 
     def initialise(self, labelled_counts: Tensor) -> None:
         self.weighting_a.initialise(labelled_counts)
@@ -135,6 +184,19 @@ class MICD(Method):
     def consistency_weight(self, progress: Progress) -> float:
         s = self.settings
         return scheduled_rampup(progress, s.rampup_epochs, s.beta_max)
+
+    def cross_pseudo_loss(self, p_a: Tensor, p_b: Tensor, q_a: Tensor, q_b: Tensor, w_a: Tensor, w_b: Tensor) -> Tensor:
+        """Each branch's CE, with its class weights, against the other branch's argmax.
+
+        Which of the clean (p) and masked (q) predictions learns and which teaches is
+        ``mcpc_direction``; without masking both are the clean ones (DHC's cross pseudo supervision).
+        """
+        learner_a, learner_b, teacher_a, teacher_b = (
+            (q_a, q_b, p_a, p_b) if self.settings.mcpc_direction == "masked_prediction" else (p_a, p_b, q_a, q_b)
+        )
+        return weighted_cross_entropy(learner_a, hard_labels(teacher_b), w_a) + weighted_cross_entropy(
+            learner_b, hard_labels(teacher_a), w_b
+        )
 
     def training_step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
         s = self.settings
@@ -148,14 +210,13 @@ class MICD(Method):
         terms: dict[str, Tensor] = {"sup": dice_ce(p_a[:n], y, w_a) + dice_ce(p_b[:n], y, w_b)}
         if s.masking and (s.mcpc or s.cfc or s.cmd):
             mask = block_mask(tuple(x.shape), s.mask_block, s.mask_ratio, device=x.device)
-            q_a, f_a = self.student_a(x * mask, return_features=True)
-            q_b, f_b = self.student_b(x * mask, return_features=True)
+            with frozen_batchnorm_statistics(self.student_a, self.student_b):
+                q_a, f_a = self.student_a(x * mask, return_features=True)
+                q_b, f_b = self.student_b(x * mask, return_features=True)
         else:
             q_a, q_b = p_a, p_b
         if s.mcpc:
-            terms["mcpc"] = weighted_cross_entropy(q_a, hard_labels(p_b), w_a) + weighted_cross_entropy(
-                q_b, hard_labels(p_a), w_b
-            )
+            terms["mcpc"] = self.cross_pseudo_loss(p_a, p_b, q_a, q_b, w_a, w_b)
         if s.cfc:
             terms["cfc"] = sum(
                 weight * feature_distance(fa, fb, s.feature_distance)
@@ -176,8 +237,9 @@ class MICD(Method):
         return {"loss": loss, **logged}
 
     def after_step(self, progress: Progress) -> None:
-        ema_update(self.teacher_a, self.student_a, self.settings.ema_decay, progress.iteration)
-        ema_update(self.teacher_b, self.student_b, self.settings.ema_decay, progress.iteration)
+        if self.has_teachers:
+            ema_update(self.teacher_a, self.student_a, self.settings.ema_decay, progress.iteration)
+            ema_update(self.teacher_b, self.student_b, self.settings.ema_decay, progress.iteration)
 
     def predict(self, x: Tensor) -> Tensor:
         a, b = (

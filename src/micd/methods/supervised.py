@@ -14,7 +14,7 @@ from micd.methods.losses import dice_ce
 
 @dataclass
 class SupervisedSettings:
-    pass
+    init: str = "default"  # DHC's train_fully.py leaves PyTorch's initialisation
 
 
 class Supervised(Method):
@@ -22,9 +22,9 @@ class Supervised(Method):
     Settings = SupervisedSettings
     uses_unlabelled = False
 
-    def __init__(self, settings: SupervisedSettings, num_classes: int, network: Callable[[], nn.Module]) -> None:
+    def __init__(self, settings: SupervisedSettings, num_classes: int, network: Callable[..., nn.Module]) -> None:
         super().__init__(settings, num_classes, network)
-        self.net = self.new_network()
+        self.net = self.new_network(settings.init)
 
     def students(self) -> dict[str, nn.Module]:
         return {"net": self.net}

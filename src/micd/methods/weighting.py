@@ -65,40 +65,42 @@ class DiffDW(ClassWeighting):
     ``learn``/``unlearn`` are the EMA (momentum 49/50) of ``delta * log(d_t / d_{t-1})`` for
     rising/falling Dice, ``diff = ((unlearn + eps)/(learn + eps))^(1/5)``, ``beta = EMA(1 - d_t)``
     and ``w = C * diff * beta / max(diff * beta)``. Initial weights are all C.
+
+    As DHC's ``DiffDW.cal_weights``: ``d_t`` is its soft Dice at smooth 1e-8 on the one-hot
+    argmax, over the whole labelled batch and including background, so a class absent from
+    both prediction and labels scores 0.5; ``d_0`` is 1e-8, so the first iteration already
+    updates the weights.
     """
 
     def __init__(self, num_classes: int, momentum: float = 49 / 50) -> None:
         super().__init__(num_classes)
         self.momentum = momentum
         self.weights.fill_(num_classes)
-        self.register_buffer("last_dice", torch.full((num_classes,), -1.0))
+        self.register_buffer("last_dice", torch.full((num_classes,), EPS))
         self.register_buffer("learn", torch.zeros(num_classes))
         self.register_buffer("unlearn", torch.zeros(num_classes))
         self.register_buffer("beta", torch.ones(num_classes))
 
     def hard_dice(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """``(2 tp + eps) / (2 tp + fp + fn + eps + eps)`` per class of the argmax against the labels."""
         pred = hard_labels(logits).reshape(-1)
         truth = labels.reshape(-1)
-        classes = torch.arange(self.num_classes, device=labels.device)[:, None]
-        p, t = pred[None] == classes, truth[None] == classes
-        intersection = (p & t).sum(1).double()
-        total = p.sum(1).double() + t.sum(1).double()
-        return ((2 * intersection + EPS) / (total + EPS)).float()
+        n = self.num_classes
+        tp = torch.bincount(truth[pred == truth], minlength=n).double()
+        total = (torch.bincount(pred, minlength=n) + torch.bincount(truth, minlength=n)).double()
+        return ((2 * tp + EPS) / (total + EPS + EPS)).float()
 
     def update(self, logits_labelled: Tensor, labels: Tensor, logits_unlabelled: Tensor) -> Tensor:
         dice = self.hard_dice(logits_labelled, labels).to(self.weights.device)
-        if bool((self.last_dice < 0).any()):  # first iteration: nothing to compare against
-            self.last_dice.copy_(dice)
-            return self.weights
         delta = dice - self.last_dice
-        change = delta * torch.log((dice + EPS) / (self.last_dice + EPS))
+        change = delta * torch.log(dice / self.last_dice)
         m = self.momentum
         self.learn.mul_(m).add_((1 - m) * torch.where(delta > 0, change, torch.zeros_like(change)))
         self.unlearn.mul_(m).add_((1 - m) * torch.where(delta <= 0, change, torch.zeros_like(change)))
         self.beta.mul_(m).add_((1 - m) * (1 - dice))
         difficulty = ((self.unlearn + EPS) / (self.learn + EPS)) ** (1 / 5)
         score = difficulty * self.beta
-        self.weights.copy_(self.num_classes * score / score.max().clamp_min(EPS))
+        self.weights.copy_(self.num_classes * score / score.max())
         self.last_dice.copy_(dice)
         return self.weights
 

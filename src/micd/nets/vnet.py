@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch  # noqa: F401  (used by the docstring example)
 from torch import Tensor, nn
 
+from micd.errors import SettingsError
+
 
 def _conv_stage(n_convs: int, in_channels: int, out_channels: int) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -52,6 +54,7 @@ class VNet(nn.Module):
         n_filters: int = 32,
         in_channels: int = 1,
         dropout: float = 0.5,
+        init: str = "kaiming",
     ) -> None:
         super().__init__()
         widths = [n_filters * 2**i for i in range(5)]  # n .. 16n
@@ -70,17 +73,7 @@ class VNet(nn.Module):
             self.decoder.append(_conv_stage(n_convs, widths[level], widths[level]))
         self.dropout = nn.Dropout3d(dropout)
         self.head = nn.Conv3d(n_filters, num_classes, 1)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
-                nn.init.kaiming_normal_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm3d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        initialise(self, init)
 
     def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
         skips = []
@@ -96,6 +89,28 @@ class VNet(nn.Module):
             features.append(x)
         logits = self.head(self.dropout(x))
         return (logits, features) if return_features else logits
+
+
+INITIALISATIONS = ("kaiming", "xavier", "default")
+
+
+def initialise(net: nn.Module, init: str) -> nn.Module:
+    """Re-initialise the weights of every ``Conv3d`` as DHC's ``kaiming_normal_init_weight`` or
+    ``xavier_normal_init_weight`` do (BatchNorm to 1 and 0); everything else, the biases and the
+    transposed convolutions included, keeps PyTorch's default initialisation. ``default``
+    changes nothing (DHC's fully supervised and UA-MT scripts)."""
+    if init not in INITIALISATIONS:
+        raise SettingsError(f"unknown initialisation {init!r}; expected one of {list(INITIALISATIONS)}")
+    if init == "default":
+        return net
+    conv_init = nn.init.kaiming_normal_ if init == "kaiming" else nn.init.xavier_normal_
+    for module in net.modules():
+        if isinstance(module, nn.Conv3d):  # not ConvTranspose3d, which is no Conv3d
+            conv_init(module.weight)
+        elif isinstance(module, nn.BatchNorm3d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    return net
 
 
 def count_parameters(module: nn.Module) -> int:
