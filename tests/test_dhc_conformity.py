@@ -309,3 +309,42 @@ def test_cld_step_is_dhcs_with_the_same_sampling_masks(monkeypatch):
         np.testing.assert_allclose(method.bank_a.confidences.numpy(), bank_a.confs.numpy(), atol=1e-6)
         np.testing.assert_allclose(method.bank_b.confidences.numpy(), bank_b.confs.numpy(), atol=1e-6)
         assert math.isfinite(terms["loss"].item())
+
+
+# ----- validation: data/transforms.py CenterCrop and the training scripts' Dice ---------------
+
+
+def dhc_center_crop(item: np.ndarray, output_size: tuple[int, int, int]) -> np.ndarray:
+    """data/transforms.py CenterCrop for a task other than synapse (one array)."""
+    padding_flag = any(n <= p for n, p in zip(item.shape, output_size))
+    if padding_flag:
+        pw, ph, pd = (max((p - n) // 2 + 3, 0) for n, p in zip(item.shape, output_size))
+    w, h, d = item.shape
+    w1, h1, d1 = (int(round((n - p) / 2.0)) for n, p in zip((w, h, d), output_size))
+    if padding_flag:
+        item = np.pad(item, [(pw, pw), (ph, ph), (pd, pd)], mode="constant", constant_values=0)
+    return item[w1 : w1 + output_size[0], h1 : h1 + output_size[1], d1 : d1 + output_size[2]]
+
+
+@pytest.mark.parametrize("shape", [(20, 30, 31), (16, 30, 30), (16, 18, 40), (17, 21, 19)])
+def test_validation_crop_is_dhcs_center_crop_padding_quirk_included(shape):
+    from micd.evaluation.metrics import dhc_centre_crop
+
+    volume = np.arange(np.prod(shape), dtype=np.float32).reshape(shape) + 1
+    patch = (16, 16, 16)
+    np.testing.assert_array_equal(dhc_centre_crop(volume, patch), dhc_center_crop(volume, patch))
+    with pytest.raises(ValueError, match="smaller than the validation patch"):
+        dhc_centre_crop(volume, (32, 16, 16))
+
+
+def test_validation_dice_is_dhcs_soft_dice_with_absent_classes_at_one_half():
+    from micd.evaluation.metrics import dhc_validation_dice
+
+    g = torch.Generator().manual_seed(8)
+    truth = torch.randint(0, C - 1, (6, 8, 8), generator=g)  # class C - 1 absent
+    prediction = torch.randint(0, C - 2, (6, 8, 8), generator=g)  # C - 2 and C - 1 never predicted
+    dice = dhc_soft_dice(one_hot(prediction[None]), one_hot(truth[None]), smooth=1e-8)[1:]
+    assert dice[-1].item() == pytest.approx(0.5)
+    assert dhc_validation_dice(prediction.numpy(), truth.numpy(), C) == pytest.approx(
+        100 * dice.mean().item(), abs=1e-4
+    )

@@ -64,9 +64,10 @@ class TrainSettings:
     early_stop_patience: int | None = 50  # epochs without a better eval Dice; None: never stop
     window_stride: list[int] = field(default_factory=lambda: [16, 32, 32])
     checkpoint_every: int = 100  # iterations; a checkpoint is also written after every epoch
-    amp: str = (
-        "fp16"  # DHC: fp16 autocast and a gradient scaler. Or "bf16", "auto" (bf16 where supported), "off"; off on CPU
-    )
+    channels_last: bool = True  # channels-last 3-D tensors: faster convolutions (docs/benchmark.md)
+    # mixed precision on a GPU, never on the CPU: "fp16" (DHC: autocast and a gradient scaler),
+    # "bf16", "auto" (bf16 where supported) or "off"
+    amp: str = "fp16"
     max_bad_steps: int = 20  # consecutive steps with a non-finite loss or gradient before the run stops
     device: str = "auto"
 
@@ -203,7 +204,8 @@ class Trainer:
         self.method: Method = build_method(
             method_name, method_settings, data.num_classes, settings.n_filters, settings.dropout
         )
-        self.method.to(self.device)
+        self.memory_format = torch.channels_last_3d if settings.channels_last else torch.contiguous_format
+        self.method.to(self.device, memory_format=self.memory_format)
         self.method_settings = asdict(self.method.settings)
         self.run_info = dict(run_info or {}, method=method_name, seed=seed)
         self.optimisers = {
@@ -265,7 +267,7 @@ class Trainer:
             images = [labelled["image"][tio.DATA]]
             if unlabelled_stream is not None:
                 images.append(next(unlabelled_stream)["image"][tio.DATA])
-        image = torch.cat(images).float().to(self.device, non_blocking=True)
+        image = torch.cat(images).float().to(self.device, non_blocking=True, memory_format=self.memory_format)
         label = labelled["label"][tio.DATA][:, 0].long().to(self.device, non_blocking=True)
         return Batch(image=image, label=label)
 
