@@ -1,11 +1,15 @@
 from snakemake.utils import min_version, validate
 
+from micd.config_check import check_config
+
 min_version("9.0")
 
 
 configfile: "config/config.yaml"
 
 
+# short messages naming each unknown key, bad value or unregistered method (src/micd/config_check.py)
+check_config(config, workflow.source_path("config/schema.yaml"))
 validate(config, "config/schema.yaml", set_default=True)
 
 

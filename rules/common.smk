@@ -1,6 +1,9 @@
 import json
 import os
 import shlex
+from dataclasses import asdict
+
+from micd.methods.micd import MICDSettings, builtin_variants
 
 
 wildcard_constraints:
@@ -54,10 +57,18 @@ def as_json(value):
 
 
 def sensitivity_variants():
-    """The mask-sensitivity grid as named MICD variants, e.g. ``micd_mask30_block8``."""
+    """The mask-sensitivity grid as named MICD variants, e.g. ``micd_mask30_block8``; the cell
+    of MICD's configured mask is the ``micd`` run itself, not trained twice."""
     grid = config["sensitivity"]
+    micd = {**asdict(MICDSettings()), **config["method_settings"].get("micd", {})}
+
+    def name(ratio, block):
+        if (ratio, block) == (micd["mask_ratio"], micd["mask_block"]):
+            return "micd"
+        return f"micd_mask{round(ratio * 100)}_block{block}"
+
     return {
-        f"micd_mask{round(ratio * 100)}_block{block}": {
+        name(ratio, block): {
             "method": "micd",
             "settings": {"mask_ratio": ratio, "mask_block": block},
         }
@@ -68,7 +79,8 @@ def sensitivity_variants():
 
 def method_spec(name):
     """(registered method, its settings) of a method or variant name (the {method} wildcard)."""
-    variant = {**sensitivity_variants(), **config["variants"]}.get(name)
+    grid = {k: v for k, v in sensitivity_variants().items() if k != "micd"}  # micd: itself
+    variant = {**builtin_variants(), **grid, **config["variants"]}.get(name)
     if variant is None:
         return name, config["method_settings"].get(name, {})
     base = config["method_settings"].get(variant["method"], {})

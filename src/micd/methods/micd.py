@@ -43,6 +43,19 @@ from micd.methods.weighting import make_weighting
 
 MCPC_DIRECTIONS = ("masked_prediction", "clean_prediction")
 
+ABLATION_VARIANTS: dict[str, dict[str, bool]] = {
+    "micd_mcpc": {"cfc": False, "cmd": False},
+    "micd_mcpc_cfc": {"cmd": False},
+    "micd_mcpc_cmd": {"cfc": False},
+}
+"""The rows of MICD's ablation table between ``dhc`` and ``micd``, as settings of ``micd``;
+the workflow knows them by these names wherever a method name is expected."""
+
+
+def builtin_variants() -> dict[str, dict]:
+    """:data:`ABLATION_VARIANTS` as workflow variants (``{"method": "micd", "settings": ...}``)."""
+    return {name: {"method": "micd", "settings": dict(settings)} for name, settings in ABLATION_VARIANTS.items()}
+
 
 @dataclass
 class MICDSettings:

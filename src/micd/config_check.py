@@ -1,0 +1,144 @@
+"""Checks of the workflow configuration at load, with one short line per problem.
+
+Snakemake's own schema validation names a problem and then prints the whole schema; a
+misspelled key under an open object passes it silently. :func:`check_config` runs first and
+reports every unknown key at every level with the nearest valid name, every value the schema
+refuses, every method or variant that is not registered, and every method setting or
+per-method train setting that does not exist.
+
+    >>> check_config({"datasets": {}, "ratio": [5]}, schema)   # doctest: +SKIP
+    ConfigError: 2 problems in the configuration:
+      ratio: unknown key; did you mean 'ratios'?
+      datasets: should be non-empty
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """The configuration cannot run; the message lists every problem, one per line."""
+
+
+def _suggestion(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+
+
+def _where(path: tuple[str, ...]) -> str:
+    return ".".join(path) if path else "(top level)"
+
+
+def unknown_keys(config: Any, schema: Mapping[str, Any], path: tuple[str, ...] = ()) -> list[str]:
+    """``path.key: unknown key; did you mean ...`` for every key the schema does not name.
+
+    An object schema with ``properties`` is closed unless its ``additionalProperties`` is a
+    schema, whose keys are then free and whose values are checked against it.
+    """
+    if not isinstance(config, Mapping):
+        return []
+    properties = schema.get("properties", {})
+    extra = schema.get("additionalProperties", not properties)
+    problems = []
+    for key, value in config.items():
+        if key in properties:
+            problems += unknown_keys(value, properties[key], (*path, str(key)))
+        elif isinstance(extra, Mapping):
+            problems += unknown_keys(value, extra, (*path, str(key)))
+        elif extra is False:
+            problems.append(f"{_where((*path, str(key)))}: unknown key{_suggestion(str(key), properties)}")
+    return problems
+
+
+def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """Values the schema refuses, one line each (unknown keys are :func:`unknown_keys`'s)."""
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for error in validator.iter_errors(config):
+        if error.validator == "additionalProperties":
+            continue
+        problems.append(f"{_where(tuple(map(str, error.absolute_path)))}: {error.message}")
+    return sorted(problems)
+
+
+def _fields(settings_class: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(settings_class)}
+
+
+def method_problems(config: Mapping[str, Any], methods: Mapping[str, Any], train_fields: set[str]) -> list[str]:
+    """Methods, variants and their settings that the registry does not know."""
+    from micd.methods.micd import builtin_variants
+
+    variants = {**builtin_variants(), **(config.get("variants") or {})}
+    registered = sorted(methods)
+    problems = []
+
+    def base_method(name: str) -> str | None:
+        return name if name in methods else (variants.get(name) or {}).get("method")
+
+    for key in ("methods", "ablation"):
+        for name in config.get(key) or []:
+            if base_method(name) not in methods:
+                problems.append(
+                    f"{key}: {name!r} is neither a registered method nor a variant; "
+                    f"registered methods: {', '.join(registered)}"
+                    + (f"; variants: {', '.join(sorted(variants))}" if variants else "")
+                )
+    for name, variant in variants.items():
+        method = (variant or {}).get("method")
+        if method not in methods:
+            problems.append(
+                f"variants.{name}.method: {method!r} is not registered; registered: {', '.join(registered)}"
+            )
+            continue
+        known = _fields(methods[method].Settings)
+        for key in variant.get("settings") or {}:
+            if key not in known:
+                problems.append(
+                    f"variants.{name}.settings.{key}: {method} has no such setting{_suggestion(key, known)}"
+                )
+    for name, settings in (config.get("method_settings") or {}).items():
+        if name not in methods:
+            problems.append(f"method_settings.{name}: not a registered method{_suggestion(name, methods)}")
+            continue
+        known = _fields(methods[name].Settings)
+        for key in settings or {}:
+            if key not in known:
+                problems.append(f"method_settings.{name}.{key}: {name} has no such setting{_suggestion(key, known)}")
+    for name, settings in (config.get("method_train") or {}).items():
+        if base_method(name) not in methods:
+            known = [*methods, *variants]
+            problems.append(f"method_train.{name}: neither a registered method nor a variant{_suggestion(name, known)}")
+        problems += _train_override_problems(f"method_train.{name}", settings, train_fields)
+    for name, dataset in (config.get("datasets") or {}).items():
+        problems += _train_override_problems(f"datasets.{name}.train", (dataset or {}).get("train"), train_fields)
+    return problems
+
+
+def _train_override_problems(where: str, settings: Mapping[str, Any] | None, train_fields: set[str]) -> list[str]:
+    return [
+        f"{where}.{key}: no such train setting{_suggestion(key, train_fields)}"
+        for key in settings or {}
+        if key not in train_fields
+    ]
+
+
+def check_config(config: Mapping[str, Any], schema_path: Path | str) -> None:
+    """Raise :class:`ConfigError` listing every problem of ``config`` (before defaults are set)."""
+    from micd.engine import TrainSettings
+    from micd.methods import METHODS
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    problems = unknown_keys(config, schema) + schema_errors(config, schema)
+    problems += method_problems(config, METHODS, _fields(TrainSettings))
+    if problems:
+        count = f"{len(problems)} problems" if len(problems) > 1 else "1 problem"
+        raise ConfigError(f"{count} in the configuration:\n  " + "\n  ".join(problems))
