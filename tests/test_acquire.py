@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from http_server import serve
@@ -25,6 +26,7 @@ from micd.data.io import Volume, load_nifti, save_nifti
 from micd.data.preprocess import preprocess, read_cases, restore_original
 from micd.data.synthetic import generate_archive
 from micd.errors import SettingsError
+from micd.methods import display_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -427,7 +429,12 @@ def test_paper_config_plans_the_whole_grid_with_no_data(tmp_path: Path) -> None:
     out = result.stdout + result.stderr
     n_runs = len(config["run_datasets"]) * len(config["ratios"]) * len(config["methods"]) * len(config["seeds"])
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out[out.index("Job stats:") :], flags=re.M))
-    assert int(counts["train"]) == int(counts["infer"]) == int(counts["metrics"]) == n_runs == 84
+    assert int(counts["train"]) == int(counts["infer"]) == int(counts["metrics"]) == n_runs == 204
+    # every row DHC published for AMOS and Synapse is one of ours, matched by the paper's name
+    published = pd.read_csv(ROOT / "config" / "published" / "dhc_tables.csv")
+    ours = {display_name(m) for m in config["methods"]}
+    assert set(published["method"]) <= ours, set(published["method"]) - ours
+    assert sorted(config["ratios"]) == [5, 10]
     for rule in ("fetch_zenodo", "fetch_synapse"):
         assert counts[rule] == "1"
     assert counts["fetch_published_splits"] == counts["extract"] == counts["split"] == "2"

@@ -1,5 +1,6 @@
 import dataclasses
 import math
+from collections import defaultdict
 
 import pytest
 import torch
@@ -11,18 +12,23 @@ from micd.methods.micd import MICD, block_mask, feature_distance
 
 NUM_CLASSES = 4
 
+# parameters a step may leave without gradient, as in DHC's scripts: DST's pseudo decoder (only
+# its argmax is used) and SS-Net's selectors of classes not yet in its memory (the background never)
+UNTRAINED = defaultdict(tuple, dst=("pseudo.",), ssnet=("feature_selectors.", "memory_selectors."))
 
-def tiny_batch(n_labelled=2, n_unlabelled=2, seed=0):
+
+def tiny_batch(n_labelled=2, n_unlabelled=2, seed=0, size=16):
     g = torch.Generator().manual_seed(seed)
-    image = torch.rand(n_labelled + n_unlabelled, 1, 16, 16, 16, generator=g)
-    label = torch.randint(0, NUM_CLASSES, (n_labelled, 16, 16, 16), generator=g)
+    image = torch.rand(n_labelled + n_unlabelled, 1, size, size, size, generator=g)
+    label = torch.randint(0, NUM_CLASSES, (n_labelled, size, size, size), generator=g)
     return Batch(image=image, label=label)
 
 
 def make(name, **settings):
     torch.manual_seed(0)
     method = build_method(name, settings, NUM_CLASSES, n_filters=2)
-    method.initialise(torch.bincount(tiny_batch().label.flatten(), minlength=NUM_CLASSES).double())
+    counts = torch.bincount(tiny_batch().label.flatten(), minlength=NUM_CLASSES).double()
+    method.initialise(counts, unlabelled_cases=8)
     return method.train()
 
 
@@ -34,15 +40,17 @@ def test_every_registered_method_satisfies_the_interface(name):
     method = make(name)
     students = method.students()
     assert students and all(isinstance(n, nn.Module) for n in students.values())
-    batch = tiny_batch(n_unlabelled=2 if cls.uses_unlabelled else 0)
-    terms = method.training_step(batch, Progress(epoch=3, max_epochs=10, iteration=5))
+    # 32 voxels a side: URPC's UNet pools four times and normalises per instance
+    batch = tiny_batch(n_unlabelled=2 if cls.uses_unlabelled else 0, size=32)
+    terms = method.training_step(batch, Progress(epoch=3, max_epochs=10, iteration=5, iterations_per_epoch=4))
     assert terms["loss"].requires_grad and torch.isfinite(terms["loss"])
     assert all(torch.isfinite(v) for v in terms.values())
     terms["loss"].backward()
     for net in students.values():
-        assert all(p.grad is not None for p in net.parameters())
-    method.after_step(Progress(epoch=3, max_epochs=10, iteration=5))
-    assert method.eval().predict(batch.image).shape == (batch.image.shape[0], NUM_CLASSES, 16, 16, 16)
+        assert all(p.grad is not None for name, p in net.named_parameters() if not name.startswith(UNTRAINED[cls.name]))
+    method.after_step(Progress(epoch=3, max_epochs=10, iteration=5, iterations_per_epoch=4))
+    assert method.eval().predict(batch.image).shape == (batch.image.shape[0], NUM_CLASSES, 32, 32, 32)
+    assert cls.display_name and cls.display_name != cls.__base__.__dict__.get("display_name")
 
 
 def test_unknown_setting_is_refused_with_the_known_ones():
@@ -259,7 +267,7 @@ def test_cld_weights_rare_classes_and_crops_uniformly_as_dhc():
     assert sampled.patch_label_probabilities() == pytest.approx({0: 1.0, 1: 2.0, 2: 5.0, 3: 10.0}, abs=1e-4)
 
 
-@pytest.mark.parametrize("name", ["dhc", "cps", "cld", "distdw", "diffdw"])
+@pytest.mark.parametrize("name", ["dhc", "cps", "cld", "distdw", "diffdw", "depl", "adsh", "crest", "simis"])
 def test_methods_without_teachers_build_and_update_none(name):
     method = make(name)
     assert method.teachers() == [] and not hasattr(method, "teacher_a")
@@ -295,12 +303,18 @@ def test_networks_are_initialised_as_dhcs_scripts():
         "micd": ("kaiming", "kaiming"),
         "cps": ("kaiming", "xavier"),
         "cld": ("kaiming", "xavier"),
+        "depl": ("kaiming", "xavier"),
+        "adsh": ("kaiming", "xavier"),
+        "crest": ("kaiming", "xavier"),
+        "simis": ("kaiming", "xavier"),
     }
     for name, pair in inits.items():
         s = make(name).settings
         assert (s.init_a, s.init_b) == pair
     for name in ("supervised", "fully", "uamt", "mean_teacher"):
         assert make(name).settings.init == "default"
+    for name in ("urpc", "acisis"):  # URPC's UNet initialises itself, Basak et al. re-initialise
+        assert make(name).settings.init == "kaiming"
     with pytest.raises(ValueError, match="kaiming"):
         VNet(NUM_CLASSES, n_filters=2, init="he")
 
@@ -367,3 +381,20 @@ def test_masked_passes_leave_batchnorm_running_statistics_to_the_clean_pass():
     with frozen_batchnorm_statistics(net):
         masked = net(batch.image * 0.5)
     assert not torch.allclose(masked, net.eval()(batch.image * 0.5))
+
+
+@pytest.mark.parametrize("name", ["adsh", "depl"])
+def test_model_files_leave_out_training_only_state_and_still_predict(name):
+    method = make(name)
+    for i in range(3):
+        method.training_step(tiny_batch(seed=i), Progress(1, 10, i))
+    saved = method.inference_state_dict()
+    assert not any(k.startswith(method.training_only_state) for k in saved)
+    assert set(method.state_dict()) - set(saved)  # something was left out
+    fresh = build_method(name, {}, NUM_CLASSES, n_filters=2)
+    fresh.load_inference_state_dict(saved)
+    x = tiny_batch().image
+    assert torch.allclose(fresh.eval().predict(x), method.eval().predict(x))
+    del saved[next(k for k in saved if k.startswith("student_a"))]
+    with pytest.raises(RuntimeError, match="lacks"):
+        fresh.load_inference_state_dict(saved)

@@ -331,7 +331,7 @@ class Trainer:
 
     def _model_payload(self) -> dict[str, Any]:
         return {
-            "method_state": self.method.state_dict(),
+            "method_state": self.method.inference_state_dict(),
             "method_settings": self.method_settings,
             "train_settings": asdict(self.settings),
             "num_classes": self.data.num_classes,
@@ -404,7 +404,7 @@ class Trainer:
                 f"resuming from {self.checkpoint_path} at iteration {self.iteration} (epoch {self.epoch})", flush=True
             )
         else:
-            self.method.initialise(labelled_voxel_counts(self.data))
+            self.method.initialise(labelled_voxel_counts(self.data), len(self.data.unlabelled))
             (self.state_dir / "validation.csv").write_text("epoch,iteration,eval_mean_dice\n")
             (self.state_dir / "train_log.jsonl").write_text("")
         per_epoch = self.iterations_per_epoch()
@@ -473,7 +473,7 @@ class Trainer:
         started = time.perf_counter()
         batch = self._next_batch(streams)
         data_ready = time.perf_counter()
-        progress = Progress(epoch=self.epoch, max_epochs=self.settings.max_epochs, iteration=self.iteration)
+        progress = Progress(self.epoch, self.settings.max_epochs, self.iteration, self.iterations_per_epoch())
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with autocast:
             terms = self.method.training_step(batch, progress)

@@ -47,7 +47,7 @@ def load_model(model_path: Path, device: torch.device) -> tuple[Method, TrainSet
     method = build_method(
         method_name, saved["method_settings"], saved["num_classes"], settings.n_filters, settings.dropout
     )
-    method.load_state_dict(saved["method_state"])
+    method.load_inference_state_dict(saved["method_state"])
     return method.to(device).eval(), settings
 
 

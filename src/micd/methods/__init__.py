@@ -6,17 +6,50 @@ from functools import partial
 from typing import Any
 
 from micd.errors import SettingsError
+from micd.methods.acisis import ACISIS
 from micd.methods.base import Batch, Method, Progress, settings_from_dict
 from micd.methods.cotraining import CLD, CPS, DHC, DiffDWOnly, DistDWOnly
+from micd.methods.depl_adsh import Adsh, DePL
+from micd.methods.dst import DST
 from micd.methods.mean_teacher import UAMT, MeanTeacher
 from micd.methods.micd import MICD
+from micd.methods.rebalancing import CReST, SimiS
+from micd.methods.ssnet import SSNet
 from micd.methods.supervised import Fully, Supervised
+from micd.methods.urpc import URPC
 from micd.nets import VNet
 
-# The registry: one line per method.
+# The registry: one line per method, in the row order of DHC's tables.
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Supervised, Fully, MeanTeacher, UAMT, CPS, CLD, DHC, DistDWOnly, DiffDWOnly, MICD)
+    cls.name: cls
+    for cls in (
+        Fully,
+        Supervised,
+        MeanTeacher,
+        UAMT,
+        URPC,
+        CPS,
+        SSNet,
+        DST,
+        DePL,
+        Adsh,
+        CReST,
+        SimiS,
+        ACISIS,
+        CLD,
+        DHC,
+        DistDWOnly,
+        DiffDWOnly,
+        MICD,
+    )
 }
+
+
+def display_name(name: str) -> str:
+    """How tables show a method or variant: the paper's name of a registered method (as DHC's
+    published rows spell it), a variant's own name otherwise."""
+    cls = METHODS.get(name)
+    return cls.display_name if cls is not None else name
 
 
 def build_method(
@@ -31,4 +64,4 @@ def build_method(
     return cls(settings_from_dict(cls.Settings, settings, name), num_classes, network)
 
 
-__all__ = ["METHODS", "Batch", "Method", "Progress", "build_method"]
+__all__ = ["METHODS", "Batch", "Method", "Progress", "build_method", "display_name"]

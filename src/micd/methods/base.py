@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from micd.errors import SettingsError
+from micd.nets.derived import derived_network
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Progress:
     epoch: int  # epoch of this iteration, 0 .. max_epochs (DHC's loop runs max_epochs + 1 of them)
     max_epochs: int
     iteration: int  # 0-based global iteration
+    iterations_per_epoch: int | None = None  # the engine's epoch length (None: not known)
 
     @property
     def schedule_epoch(self) -> int:
@@ -84,8 +86,12 @@ class Method(nn.Module):
     """Base class of every training method. Subclasses set ``name`` and ``Settings``."""
 
     name: ClassVar[str]
+    display_name: ClassVar[str]  # the paper's name, as DHC's published tables spell it
     Settings: ClassVar[type]
     uses_unlabelled: ClassVar[bool] = True
+    # state keys (prefixes) needed only to go on training, e.g. banks of past predictions:
+    # checkpoints carry them, model.pt does not
+    training_only_state: ClassVar[tuple[str, ...]] = ()
     # "labelled": the ratio's labelled list; "train": every training case (upper bound)
     labelled_set: ClassVar[str] = "labelled"
 
@@ -95,20 +101,24 @@ class Method(nn.Module):
         self.num_classes = num_classes
         self._network = network
 
-    def new_network(self, init: str = "kaiming") -> nn.Module:
-        """A freshly initialised backbone (the protocol's VNet) with ``num_classes`` outputs.
+    def new_network(self, init: str = "kaiming", network_class: type[nn.Module] | None = None) -> nn.Module:
+        """A freshly initialised backbone (the protocol's VNet) with ``num_classes`` outputs, or a
+        ``network_class`` built with the same classes, width and dropout (a VNet with extra heads).
 
         ``init``: ``kaiming`` or ``xavier`` (DHC's re-initialisation of the convolutions) or
         ``default`` (PyTorch's own), see :func:`micd.nets.vnet.initialise`.
         """
-        return self._network(init=init)
+        if network_class is None:
+            return self._network(init=init)
+        return derived_network(self._network, network_class, init=init)
 
     def students(self) -> dict[str, nn.Module]:
         """The trained networks; the engine gives each its own optimiser."""
         raise NotImplementedError
 
-    def initialise(self, labelled_counts: Tensor) -> None:
-        """Called once before training with the voxel count per class of the labelled set."""
+    def initialise(self, labelled_counts: Tensor, unlabelled_cases: int = 0) -> None:
+        """Called once before training with the voxel count per class of the labelled set and
+        the number of unlabelled cases."""
 
     def patch_label_probabilities(self) -> dict[int, float] | None:
         """Sampling weight per class for the centres of labelled patches; None: the engine's choice."""
@@ -133,6 +143,17 @@ class Method(nn.Module):
 
     def teachers(self) -> list[nn.Module]:
         return []
+
+    def inference_state_dict(self) -> dict[str, Tensor]:
+        """The state a trained model needs for inference: all of it but ``training_only_state``."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.training_only_state)}
+
+    def load_inference_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Load what :meth:`inference_state_dict` saved; anything else missing is an error."""
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        lost = [k for k in missing if not k.startswith(self.training_only_state)]
+        if lost or unexpected:
+            raise RuntimeError(f"{self.name}: saved model state lacks {lost} and has unknown {unexpected}")
 
 
 def settings_from_dict(settings_cls: type, values: dict[str, Any] | None, method: str) -> Any:

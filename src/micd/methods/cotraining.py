@@ -33,6 +33,7 @@ class DHCSettings(MICDSettings):
 
 class DHC(MICD):
     name = "dhc"
+    display_name = "DHC"
     Settings = DHCSettings
 
 
@@ -45,6 +46,7 @@ class DistDWSettings(DHCSettings):
 
 class DistDWOnly(MICD):
     name = "distdw"
+    display_name = "DistDW"
     Settings = DistDWSettings
 
 
@@ -57,6 +59,7 @@ class DiffDWSettings(DHCSettings):
 
 class DiffDWOnly(MICD):
     name = "diffdw"
+    display_name = "DiffDW"
     Settings = DiffDWSettings
 
 
@@ -71,6 +74,7 @@ class CPSSettings(DHCSettings):
 
 class CPS(MICD):
     name = "cps"
+    display_name = "CPS"
     Settings = CPSSettings
 
 
@@ -142,6 +146,7 @@ def masked_weighted_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor
 
 class CLD(MICD):
     name = "cld"
+    display_name = "CLD"
     Settings = CLDSettings
 
     def __init__(self, settings: CLDSettings, num_classes: int, network: Callable[..., nn.Module]) -> None:
@@ -152,7 +157,7 @@ class CLD(MICD):
         self.bank_a = ConfidenceBank(initial, settings.confidence_momentum, settings.confidence_every)
         self.bank_b = ConfidenceBank(initial, settings.confidence_momentum, settings.confidence_every)
 
-    def initialise(self, labelled_counts: Tensor) -> None:
+    def initialise(self, labelled_counts: Tensor, unlabelled_cases: int = 0) -> None:
         self.weighting_a.initialise(labelled_counts)
 
     def patch_label_probabilities(self) -> dict[int, float] | None:

@@ -60,13 +60,17 @@ def monte_carlo_dropout(net: nn.Module) -> Iterator[None]:
 
 
 class MeanTeacher(Method):
+    independent_teacher = False
     name = "mean_teacher"
+    display_name = "Mean Teacher"
     Settings = MeanTeacherSettings
 
     def __init__(self, settings: MeanTeacherSettings, num_classes: int, network: Callable[..., nn.Module]) -> None:
         super().__init__(settings, num_classes, network)
         self.student = self.new_network(settings.init)
-        self.teacher = make_teacher(self.student)
+        # UA-MT (DHC's train_uamt.py) draws its teacher on its own; the first EMA step (decay 0
+        # in epoch 0) copies the student, so only the first iteration's targets differ
+        self.teacher = make_teacher(self.new_network(settings.init) if self.independent_teacher else self.student)
 
     def students(self) -> dict[str, nn.Module]:
         return {"student": self.student}
@@ -124,7 +128,9 @@ class UAMTSettings(MeanTeacherSettings):
 
 
 class UAMT(MeanTeacher):
+    independent_teacher = True
     name = "uamt"
+    display_name = "UA-MT"
     Settings = UAMTSettings
 
     def __init__(self, settings: UAMTSettings, num_classes: int, network: Callable[..., nn.Module]) -> None:

@@ -155,6 +155,7 @@ def feature_distance(a: Tensor, b: Tensor, kind: str) -> Tensor:
 
 class MICD(Method):
     name = "micd"
+    display_name = "MICD"
     Settings = MICDSettings
 
     def __init__(self, settings: MICDSettings, num_classes: int, network: Callable[..., nn.Module]) -> None:
@@ -190,7 +191,7 @@ class MICD(Method):
     def teachers(self) -> list[nn.Module]:
         return [self.teacher_a, self.teacher_b] if self.has_teachers else []
 
-    def initialise(self, labelled_counts: Tensor) -> None:
+    def initialise(self, labelled_counts: Tensor, unlabelled_cases: int = 0) -> None:
         self.weighting_a.initialise(labelled_counts)
         self.weighting_b.initialise(labelled_counts)
 

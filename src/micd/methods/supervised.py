@@ -19,6 +19,7 @@ class SupervisedSettings:
 
 class Supervised(Method):
     name = "supervised"
+    display_name = "V-Net (labelled only)"
     Settings = SupervisedSettings
     uses_unlabelled = False
 
@@ -42,4 +43,5 @@ class Fully(Supervised):
     """Upper bound: the same network with every training case labelled."""
 
     name = "fully"
+    display_name = "V-Net (fully)"
     labelled_set = "train"

@@ -75,19 +75,31 @@ class VNet(nn.Module):
         self.head = nn.Conv3d(n_filters, num_classes, 1)
         initialise(self, init)
 
-    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
+    def encode(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        """The four skip maps (fine to coarse) and the bottleneck after its dropout."""
         skips = []
         for level, stage in enumerate(self.encoder):
             x = stage(x)
             if level < 4:
                 skips.append(x)
                 x = self.down[level](x)
-        x = self.dropout(x)  # bottleneck
-        features = []
-        for up, stage, skip in zip(self.up, self.decoder, reversed(skips)):
+        return skips, self.dropout(x)
+
+    def decode(
+        self, skips: list[Tensor], bottleneck: Tensor, path: nn.Module | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The last decoder map after its dropout (what the head reads) and the four decoder-stage
+        maps, through ``path``'s ``up`` and ``decoder`` stages (default: this network's own)."""
+        path = self if path is None else path
+        x, features = bottleneck, []
+        for up, stage, skip in zip(path.up, path.decoder, reversed(skips)):
             x = stage(up(x) + skip)
             features.append(x)
-        logits = self.head(self.dropout(x))
+        return self.dropout(x), features
+
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
+        last, features = self.decode(*self.encode(x))
+        logits = self.head(last)
         return (logits, features) if return_features else logits
 
 

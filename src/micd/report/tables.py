@@ -19,6 +19,7 @@ import pandas as pd
 from micd.atomic import atomic_write
 from micd.data.classes import OrganClass
 from micd.evaluation.metrics import class_means, summarise
+from micd.methods import display_name
 from micd.report.stats import MIN_PAIRED_CASES, P_COLUMN, REFERENCE_METHOD, p_values_vs_micd
 
 TABLE_KEYS: list[str] = ["dataset", "ratio", "method"]
@@ -149,14 +150,22 @@ def published_table(
 
 
 def with_published(ours: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
-    """Our rows, each labelled ratio followed by its published rows."""
+    """Our rows with the published ones of the same labelled ratio: each right after our row of
+    the same method (the paper's name, :func:`micd.methods.display_name`), the rest at the end
+    of the ratio's block."""
     if published.empty:
         return ours
-    both = pd.concat([ours, published], ignore_index=True)
-    datasets = list(dict.fromkeys(both["dataset"]))
-    rank = both.assign(_dataset=both["dataset"].map(datasets.index), _source=both["source"].eq(PUBLISHED))
-    ordered = rank.sort_values(["_dataset", "ratio", "_source"], kind="stable")
-    return ordered.drop(columns=["_dataset", "_source"]).reset_index(drop=True)
+    blocks = []
+    for (dataset, ratio), block in ours.groupby(["dataset", "ratio"], sort=False):
+        theirs = published[(published["dataset"] == dataset) & (published["ratio"] == ratio)]
+        matched = set()
+        for _, row in block.iterrows():
+            same = theirs[theirs["method"] == display_name(row["method"])]
+            matched |= set(same.index)
+            blocks += [row.to_frame().T, same]
+        blocks.append(theirs.drop(index=list(matched)))
+    both = pd.concat([b for b in blocks if not b.empty], ignore_index=True)
+    return both.astype({c: ours[c].dtype for c in ("ratio",)}).reset_index(drop=True)
 
 
 def table_notes(n_cases: int | None, has_published: bool) -> str:
@@ -230,7 +239,7 @@ def _cells(row: pd.Series, class_columns: Sequence[str], bold: Mapping[str, bool
 
     return [
         Cell(format_ratio(row["ratio"])),
-        Cell(f"{row['method']} (published)" if published else str(row["method"])),
+        Cell(f"{row['method']} (published)" if published else display_name(str(row["method"]))),
         Cell(_MISSING if published else str(row["n_seeds"])),
         mean_std("dice"),
         mean_std("asd"),
@@ -242,7 +251,15 @@ def _cells(row: pd.Series, class_columns: Sequence[str], bold: Mapping[str, bool
 def display(table: pd.DataFrame) -> Display:
     """The cells of a :func:`results_table` (with or without published rows), best values bold."""
     class_columns = [c for c in table.columns if c not in SUMMARY_COLUMNS]
-    header = ["Labelled", "Method", "Seeds", "Dice (%) ↑", "ASD (voxels) ↓", f"p vs {REFERENCE_METHOD}", *class_columns]
+    header = [
+        "Labelled",
+        "Method",
+        "Seeds",
+        "Dice (%) ↑",
+        "ASD (voxels) ↓",
+        f"p vs {display_name(REFERENCE_METHOD)}",
+        *class_columns,
+    ]
     blocks = []
     for _, block in table.groupby(["dataset", "ratio"], sort=False):
         best = pd.DataFrame(
