@@ -17,6 +17,29 @@ wildcard_constraints:
 CONDA_ENV = "../envs/micd.yaml"
 
 
+def check_site_environment():
+    """The slurm profile takes the account and partition from sbatch's own variables
+    (``$SBATCH_ACCOUNT``, ``$SBATCH_PARTITION`` in its default-resources); one that is not
+    exported would reach sbatch as that literal text, so stop here and say what to do."""
+    defaults = workflow.resource_settings.default_resources
+    wanted = [a for a in (defaults.args if defaults else []) if "$SBATCH_" in a]
+    missing = [
+        name
+        for name in ("SBATCH_ACCOUNT", "SBATCH_PARTITION")
+        if any(f"${name}" in a for a in wanted) and name not in os.environ
+    ]
+    if missing:
+        raise WorkflowError(
+            f"the profile takes the SLURM account and partition from $SBATCH_ACCOUNT and "
+            f"$SBATCH_PARTITION, and {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+            "not exported: export SBATCH_ACCOUNT=<account> SBATCH_PARTITION=<partition> "
+            "(an empty value where the cluster needs none) and run again (docs/cluster.md)"
+        )
+
+
+check_site_environment()
+
+
 def dataset_config(wildcards):
     return config["datasets"][wildcards.dataset]
 

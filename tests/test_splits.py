@@ -229,7 +229,17 @@ def test_split_command_stops_on_a_bad_published_file_and_writes_nothing(tmp_path
     assert result.returncode == 1
     assert "labelled_20p.txt has ids not in train.txt: ['amos_0066', 'amos_0349', 'amos_0381']" in result.stderr
     assert "labelled_20p.txt: published, " in result.stderr and "labeled_20p.txt (sha256" in result.stderr
+    assert f"the split lists for {tmp_path / 'splits'} is inconsistent" in result.stderr  # no temporary folder
+    assert "/tmp/tmp" not in result.stderr
     assert not (tmp_path / "splits").exists()
+
+
+@pytest.mark.parametrize("removed", ["test.txt", "unlabeled_10p.txt"])
+def test_a_published_folder_missing_part_of_a_group_is_an_error_naming_it(tmp_path: Path, removed: str) -> None:
+    published = _fetch_published("synapse", [10], tmp_path / "published")
+    (published / removed).unlink()
+    with pytest.raises(DataError, match=rf"has .* but not \['{removed}'\]: publish the whole group"):
+        assemble_splits([], [], [5, 10], 7, 0.1, 0.2, published)
 
 
 def test_without_published_files_the_lists_are_make_splits_own() -> None:

@@ -87,13 +87,11 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 
 
 def cmd_split(args: argparse.Namespace) -> None:
-    import tempfile
-
     import pandas as pd
 
     from micd.data.errors import DataError
     from micd.data.io import write_csv
-    from micd.data.splits import ORIGIN_COLUMNS, assemble_splits, validate_splits, write_splits
+    from micd.data.splits import ORIGIN_COLUMNS, assemble_splits, check_split_lists, write_splits
 
     cases = pd.read_csv(args.cases, dtype={"case_id": str})
     train = cases.loc[cases["subset"] == "train", "case_id"].tolist()
@@ -102,13 +100,11 @@ def cmd_split(args: argparse.Namespace) -> None:
         train, test, args.ratios, args.seed, args.eval_fraction, args.test_fraction, args.published
     )
     # published and generated lists alike are judged before anything is written or trained on
-    with tempfile.TemporaryDirectory() as tmp:
-        write_splits(splits, Path(tmp))
-        try:
-            validate_splits(Path(tmp), args.ratios, known_ids=set(cases["case_id"]))
-        except DataError as exc:
-            where = "\n  ".join(f"{row['file']}: {row['origin']}" for row in origins)
-            raise DataError(f"{exc}\nwhere the lists came from:\n  {where}") from None
+    try:
+        check_split_lists(splits, args.ratios, set(cases["case_id"]), f"the split lists for {args.out}")
+    except DataError as exc:
+        where = "\n  ".join(f"{row['file']}: {row['origin']}" for row in origins)
+        raise DataError(f"{exc}\nwhere the lists came from:\n  {where}") from None
     write_splits(splits, args.out)
     write_csv(args.out / "origin.csv", ORIGIN_COLUMNS, origins)
     for row in origins:

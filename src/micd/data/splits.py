@@ -123,6 +123,7 @@ def assemble_splits(
         return all(published_name(name) in published for name in names)
 
     base = ("train", "eval", "test")
+    _check_complete(published_dir, [base, *((labelled_name(r), unlabelled_name(r)) for r in ratios)], is_published)
     missing = [r for r in ratios if not is_published(labelled_name(r), unlabelled_name(r))]
     if is_published(*base):
         splits = {name: published[published_name(name)] for name in base}
@@ -137,6 +138,20 @@ def assemble_splits(
         splits[name], origins[name] = published[published_name(name)], sources[published_name(name)]
     rows = [{"split": name, "file": f"{name}.txt", "origin": origin} for name, origin in origins.items()]
     return splits, rows
+
+
+def _check_complete(published_dir: Path | None, groups, is_published) -> None:
+    """A published folder gives each group of lists (train/eval/test; a ratio's labelled and
+    unlabelled pair) whole or not at all: half a group would silently mix published and
+    generated lists."""
+    for group in groups:
+        present = [name for name in group if is_published(name)]
+        if present and len(present) < len(group):
+            absent = [published_name(name) for name in group if name not in present]
+            raise DataError(
+                f"published split folder {published_dir} has {[published_name(n) for n in present]} but not "
+                f"{absent}: publish the whole group (or none of it, to have it generated)"
+            )
 
 
 PUBLISHED_SOURCES = "sources.csv"
@@ -174,13 +189,21 @@ def validate_splits(split_dir: Path, ratios: Iterable[int], known_ids: set[str])
     overlapping, or labelled + unlabelled not covering train.
     """
     split_dir = Path(split_dir)
-    names = ["train", "eval", "test"]
-    for ratio in ratios:
-        names += [labelled_name(ratio), unlabelled_name(ratio)]
+    names = split_names(ratios)
     missing = [f"{name}.txt" for name in names if not (split_dir / f"{name}.txt").is_file()]
     if missing:
         raise DataError(f"split directory {split_dir}: expected files {missing} to exist")
-    lists = {name: read_case_list(split_dir / f"{name}.txt") for name in names}
+    check_split_lists({name: read_case_list(split_dir / f"{name}.txt") for name in names}, ratios, known_ids, split_dir)
+
+
+def split_names(ratios: Iterable[int]) -> list[str]:
+    """train, eval, test, then each ratio's labelled and unlabelled list."""
+    return ["train", "eval", "test", *(name(r) for r in ratios for name in (labelled_name, unlabelled_name))]
+
+
+def check_split_lists(lists: dict[str, list[str]], ratios: Iterable[int], known_ids: set[str], where: object) -> None:
+    """:func:`validate_splits` on lists in memory (``lists[name]``); ``where`` names them in the error."""
+    lists = {name: lists[name] for name in split_names(ratios)}
     sets = {name: set(ids) for name, ids in lists.items()}
     faults: list[str] = []
 
@@ -212,7 +235,7 @@ def validate_splits(split_dir: Path, ratios: Iterable[int], known_ids: set[str])
             f"{lab}.txt + {unlab}.txt miss ids of train.txt",
         )
     if faults:
-        raise DataError(f"split directory {split_dir} is inconsistent:\n  " + "\n  ".join(faults))
+        raise DataError(f"{where} is inconsistent:\n  " + "\n  ".join(faults))
 
 
 def _check_unique(what: str, ids: list[str]) -> None:
