@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The prepared GPU check: the step benchmark at the protocol's size, fp32 and mixed precision,
-# for the supervised and the MICD step, with data loader workers, on a lent GPU machine.
+# The prepared GPU check (bench/gpu_check.py): the tiny workflow end to end on CUDA for every
+# registered method, then every method's training step at the protocol's size in fp32 and fp16
+# mixed precision (MICD also without channels-last and compiled). About 5 minutes on an H100
+# or H200; give the device tool's run a timeout of 540 s, which leaves time for a second try.
 #
-# That machine has its own PyTorch but no torchio, nibabel or SimpleITK: carry them as wheels.
-# Here, once, from the repository root:
+# That machine has its own PyTorch but no torchio, nibabel, SimpleITK or snakemake: carry the
+# missing wheels. Here, once, from the repository root:
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     -d .whl torchio==1.2.1 nibabel==5.4.2 simpleitk==2.5.7 deprecated==1.3.1
-# Then run this script there (device tool: carry [".whl"], command "bash bench/gpu.sh").
-# Results are appended to bench/results/step_benchmark.jsonl and copied to $OUT when set.
+# Then: device tool run, carry [".whl"], command "bash bench/gpu.sh". Records are appended to
+# bench/results/gpu_check.jsonl there and copied to $OUT; copy that file back into bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -d .whl ]; then
@@ -18,6 +20,4 @@ if [ -d .whl ]; then
 fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-python3 bench/step_benchmark.py --sizes protocol cpu --precisions fp32 amp --workers 4 \
-    --iterations 20 --warmup 5 --samples-per-volume 4 --queue-length 32
-if [ -n "${OUT:-}" ]; then cp bench/results/step_benchmark.jsonl "$OUT/"; fi
+python3 bench/gpu_check.py --size protocol --workers 4 --iterations 8 --warmup 3 --compile "$@"

@@ -10,8 +10,9 @@ the process's peak RSS on the CPU). Results are appended to
     python bench/step_benchmark.py                      # this CPU machine: cpu size, fp32
     python bench/step_benchmark.py --sizes cpu protocol --precisions fp32 amp   # a GPU node
 
-Sizes: ``cpu`` (patch 32x48x48, VNet width 4, the default configuration's model) and
-``protocol`` (patch 64x128x128 from an 80x160x160 grid, width 32, 2 + 2 batch: DHC's protocol).
+Sizes: ``tiny`` (patch 16x32x32, width 2: the test suite's), ``cpu`` (patch 32x48x48, VNet width
+8, the synthetic benchmark's model) and ``protocol`` (patch 64x128x128 from an 80x160x160 grid,
+width 32, 2 + 2 batch: DHC's protocol).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from micd.engine import TrainData, Trainer, TrainSettings, resolve_device  # noqa: E402
 
 SIZES = {
-    "cpu": {"grid": (32, 64, 64), "patch_size": [32, 48, 48], "n_filters": 4},
+    "tiny": {"grid": (32, 48, 48), "patch_size": [32, 32, 32], "n_filters": 2},
+    "cpu": {"grid": (32, 64, 64), "patch_size": [32, 48, 48], "n_filters": 8},
     "protocol": {"grid": (80, 160, 160), "patch_size": [64, 128, 128], "n_filters": 32},
 }
 NUM_CLASSES = 16
@@ -66,7 +68,16 @@ def machine(device: torch.device) -> dict:
     return info
 
 
-def measure(method: str, size: str, precision: str, data_dir: Path, ids: list[str], args) -> dict:
+def measure(
+    method: str,
+    size: str,
+    precision: str,
+    data_dir: Path,
+    ids: list[str],
+    args,
+    channels_last: bool = True,
+    compile: bool = False,
+) -> dict:
     spec = SIZES[size]
     settings = TrainSettings(
         max_epochs=1000,
@@ -76,15 +87,16 @@ def measure(method: str, size: str, precision: str, data_dir: Path, ids: list[st
         samples_per_volume=args.samples_per_volume,
         queue_length=args.queue_length,
         num_workers=args.workers,
-        amp="auto" if precision == "amp" else "off",
+        amp="fp16" if precision == "amp" else "off",
+        channels_last=channels_last,
+        compile=compile,
         device=args.device,
     )
     data = TrainData(data_dir, labelled=ids[:2], unlabelled=ids[2:], eval=[], num_classes=NUM_CLASSES)
-    method_settings = {"mask_block": 16} if method in ("micd",) else {}
-    trainer = Trainer(
-        method, method_settings, settings, data, Path(args.scratch) / f"{method}-{size}-{precision}", seed=0
-    )
-    trainer.method.initialise(torch.ones(NUM_CLASSES, dtype=torch.float64))
+    method_settings = {"mask_block": min(16, spec["patch_size"][0])} if method == "micd" else {}
+    name = f"{method}-{size}-{precision}-{'cl' if channels_last else 'c'}{'-compiled' if compile else ''}"
+    trainer = Trainer(method, method_settings, settings, data, Path(args.scratch) / name, seed=0)
+    trainer.method.initialise(torch.ones(NUM_CLASSES, dtype=torch.float64), len(data.unlabelled))
     trainer.method.train()
     streams = trainer.streams()
     device = trainer.device
@@ -106,6 +118,8 @@ def measure(method: str, size: str, precision: str, data_dir: Path, ids: list[st
         "size": size,
         "precision": precision if trainer.amp_dtype else "fp32",
         "amp_dtype": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else None,
+        "channels_last": channels_last,
+        "compiled": compile,
         "patch_size": spec["patch_size"],
         "n_filters": spec["n_filters"],
         "batch": f"{settings.batch_labelled}+{settings.batch_unlabelled if trainer.method.uses_unlabelled else 0}",

@@ -65,6 +65,8 @@ class TrainSettings:
     window_stride: list[int] = field(default_factory=lambda: [16, 32, 32])
     checkpoint_every: int = 100  # iterations; a checkpoint is also written after every epoch
     channels_last: bool = True  # channels-last 3-D tensors: faster convolutions (docs/benchmark.md)
+    compile: bool = False  # torch.compile every network (nn.Module.compile: state dicts keep their keys)
+    cudnn_benchmark: bool = True  # on a GPU, let cuDNN pick the fastest kernels for the fixed patch size
     # mixed precision on a GPU, never on the CPU: "fp16" (DHC: autocast and a gradient scaler),
     # "bf16", "auto" (bf16 where supported) or "off"
     amp: str = "fp16"
@@ -206,6 +208,11 @@ class Trainer:
         )
         self.memory_format = torch.channels_last_3d if settings.channels_last else torch.contiguous_format
         self.method.to(self.device, memory_format=self.memory_format)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+        if settings.compile:
+            for net in [*self.method.students().values(), *self.method.teachers()]:
+                net.compile()
         self.method_settings = asdict(self.method.settings)
         self.run_info = dict(run_info or {}, method=method_name, seed=seed)
         self.optimisers = {
@@ -267,8 +274,11 @@ class Trainer:
             images = [labelled["image"][tio.DATA]]
             if unlabelled_stream is not None:
                 images.append(next(unlabelled_stream)["image"][tio.DATA])
-        image = torch.cat(images).float().to(self.device, non_blocking=True, memory_format=self.memory_format)
-        label = labelled["label"][tio.DATA][:, 0].long().to(self.device, non_blocking=True)
+        image, label = torch.cat(images).float(), labelled["label"][tio.DATA][:, 0].long()
+        if self.device.type == "cuda":  # page-locked, so the copies below overlap the GPU's work
+            image, label = image.pin_memory(), label.pin_memory()
+        image = image.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        label = label.to(self.device, non_blocking=True)
         return Batch(image=image, label=label)
 
     # ----- checkpoints ----------------------------------------------------------------

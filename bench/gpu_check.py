@@ -1,0 +1,206 @@
+"""The prepared GPU check (issue 16): one command, at most 8 minutes on one H100 or H200.
+
+1. ``workflow``: the tiny workflow end to end on the device, without Snakemake (the GPU machine
+   has none): a small synthetic archive is generated, converted, preprocessed and split, every
+   registered method trains a few iterations through the real engine (mixed precision on a
+   GPU), segments the test cases and is scored. Each method's record says whether its losses
+   stayed finite, its seconds, and its test Dice (meaningless after so few steps: it shows that
+   inference and scoring ran).
+2. ``steps``: every registered method at ``--size`` (``protocol``: VNet width 32, 64x128x128
+   patches, 2 + 2 batch, TorchIO queues with ``--workers`` loader processes): median step time
+   split into data wait and compute, iterations per second and peak memory, in fp32 and in
+   mixed precision (fp16 with a gradient scaler, the protocol's); MICD also without
+   channels-last tensors and, with ``--compile``, compiled, so each throughput choice is
+   measured where it matters.
+
+Every record is appended to ``--out`` (default ``bench/results/gpu_check.jsonl``) with the
+device's name and the versions, and printed as it is made; ``$OUT``, where set, gets a copy.
+The test suite runs ``--size tiny`` on the CPU (tests/test_gpu_check.py), so the script cannot
+rot between lent GPUs. On the GPU machine: ``bash bench/gpu.sh`` (it installs the carried wheels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from step_benchmark import SIZES, make_cases, measure  # noqa: E402
+
+from micd.data.classes import classes_for  # noqa: E402
+from micd.data.convert import convert_archive  # noqa: E402
+from micd.data.preprocess import preprocess  # noqa: E402
+from micd.data.splits import make_splits  # noqa: E402
+from micd.data.synthetic import generate_archive  # noqa: E402
+from micd.engine import TrainData, Trainer, TrainSettings, resolve_device  # noqa: E402
+from micd.evaluation.predict import InferenceSettings, predict_cases  # noqa: E402
+from micd.evaluation.score import score_run  # noqa: E402
+from micd.methods import METHODS  # noqa: E402
+from micd.provenance import package_versions  # noqa: E402
+
+WORKFLOW_GRID = (32, 48, 48)
+RATIO = 25  # labelled percent of the tiny set
+WORKFLOW_PATCH = [32, 32, 32]
+
+
+def device_info(device: torch.device) -> dict:
+    info = {"host": platform.node(), "python": platform.python_version(), "torch": torch.__version__}
+    if device.type == "cuda":
+        info |= {
+            "gpu": torch.cuda.get_device_name(device),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+        }
+    info["packages"] = package_versions(("torchio", "nibabel", "numpy", "scipy"))
+    return info
+
+
+def tiny_workflow(root: Path, device: torch.device, methods: list[str], iterations: int, log) -> None:
+    """Generate, convert, preprocess and split a tiny set; train, segment and score each method."""
+    started = time.perf_counter()
+    # 10 training cases: 2 eval, 2 labelled, 6 unlabelled (Adsh's bank needs at least 4)
+    generate_archive(root / "archive", 10, 2, seed=0, inplane=(48, 56), slices=(32, 36))
+    manifest = convert_archive(root / "archive", root / "converted")
+    classes = classes_for("synthetic")
+    preprocess(manifest, root / "preprocessed", WORKFLOW_GRID, num_classes=len(classes))
+    train_ids = [f"amos_{k:04d}" for k in range(1, 11)]
+    test_ids = [f"amos_{k:04d}" for k in range(11, 13)]
+    splits = make_splits(train_ids, test_ids, [RATIO], seed=0, eval_fraction=0.2)
+    log(
+        {
+            "stage": "workflow_data",
+            "seconds": round(time.perf_counter() - started, 2),
+            "splits": {k: len(v) for k, v in splits.items()},
+        }
+    )
+    for method in methods:
+        started = time.perf_counter()
+        settings = TrainSettings(
+            max_epochs=1,
+            iterations_per_epoch=iterations,
+            n_filters=2,
+            dropout=0.0,
+            patch_size=WORKFLOW_PATCH,
+            window_stride=[16, 16, 16],
+            queue_length=4,
+            validate_every=1,
+            validation="sliding_window",
+            early_stop_patience=None,
+            amp="fp16",
+            device=str(device),
+        )
+        labelled = splits["train"] if METHODS[method].labelled_set == "train" else splits[f"labelled_{RATIO}p"]
+        unlabelled = [] if METHODS[method].labelled_set == "train" else splits[f"unlabelled_{RATIO}p"]
+        data = TrainData(root / "preprocessed", labelled, unlabelled, splits["eval"], len(classes))
+        run = root / "runs" / method
+        settings_of = {"mask_block": 8} if method == "micd" else {}
+        trainer = Trainer(
+            method, settings_of, settings, data, run, seed=0, run_info={"dataset": "gpu_check", "ratio": RATIO}
+        )
+        trainer.fit()
+        rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+        finite = all(v is not None and math.isfinite(v) for row in rows for k, v in row.items() if k == "loss")
+        predict_cases(
+            run / "model.pt",
+            root / "preprocessed",
+            splits["test"],
+            run / "predictions",
+            InferenceSettings(original_grid=False),
+            str(device),
+        )
+        table = score_run(
+            run / "predictions",
+            root / "preprocessed",
+            splits["test"],
+            classes,
+            {"dataset": "gpu_check", "ratio": RATIO, "method": method, "seed": 0},
+            run / "metrics.csv",
+        )
+        log(
+            {
+                "stage": "workflow",
+                "method": method,
+                "iterations": len(rows),
+                "finite_losses": finite,
+                "skipped_steps": sum("skipped" in row for row in rows),
+                "amp_dtype": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else None,
+                "test_mean_dice": round(float(table["dice"].mean()), 3),
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+        )
+
+
+def step_times(root: Path, size: str, methods: list[str], args, log) -> None:
+    data_dir = root / f"data-{size}"
+    ids = make_cases(data_dir, SIZES[size]["grid"], n=8)
+    args.scratch = str(root / "steps")
+    precisions = ["fp32", "amp"] if args.device_type == "cuda" else ["fp32"]
+    for method in methods:
+        for precision in precisions:
+            log({"stage": "steps", **measure(method, size, precision, data_dir, ids, args)})
+    if "micd" in methods:  # the throughput choices, on the most expensive step
+        precision = precisions[-1]
+        log({"stage": "steps", **measure("micd", size, precision, data_dir, ids, args, channels_last=False)})
+        if args.compile:
+            log({"stage": "steps", **measure("micd", size, precision, data_dir, ids, args, compile=True)})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="protocol", choices=sorted(SIZES), help="size of the step measurements")
+    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--workflow-iterations", type=int, default=4)
+    p.add_argument("--iterations", type=int, default=8, help="timed iterations per step measurement")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--workers", type=int, default=None, help="loader processes (default: 4 on a GPU, 0 on the CPU)")
+    p.add_argument("--samples-per-volume", type=int, default=1)
+    p.add_argument("--queue-length", type=int, default=16)
+    p.add_argument("--compile", action="store_true", help="also time MICD's step compiled")
+    p.add_argument("--skip", nargs="*", default=[], choices=["workflow", "steps"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu_check.jsonl")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    args.device_type = device.type
+    args.workers = args.workers if args.workers is not None else (4 if device.type == "cuda" else 0)
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    machine = device_info(device)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    print(json.dumps({"machine": machine}), flush=True)
+
+    def log(record: dict) -> None:
+        record = {"benchmark": "gpu_check", "date": stamp, "size": args.size, **record, "machine": machine}
+        print(json.dumps({k: v for k, v in record.items() if k != "machine"}), flush=True)
+        with open(args.out, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="micd-gpu-check-") as tmp:
+        if "workflow" not in args.skip:
+            tiny_workflow(Path(tmp) / "workflow", device, args.methods, args.workflow_iterations, log)
+        if "steps" not in args.skip:
+            step_times(Path(tmp), args.size, args.methods, args, log)
+    log({"stage": "done", "seconds": round(time.perf_counter() - started, 1)})
+    if os.environ.get("OUT"):
+        shutil.copy(args.out, Path(os.environ["OUT"]) / args.out.name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""The prepared GPU check (bench/gpu_check.py) at its tiny size on the CPU, so that it cannot rot
+between the sessions that are lent a GPU: the same command, every registered method."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from micd.methods import METHODS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_gpu_check_runs_every_method_through_workflow_and_step_timing(tmp_path):
+    out = tmp_path / "gpu_check.jsonl"
+    command = [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--size", "tiny", "--threads", "1"]
+    command += ["--iterations", "1", "--warmup", "1", "--workflow-iterations", "2", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    workflow = {r["method"]: r for r in records if r["stage"] == "workflow"}
+    steps = [r for r in records if r["stage"] == "steps"]
+    assert set(workflow) == set(METHODS)
+    assert all(r["finite_losses"] and r["skipped_steps"] == 0 and r["iterations"] == 4 for r in workflow.values())
+    assert all(0 <= r["test_mean_dice"] <= 100 for r in workflow.values())
+    assert {r["method"] for r in steps} == set(METHODS)
+    assert all(r["step_s_median"] > 0 and 0 <= r["data_wait_fraction"] <= 1 for r in steps)
+    assert [r["channels_last"] for r in steps if r["method"] == "micd"] == [True, False]
+    assert records[-1]["stage"] == "done" and all(r["machine"]["torch"] for r in records)
