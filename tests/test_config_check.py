@@ -63,9 +63,11 @@ def test_an_unknown_method_lists_the_registered_ones():
     from micd.methods import METHODS
 
     message = problems_of({"methods": ["supervised", "mcid"]})
-    assert "methods: 'mcid' is neither a registered method nor a variant; registered methods: " + ", ".join(
-        sorted(METHODS)
-    ) in message
+    assert (
+        "methods: 'mcid' is neither a registered method nor a variant; registered methods: "
+        + ", ".join(sorted(METHODS))
+        in message
+    )
     assert "variants.x.method: 'nope' is not registered" in problems_of({"variants": {"x": {"method": "nope"}}})
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from workflow_helpers import ROOT, TINY_CONFIG, snakemake, snakemake_command, snakemake_env
+from workflow_helpers import ROOT, TINY_CONFIG, apt_install, snakemake, snakemake_command, snakemake_env
 
 SLURM_TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
@@ -81,14 +81,9 @@ def install_slurm() -> None:
         pytest.fail("the SLURM tests install slurm-wlm and munge and start their daemons: they must run as root")
     if all(shutil.which(tool) for tool in SLURM_TOOLS):
         return
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "slurm-wlm", "munge"]
-    result = subprocess.run(install, env=env, capture_output=True, text=True)
-    if result.returncode != 0:  # a stale package index: refresh it once
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True)
-        result = subprocess.run(install, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.fail(f"apt-get could not install slurm-wlm and munge:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    failure = apt_install("slurm-wlm", "munge")
+    if failure:
+        pytest.fail(failure)
 
 
 def claim_slurm_conf() -> None:

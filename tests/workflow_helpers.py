@@ -80,3 +80,22 @@ def snakemake(
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+def apt_install(*packages: str) -> str | None:
+    """Install Debian packages with apt-get (refreshing a stale index once); None on success,
+    else why not (not root, or apt-get's own words)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        return f"installing {', '.join(packages)} needs root"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+    result = subprocess.run(install, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True)
+        result = subprocess.run(install, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        return f"apt-get could not install {', '.join(packages)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return None

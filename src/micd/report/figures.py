@@ -4,6 +4,7 @@ comparison of segmentations, and MICD's mask sensitivity."""
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogFormatter, MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from micd.atomic import atomic_write  # noqa: E402
 from micd.data.classes import OrganClass  # noqa: E402
@@ -92,7 +93,9 @@ def plot_dice_per_class(
         grid.legend.set_title("Method")
     # y > 1 clears the first panel's title; bbox_inches="tight" keeps it in the image.
     grid.figure.suptitle(f"Dice per organ class, {datasets[0]} (mean over cases, error bars: SD)", y=1.02)
-
+    names = {c.short: c.name for c in classes}
+    key = ", ".join(f"{short}: {names[short]}" for short in class_order)
+    grid.figure.text(0.5, -0.01, textwrap.fill(key, 160), ha="center", va="top", fontsize="small")
     save_png(grid.figure, out_png)
 
 
@@ -165,8 +168,12 @@ def plot_dice_vs_ratio(per_case: pd.DataFrame, out_png: Path, method_order: Sequ
         ax.errorbar(line["ratio"], line["mean"], yerr=line["std"], marker="o", capsize=3, label=method)
     ax.set_xticks(sorted(points["ratio"].unique()))
     ax.set_xlabel("labelled training cases (%)")
-    ax.set_ylabel("mean Dice (%), error bars: SD over seeds")
-    ax.set_ylim(0, 100)
+    seeds = runs.groupby(["ratio", "method"])["seed"].nunique().max()
+    ax.set_ylabel("mean Dice (%), error bars: SD over seeds" if seeds > 1 else "mean Dice (%), one seed")
+    # the data's own range (with room), so that small differences stay visible
+    low, high = (points["mean"] - points["std"]).min(), (points["mean"] + points["std"]).max()
+    margin = max(2.0, 0.1 * (high - low))
+    ax.set_ylim(max(0.0, low - margin), min(100.0, high + margin))
     ax.grid(alpha=0.3)
     figure.legend(title="Method", loc="outside right upper", fontsize="small")
     ax.set_title(f"Dice against labelled ratio, {points['dataset'].iloc[0]}", fontsize="medium")
@@ -178,7 +185,7 @@ BOOKKEEPING_COLUMNS = ("epoch", "iteration", "lr", "beta", "data_s", "compute_s"
 
 CURVE_PANEL = (4.2, 2.6)  # inches per panel
 PLAIN_NUMBER = FuncFormatter(lambda value, _: f"{value:g}")
-CURVE_LEGEND = 0.6  # inches below the panels
+CURVE_LEGEND = 1.2  # inches for the title above and the legend and its note below the panels
 
 
 def training_curves_size(n_methods: int, n_ratios: int) -> tuple[float, float]:
@@ -190,13 +197,26 @@ def smooth(values: pd.Series) -> pd.Series:
     return values.rolling(max(1, len(values) // 20), min_periods=1).mean()
 
 
+TOTAL = "loss"  # the total a step back-propagates, drawn over its terms
+
+
 def _plot_losses(ax: plt.Axes, losses: pd.DataFrame, colours: Mapping[str, tuple]) -> None:
-    """Each loss term of one panel, smoothed, on a log scale with plain-number ticks."""
+    """Each loss term of one panel, smoothed, on a log scale with ticks at 1, 2 and 5 of each
+    decade; the total dotted on top, so that a term it equals (``sup`` early on) stays visible."""
     for term, curve in losses.groupby("term", sort=False):
-        ax.plot(curve["iteration"], smooth(curve["value"]), color=colours[term], linewidth=1)
+        total = term == TOTAL
+        ax.plot(
+            curve["iteration"],
+            smooth(curve["value"]),
+            color=colours[term],
+            linewidth=1.8 if total else 1,
+            linestyle=":" if total else "-",
+            zorder=3 if total else 2,
+        )
     ax.set_yscale("log", nonpositive="mask")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(PLAIN_NUMBER)
-    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
@@ -228,8 +248,8 @@ def plot_training_curves(
         order_rows(losses[["dataset", "ratio", "method"]].drop_duplicates(), method_order)["method"].unique()
     )
     ratios = sorted(losses["ratio"].unique())
-    terms = list(dict.fromkeys(losses["term"]))
-    colours = dict(zip(terms, sns.color_palette("tab10", len(terms))))
+    terms = [t for t in dict.fromkeys(losses["term"]) if t != TOTAL]
+    colours = dict(zip(terms, sns.color_palette("tab10", len(terms)))) | {TOTAL: (0.0, 0.0, 0.0)}
     mean_loss = losses.groupby(["method", "ratio", "term", "iteration"], as_index=False)["value"].mean()
     mean_dice = validation.groupby(["method", "ratio", "iteration"], as_index=False)["eval_mean_dice"].mean()
 
@@ -247,8 +267,23 @@ def plot_training_curves(
             _plot_validation(ax, mean_dice[(mean_dice["method"] == method) & (mean_dice["ratio"] == ratio)])
             ax.set_title(f"{method}, {format_ratio(ratio)} labelled", fontsize="medium")
     handles = [plt.Line2D([], [], color=colours[t], label=t) for t in terms]
+    handles.append(plt.Line2D([], [], color="k", linestyle=":", linewidth=1.8, label="total loss"))
     handles.append(plt.Line2D([], [], color="k", linestyle="--", marker="o", markersize=3, label="validation Dice"))
-    figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize="small")
+    note = (
+        "Loss terms: log scale, running mean over 5 % of the iterations, mean over seeds. sup of a two-network "
+        "method is the sum of both networks' supervised losses, each with its class weights (DHC's reach the "
+        "number of classes), so it is larger than a one-network method's."
+    )
+    width = figure.get_size_inches()[0]
+    figure.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncol=min(len(handles), 8),
+        fontsize="small",
+        title=textwrap.fill(note, int(width * 16)),
+        title_fontsize="x-small",
+    )
+    figure.suptitle(f"Training curves, {losses['dataset'].iloc[0]}")
     save_png(figure, out_png, tight=False)
 
 
@@ -268,10 +303,36 @@ def qualitative_size(n_rows: int, n_columns: int, n_classes: int) -> tuple[float
 
 
 def class_colours(classes: Sequence[OrganClass]) -> dict[int, tuple[float, float, float]]:
-    """A fixed colour per foreground class id: tab20's ten dark hues, then their light ones."""
-    tab20 = plt.get_cmap("tab20").colors
-    palette = [*tab20[0::2], *tab20[1::2]]
+    """A fixed colour per foreground class id: tab20's ten dark hues, then their light ones, with
+    gold for tab20's grey (label 8: the aorta, whose bright contrast would swallow grey)."""
+    tab20 = [tuple(c) for c in plt.get_cmap("tab20").colors]
+    greys = {tab20[14], tab20[15]}
+    palette = [GOLD if c in greys else c for c in (*tab20[0::2], *tab20[1::2])]
     return {c.label: palette[(c.label - 1) % len(palette)] for c in classes if c.label != 0}
+
+
+GOLD = (1.0, 0.84, 0.0)
+
+
+def radiological(slice_yx: np.ndarray) -> np.ndarray:
+    """An axial slice of a RAS-ordered (D, H, W) volume as radiologists view it: the patient's
+    right on the image's left, anterior up (both axes reversed)."""
+    return slice_yx[::-1, ::-1]
+
+
+def _orientation_letters(ax: plt.Axes) -> None:
+    for x, y, letter in ((0.02, 0.5, "R"), (0.98, 0.5, "L"), (0.5, 0.98, "A"), (0.5, 0.02, "P")):
+        ax.text(
+            x,
+            y,
+            letter,
+            transform=ax.transAxes,
+            color="yellow",
+            fontsize="x-small",
+            fontweight="bold",
+            ha="center",
+            va="center",
+        )
 
 
 def slice_with_most_foreground(truth: np.ndarray) -> int:
@@ -305,27 +366,27 @@ def plot_qualitative(
     depth = slice_with_most_foreground(truth)
     colours = class_colours(classes)
     ratios = list(dict.fromkeys(r for r, _ in predictions))
-    methods = list(dict.fromkeys(m for _, m in predictions))
-    columns = 2 + len(methods)
+    per_ratio = {ratio: [m for r, m in predictions if r == ratio] for ratio in ratios}
+    columns = 2 + max(len(methods) for methods in per_ratio.values())
     foreground = [c for c in classes if c.label != 0]
     size = qualitative_size(len(ratios), columns, len(foreground))
     figure, axes = plt.subplots(len(ratios), columns, figsize=size, squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.set_axis_off()
     panels = {(0, 0): ("image", None), (0, 1): ("ground truth", truth)}
-    for row, ratio in enumerate(ratios):
-        for column, method in enumerate(methods, start=2):
-            if (ratio, method) in predictions:
-                panels[(row, column)] = (f"{method}, {format_ratio(ratio)}", predictions[(ratio, method)])
+    for row, ratio in enumerate(ratios):  # each ratio's methods side by side, no gaps
+        for column, method in enumerate(per_ratio[ratio], start=2):
+            panels[(row, column)] = (f"{method}, {format_ratio(ratio)}", predictions[(ratio, method)])
     for (row, column), (name, labels) in panels.items():
         ax = axes[row][column]
-        ax.imshow(image[depth], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(radiological(image[depth]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         if labels is not None:
-            ax.imshow(_overlay(labels[depth], colours, alpha=0.6), interpolation="nearest")
+            ax.imshow(_overlay(radiological(labels[depth]), colours, alpha=0.6), interpolation="nearest")
+        _orientation_letters(ax)
         ax.set_title(name, fontsize="small")
     handles = [Patch(color=colours[c.label], label=c.name) for c in foreground]
     ncol = _legend_columns(size[0], len(handles))
     figure.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize="x-small")
-    figure.suptitle(f"{title}, axial slice {depth}")
+    figure.suptitle(f"{title}, axial slice {depth} (radiological view: patient's right on the left)")
     save_png(figure, out_png, tight=False)
     return depth

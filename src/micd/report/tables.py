@@ -175,9 +175,9 @@ def table_notes(n_cases: int | None, has_published: bool) -> str:
         "Dice (%) and ASD (voxels): mean ± std over seeds (the mean alone for one seed); class columns: Dice (%). "
         "Bold: the best of our rows in each column within each labelled ratio, unless all tie (published rows do not "
         "compete). "
-        f"p vs {REFERENCE_METHOD}: two-sided paired Wilcoxon signed-rank test over {cases} of each case's mean "
-        f"Dice (averaged over seeds) against {REFERENCE_METHOD}; {_MISSING} where undefined "
-        f"({REFERENCE_METHOD} itself, fewer than {MIN_PAIRED_CASES} non-zero differences)."
+        f"p vs {display_name(REFERENCE_METHOD)}: two-sided paired Wilcoxon signed-rank test over {cases} of each "
+        f"case's mean Dice (averaged over seeds) against {display_name(REFERENCE_METHOD)}; {_MISSING} where "
+        f"undefined ({display_name(REFERENCE_METHOD)} itself, fewer than {MIN_PAIRED_CASES} non-zero differences)."
     )
     if has_published:
         return (
@@ -337,9 +337,11 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
 
 _HTML_STYLE = """\
 body { font-family: sans-serif; margin: 1em; }
-table { border-collapse: collapse; font-size: 0.9em; }
+table { border-collapse: collapse; font-size: 0.85em; }
 caption { caption-side: top; text-align: left; max-width: 60em; padding-bottom: 0.6em; }
-th, td { padding: 0.2em 0.6em; text-align: right; white-space: nowrap; }
+th, td { padding: 0.15em 0.35em; text-align: right; }
+td { white-space: nowrap; }
+th { vertical-align: bottom; }
 th.left, td.left { text-align: left; }
 thead tr { border-top: 2px solid black; border-bottom: 1px solid black; }
 tbody { border-bottom: 1px solid black; }
