@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The synthetic benchmark (docs/benchmark.md) in parts, each one workflow invocation that fits
+# 150 minutes on this project's 2-core machine, timed and recorded in
+# bench/results/benchmark_parts.jsonl. From the repository root, with the venv active:
+#
+#   bash bench/benchmark_parts.sh choice A5a A5b seeds A10a A10b ablation sensitivity8_16 sensitivity
+#
+# A part whose runs are done costs only its report jobs; an interrupted part resumes where it
+# stopped when started again (each run resumes from its checkpoint). `final` builds the tables
+# and figures of config/benchmark.yaml alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BASE=(--profile profiles/local --configfile config/benchmark.yaml)
+P=bench/parts
+CHOICE=results/synthetic_benchmark/runs/5p
+
+run_part() {
+    local name=$1
+    shift
+    local started end status=0
+    started=$(date +%s)
+    echo "== part $name: snakemake $*" >&2
+    snakemake "$@" || status=$?
+    end=$(date +%s)
+    python3 - "$name" "$started" "$end" "$status" "$(git describe --always --dirty)" "$*" <<'PY'
+import json, sys, platform, datetime as dt
+name, started, end, status, commit, args = sys.argv[1:]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
+record = {"benchmark": "synthetic_benchmark_part", "part": name, "commit": commit, "command": "snakemake " + args,
+          "started": dt.datetime.fromtimestamp(int(started), dt.timezone.utc).isoformat(), "wall_min": round((int(end) - int(started)) / 60, 1),
+          "exit_status": int(status), "machine": {"host": platform.node(), "cpu": cpu}}
+open("bench/results/benchmark_parts.jsonl", "a").write(json.dumps(record) + "\n")
+print(json.dumps(record))
+PY
+    return "$status"
+}
+
+for part in "$@"; do
+    case $part in
+        choice) run_part choice "$CHOICE/micd/seed0/model.pt" "$CHOICE/micd_mcpc_clean_prediction/seed0/model.pt" \
+            "$CHOICE/micd_cfc_kl_one_sided/seed0/model.pt" "${BASE[@]}" ;;
+        A5a) run_part A5a "${BASE[@]}" $P/5p.yaml $P/first_rows.yaml ;;
+        A5b) run_part A5b "${BASE[@]}" $P/5p.yaml $P/last_rows.yaml ;;
+        A10a) run_part A10a "${BASE[@]}" $P/10p.yaml $P/first_rows.yaml ;;
+        A10b) run_part A10b "${BASE[@]}" $P/10p.yaml $P/last_rows.yaml ;;
+        seeds) run_part seeds "${BASE[@]}" $P/seeds.yaml ;;
+        ablation) run_part ablation ablation "${BASE[@]}" $P/5p.yaml ;;
+        sensitivity8_16) run_part sensitivity8_16 sensitivity "${BASE[@]}" $P/5p.yaml $P/blocks_8_16.yaml ;;
+        sensitivity) run_part sensitivity sensitivity "${BASE[@]}" $P/5p.yaml ;;
+        final) run_part final "${BASE[@]}" ;;
+        *) echo "unknown part $part" >&2; exit 2 ;;
+    esac
+done
