@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from dhc_reference import dhc_dc_and_ce, dhc_sigmoid_rampup, dhc_soft_dice, dhc_weighted_ce
+from dhc_reference import one_hot as _one_hot
 
 from micd.methods import Batch, Progress, build_method
 from micd.methods.cotraining import ConfidenceBank, masked_weighted_cross_entropy, sampling_mask
@@ -20,27 +22,8 @@ from micd.methods.weighting import DiffDW
 C = 5  # classes, background included
 
 
-def one_hot(labels: torch.Tensor, num_classes: int = C) -> torch.Tensor:
-    """(B, D, H, W) ids -> (B, C, D, H, W) float one-hot, as DHC's scatter_ builds it."""
-    return F.one_hot(labels, num_classes).permute(0, 4, 1, 2, 3).float()
-
-
-def dhc_soft_dice(x: torch.Tensor, y_onehot: torch.Tensor, smooth: float) -> torch.Tensor:
-    """utils/loss.py SoftDiceLoss (batch_dice): per class (2tp + s) / (2tp + fp + fn + s + 1e-8)."""
-    axes = [0, 2, 3, 4]
-    tp = (x * y_onehot).sum(axes)
-    fp = (x * (1 - y_onehot)).sum(axes)
-    fn = ((1 - x) * y_onehot).sum(axes)
-    return (2 * tp + smooth) / (2 * tp + fp + fn + smooth + 1e-8)
-
-
-def dhc_dc_and_ce(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """utils/loss.py DC_and_CE_loss(w_dc=w, w_ce=w): weighted CE + (-mean_{c>=1} w_c dice_c), smooth 1."""
-    ce = F.cross_entropy(logits, labels, weight=weight)
-    dc = dhc_soft_dice(logits.softmax(1), one_hot(labels), smooth=1.0)[1:]
-    if weight is not None:
-        dc = dc * weight[1:]
-    return ce - dc.mean()
+def one_hot(labels: torch.Tensor) -> torch.Tensor:
+    return _one_hot(labels, C)
 
 
 class DHCDiffDW:
@@ -118,12 +101,6 @@ def test_supervised_loss_has_dhcs_gradient_and_its_value_up_to_the_mean_weight(w
 def fixed_noise(x: torch.Tensor, std: float, clip: float) -> torch.Tensor:
     """A deterministic stand-in for the Gaussian noise, so both sides see the same inputs."""
     return torch.clamp(torch.sin(x * 37.0) * std, -clip, clip)
-
-
-def dhc_sigmoid_rampup(current: float, length: float) -> float:
-    current = np.clip(current, 0.0, length)
-    phase = 1.0 - current / length
-    return float(np.exp(-5.0 * phase * phase))
 
 
 def dhc_uamt_loss(student, teacher, image, label_l, epoch, max_epoch, cps_w):
@@ -231,12 +208,6 @@ def dhc_sampling_rate(confs: torch.Tensor, gamma: float = 0.5) -> torch.Tensor:
     return (rate / (torch.max(rate) + 1e-12)) ** gamma
 
 
-def dhc_weighted_ce(logits, target, weight, weight_map) -> torch.Tensor:
-    """utils/loss.py WeightedCrossEntropyLoss: per-voxel weighted CE times the map, plain mean."""
-    loss = F.cross_entropy(logits, target, weight=weight, reduction="none").view(logits.shape[0], -1)
-    return torch.mean(loss * weight_map.view(logits.shape[0], -1))
-
-
 def test_cld_confidence_bank_sampling_rates_and_masked_loss_are_dhcs():
     initial = torch.rand(C, generator=torch.Generator().manual_seed(5))
     ours, reference = ConfidenceBank(initial, 0.999, 8), DHCConfidenceBank(initial)
@@ -252,7 +223,7 @@ def test_cld_confidence_bank_sampling_rates_and_masked_loss_are_dhcs():
     logits, target = torch.randn(2, C, 4, 6, 6, generator=g), torch.randint(0, C, (2, 4, 6, 6), generator=g)
     weight, mask = torch.rand(C, generator=g) * 3, (torch.rand(2, 4, 6, 6, generator=g) > 0.5).float()
     assert masked_weighted_cross_entropy(logits, target, weight, mask).item() == pytest.approx(
-        dhc_weighted_ce(logits, target, weight, mask).item(), abs=1e-6
+        dhc_weighted_ce(logits, target, mask, weight).item(), abs=1e-6
     )
 
 
@@ -301,8 +272,8 @@ def test_cld_step_is_dhcs_with_the_same_sampling_masks(monkeypatch):
         bank_a.record_data(out_a[:2], label)
         bank_b.record_data(out_b[:2], label)
         sup = dhc_dc_and_ce(out_a[:2], label, weight) + dhc_dc_and_ce(out_b[:2], label, weight)
-        cross = dhc_weighted_ce(out_a, out_b.argmax(1), weight, masks[0]) + dhc_weighted_ce(
-            out_b, out_a.argmax(1), weight, masks[1]
+        cross = dhc_weighted_ce(out_a, out_b.argmax(1), masks[0], weight) + dhc_weighted_ce(
+            out_b, out_a.argmax(1), masks[1], weight
         )
         assert terms["sup"].item() == pytest.approx(sup.item() + 2 * weight[1:].mean().item(), abs=1e-6)
         assert terms["mcpc"].item() == pytest.approx(cross.item(), abs=1e-6)

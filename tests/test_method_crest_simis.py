@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from dhc_reference import dhc_dc_and_ce
 
 from micd.methods import Batch, Progress
 from micd.methods.base import settings_from_dict
@@ -193,19 +194,6 @@ def test_simis_step_is_dhcs_and_trains_both_networks():
 
 
 # ----- both: the co-training step, init, inference, checkpoints -------------------------------
-
-
-def dhc_dc_and_ce(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """utils/loss.py ``DC_and_CE_loss(w_dc=w, w_ce=w)``: weighted CE - mean_{c>=1} w_c dice_c (smooth 1)."""
-    ce = F.cross_entropy(logits, labels, weight=weight)
-    probs = logits.softmax(1)
-    onehot = F.one_hot(labels, logits.shape[1]).permute(0, 4, 1, 2, 3).float()
-    axes = [0, 2, 3, 4]
-    tp = (probs * onehot).sum(axes)
-    fp = (probs * (1 - onehot)).sum(axes)
-    fn = ((1 - probs) * onehot).sum(axes)
-    dice = (2 * tp + 1) / (2 * tp + fp + fn + 1 + 1e-8)
-    return ce - (dice[1:] * weight[1:]).mean()
 
 
 def check_step_against_dhc(method, dhc_weights, whole_batch: bool) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from dhc_reference import dhc_weighted_ce
 
 from micd.errors import SettingsError
 from micd.methods.base import Batch, Progress, scheduled_rampup, settings_from_dict
@@ -120,13 +121,6 @@ def dhc_causal_inference(logits, qhat, tau):
 def dhc_update_qhat(probs, qhat, momentum):
     """train_depl.py:148-151."""
     return momentum * qhat + (1 - momentum) * probs.detach().mean(dim=0)
-
-
-def dhc_weighted_ce(logits, target, weight_map):
-    """utils/loss.py WeightedCrossEntropyLoss() (no class weights): per-voxel CE times the map, plain mean."""
-    b = logits.shape[0]
-    loss = F.cross_entropy(logits, target, reduction="none").view(b, -1)
-    return torch.mean(loss * weight_map.view(b, -1))
 
 
 def dhc_depl_cross(out_a, out_b, qhat_a, qhat_b, n, tau=1.0, shifted=False):

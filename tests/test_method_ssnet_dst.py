@@ -11,6 +11,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from dhc_reference import dhc_soft_dice
+from dhc_reference import one_hot as _one_hot
 from torch import nn
 
 from micd.errors import SettingsError
@@ -62,18 +64,13 @@ def assert_close_to_scale(ours: list[torch.Tensor], theirs: list[torch.Tensor], 
 
 
 def dhc_soft_dice_loss(x: torch.Tensor, y: torch.Tensor, smooth: float, do_bg: bool = True) -> torch.Tensor:
-    """utils/loss.py SoftDiceLoss(batch_dice=True) on probabilities ``x`` and a same-shaped ``y``
-    (soft or one-hot): ``-mean_c (2tp + s) / (2tp + fp + fn + s + 1e-8)``."""
-    axes = [0, 2, 3, 4]
-    tp = (x * y).sum(axes)
-    fp = (x * (1 - y)).sum(axes)
-    fn = ((1 - x) * y).sum(axes)
-    dc = (2 * tp + smooth) / (2 * tp + fp + fn + smooth + 1e-8)
+    """utils/loss.py SoftDiceLoss(batch_dice=True) as a loss: ``-mean_c dice_c``."""
+    dc = dhc_soft_dice(x, y, smooth)
     return -(dc if do_bg else dc[1:]).mean()
 
 
 def one_hot(labels: torch.Tensor) -> torch.Tensor:
-    return F.one_hot(labels, C).permute(0, 4, 1, 2, 3).float()
+    return _one_hot(labels, C)
 
 
 # ----- SS-Net: train_ssnet.py, models/vnet.py VNet4SSNet ------------------------------------------

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from dhc_reference import dhc_dc_and_ce, dhc_sigmoid_rampup, dhc_soft_dice, dhc_weighted_ce
+from dhc_reference import one_hot as _one_hot
 
 from micd.methods.acisis import ACISIS, ClassIndicators, sampling_weights, weighted_pseudo_label_loss
 from micd.methods.base import Batch, Progress, settings_from_dict
@@ -21,6 +23,10 @@ from micd.nets import VNet, count_parameters
 from micd.nets.unet_ds import UNetDS
 
 C = 5  # classes, background included
+
+
+def one_hot(labels: torch.Tensor) -> torch.Tensor:
+    return _one_hot(labels, C)
 
 
 def build(cls, n_filters=2, **settings):
@@ -32,25 +38,6 @@ def random_batch(g: torch.Generator, size: int, n_labelled: int = 2, n_unlabelle
     image = torch.rand(n_labelled + n_unlabelled, 1, size, size, size, generator=g)
     label = torch.randint(0, classes, (n_labelled, size, size, size), generator=g)
     return Batch(image=image, label=label)
-
-
-def one_hot(labels: torch.Tensor) -> torch.Tensor:
-    return F.one_hot(labels, C).permute(0, 4, 1, 2, 3).float()
-
-
-def dhc_soft_dice(x: torch.Tensor, y_onehot: torch.Tensor, smooth: float) -> torch.Tensor:
-    """utils/loss.py SoftDiceLoss (batch_dice) on probabilities: per class (2tp + s) / (2tp + fp + fn + s + 1e-8)."""
-    axes = [0, 2, 3, 4]
-    tp = (x * y_onehot).sum(axes)
-    fp = (x * (1 - y_onehot)).sum(axes)
-    fn = ((1 - x) * y_onehot).sum(axes)
-    return (2 * tp + smooth) / (2 * tp + fp + fn + smooth + 1e-8)
-
-
-def dhc_rampup(epoch: float, length: float) -> float:
-    """sigmoid_rampup of both scripts."""
-    phase = 1.0 - np.clip(epoch, 0.0, length) / length
-    return float(np.exp(-5.0 * phase * phase))
 
 
 # ----- the UNet -------------------------------------------------------------------------------
@@ -175,7 +162,7 @@ def test_urpc_step_is_dhcs_train_urpc():
             outputs = [main, *auxiliary]  # DHC's outputs_aux1 .. outputs_aux4
             sup = dhc_urpc_supervised(outputs, batch.label)
             consistency = dhc_urpc_consistency(outputs, 2)
-        cps_w = 0.1 * dhc_rampup(max(epoch - 1, 0), max_epochs)  # -w 0.1 -r, updated at the end of each epoch
+        cps_w = 0.1 * dhc_sigmoid_rampup(max(epoch - 1, 0), max_epochs)  # -w 0.1 -r, updated at the end of each epoch
         assert terms["beta"].item() == pytest.approx(cps_w)
         assert terms["sup"].item() == pytest.approx(sup.item() + 0.5, abs=1e-6)  # ours 1 - dice, DHC's -dice
         assert terms["consistency"].item() == pytest.approx(consistency.item(), abs=1e-6)
@@ -251,17 +238,6 @@ def dhc_sampling_mask(output: torch.Tensor, sam_rate: torch.Tensor, uniform: tor
             prob = 1 - min_sr
         sample_map += ((uniform * (pred_map == idx)) > prob).float()
     return sample_map * torch.pow(pred_map_max, 1.5)
-
-
-def dhc_weighted_ce(logits: torch.Tensor, target: torch.Tensor, weight_map: torch.Tensor) -> torch.Tensor:
-    """utils/loss.py WeightedCrossEntropyLoss() (no class weights) with a weight map."""
-    loss = F.cross_entropy(logits, target, reduction="none").view(logits.shape[0], -1)
-    return torch.mean(loss * weight_map.view(logits.shape[0], -1))
-
-
-def dhc_dc_and_ce(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """make_loss_function('wce+dice') without a weight: DC_and_CE_loss(w_ce=None), Dice smooth 1."""
-    return F.cross_entropy(logits, label) - dhc_soft_dice(logits.softmax(1), one_hot(label), 1.0)[1:].mean()
 
 
 def labelled_logits(n_iterations: int, seed: int = 0):
@@ -397,7 +373,7 @@ def test_acisis_steps_are_dhcs_train_acisis(monkeypatch):
         sample_map = dhc_sampling_mask(out[2:], rates, draws[-1])
         sup = dhc_dc_and_ce(out[:2], batch.label)
         pseudo = dhc_weighted_ce(out[2:], pseudo_label, sample_map)
-        cps_w = 0.1 * dhc_rampup(max(epoch - 1, 0), max_epochs)
+        cps_w = 0.1 * dhc_sigmoid_rampup(max(epoch - 1, 0), max_epochs)
         assert terms["sup"].item() == pytest.approx(sup.item() + 1, abs=1e-6)  # ours 1 - dice, DHC's -dice
         assert terms["pseudo"].item() == pytest.approx(pseudo.item(), abs=1e-6)
         assert terms["loss"].item() == pytest.approx(sup.item() + 1 + cps_w * pseudo.item(), abs=1e-6)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from micd.errors import SettingsError
-from micd.methods.base import Batch, Method, Progress, ema_update, make_teacher, scheduled_rampup
+from micd.methods.base import Batch, Method, Progress, ema_update, make_teacher
 from micd.methods.losses import dice_ce, hard_labels
 
 LOG_EPS = 1e-12  # train_acisis.py:180: log(scores + 1e-12)
@@ -200,10 +200,6 @@ class ACISIS(Method):
         self.teacher.train(mode and self.settings.teacher_mode == "train")
         return self
 
-    def consistency_weight(self, progress: Progress) -> float:
-        s = self.settings
-        return scheduled_rampup(progress, s.rampup_epochs, s.beta_max)
-
     def update_rates(self, logits_labelled: Tensor, labels: Tensor, progress: Progress) -> Tensor:
         """Record this iteration and refresh the rates when a pooling period is complete.
 
@@ -233,13 +229,7 @@ class ACISIS(Method):
         rates = self.update_rates(logits[:n], batch.label, progress)
         weights = sampling_weights(logits[n:], rates, s.confidence_power, s.min_rate)
         pseudo = weighted_pseudo_label_loss(logits[n:], pseudo_labels, weights)
-        beta = self.consistency_weight(progress)
-        return {
-            "loss": sup + beta * pseudo,
-            "sup": sup.detach(),
-            "pseudo": pseudo.detach(),
-            "beta": torch.tensor(beta),
-        }
+        return self.loss_terms(sup, self.consistency_weight(progress), pseudo=pseudo)
 
     def after_step(self, progress: Progress) -> None:
         step = progress.epoch if self.settings.ema_step == "epoch" else progress.iteration

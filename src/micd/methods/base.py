@@ -128,6 +128,19 @@ class Method(nn.Module):
         """Named loss terms of one iteration; ``loss`` is the total that is back-propagated."""
         raise NotImplementedError
 
+    def consistency_weight(self, progress: Progress) -> float:
+        """The weight of the unsupervised terms now: DHC's Gaussian ramp-up to ``settings.beta_max``
+        over ``settings.rampup_epochs`` (None: the whole run), for methods whose settings have them."""
+        s = self.settings
+        return scheduled_rampup(progress, s.rampup_epochs, s.beta_max)
+
+    @staticmethod
+    def loss_terms(sup: Tensor, beta: float, **unsupervised: Tensor) -> dict[str, Tensor]:
+        """``loss = sup + beta * sum(unsupervised)``, with every term detached for the log."""
+        total = sup + beta * sum(unsupervised.values(), torch.zeros((), device=sup.device))
+        logged = {name: term.detach() for name, term in unsupervised.items()}
+        return {"loss": total, "sup": sup.detach(), **logged, "beta": torch.tensor(beta)}
+
     def after_step(self, progress: Progress) -> None:
         """Called after the optimisers stepped (EMA teachers update here)."""
 

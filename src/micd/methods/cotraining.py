@@ -178,10 +178,4 @@ class CLD(MICD):
         cross = masked_weighted_cross_entropy(p_a, hard_labels(p_b), w, mask_a) + masked_weighted_cross_entropy(
             p_b, hard_labels(p_a), w, mask_b
         )
-        beta = self.consistency_weight(progress)
-        return {
-            "loss": sup + beta * cross,
-            "sup": sup.detach(),
-            "mcpc": cross.detach(),
-            "beta": torch.tensor(beta),
-        }
+        return self.loss_terms(sup, self.consistency_weight(progress), mcpc=cross)

@@ -59,8 +59,7 @@ class CoTrainingBaseline(CPS):
         p_a, p_b = self.student_a(batch.image), self.student_b(batch.image)
         sup = self.supervised_loss(batch, p_a, p_b)
         cross = self.cross_loss(batch, p_a, p_b)
-        beta = self.consistency_weight(progress)
-        return {"loss": sup + beta * cross, "sup": sup.detach(), "mcpc": cross.detach(), "beta": torch.tensor(beta)}
+        return self.loss_terms(sup, self.consistency_weight(progress), mcpc=cross)
 
 
 # ----- DePL --------------------------------------------------------------------------------------

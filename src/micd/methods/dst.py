@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from micd.methods.base import Batch, Method, Progress, scheduled_rampup
+from micd.methods.base import Batch, Method, Progress
 from micd.methods.losses import dice_ce, hard_labels
 from micd.nets.vnet_dst import DecoupledVNet, warm_start_coefficient
 
@@ -89,10 +89,6 @@ class DST(Method):
     def students(self) -> dict[str, nn.Module]:
         return {"student_a": self.student_a, "student_b": self.student_b}
 
-    def consistency_weight(self, progress: Progress) -> float:
-        s = self.settings
-        return scheduled_rampup(progress, s.rampup_epochs, s.beta_max)
-
     def reversal_coefficient(self, progress: Progress) -> float:
         """The gradient reversal coefficient: DHC steps its layer after every iteration, so
         iteration t (from 0) runs with t steps taken; derived from the iteration, it needs no state."""
@@ -115,16 +111,10 @@ class DST(Method):
             worst_case_loss(main[:n], adv[:n], main[n:], adv[n:], s.worst_labelled_weight, s.log_offset)
             for main, adv in ((main_a, worst_a), (main_b, worst_b))
         )
-        beta = self.consistency_weight(progress)
-        return {
-            "loss": sup + beta * (cps + worst),
-            "sup": sup.detach(),
-            "cps": cps.detach(),
-            "worst": worst.detach(),
-            "confident": (mask_a.mean() + mask_b.mean()).detach() / 2,
-            "beta": torch.tensor(beta),
-            "reversal": torch.tensor(reversal),
-        }
+        terms = self.loss_terms(sup, self.consistency_weight(progress), cps=cps, worst=worst)
+        terms["confident"] = (mask_a.mean() + mask_b.mean()).detach() / 2
+        terms["reversal"] = torch.tensor(reversal)
+        return terms
 
     def predict(self, x: Tensor) -> Tensor:
         """Mean of the two main heads' logits (DHC's test.py with ``--cps AB``, as its scripts run it)."""

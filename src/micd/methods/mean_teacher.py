@@ -26,7 +26,6 @@ from micd.methods.base import (
     ema_update,
     gaussian_rampup,
     make_teacher,
-    scheduled_rampup,
 )
 from micd.methods.losses import dice_ce, soft_dice_per_class, weighted_cross_entropy
 
@@ -78,10 +77,6 @@ class MeanTeacher(Method):
     def teachers(self) -> list[nn.Module]:
         return [self.teacher]
 
-    def consistency_weight(self, progress: Progress) -> float:
-        s = self.settings
-        return scheduled_rampup(progress, s.rampup_epochs, s.beta_max)
-
     def supervised_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return dice_ce(logits, labels)
 
@@ -96,13 +91,7 @@ class MeanTeacher(Method):
         logits = self.student(batch.image)
         sup = self.supervised_loss(logits[:n], batch.label)
         consistency = self.consistency(logits[n:], batch.image[n:], progress)
-        beta = self.consistency_weight(progress)
-        return {
-            "loss": sup + beta * consistency,
-            "sup": sup.detach(),
-            "consistency": consistency.detach(),
-            "beta": torch.tensor(beta),
-        }
+        return self.loss_terms(sup, self.consistency_weight(progress), consistency=consistency)
 
     def ema_step(self, progress: Progress) -> int:
         return progress.iteration

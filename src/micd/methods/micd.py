@@ -36,7 +36,6 @@ from micd.methods.base import (
     Progress,
     ema_update,
     make_teacher,
-    scheduled_rampup,
 )
 from micd.methods.losses import dice_ce, hard_labels, weighted_cross_entropy
 from micd.methods.weighting import make_weighting
@@ -195,10 +194,6 @@ class MICD(Method):
         self.weighting_a.initialise(labelled_counts)
         self.weighting_b.initialise(labelled_counts)
 
-    def consistency_weight(self, progress: Progress) -> float:
-        s = self.settings
-        return scheduled_rampup(progress, s.rampup_epochs, s.beta_max)
-
     def cross_pseudo_loss(self, p_a: Tensor, p_b: Tensor, q_a: Tensor, q_b: Tensor, w_a: Tensor, w_b: Tensor) -> Tensor:
         """Each branch's CE, with its class weights, against the other branch's argmax.
 
@@ -240,15 +235,8 @@ class MICD(Method):
             with torch.no_grad():
                 t_a, t_b = self.teacher_a(x), self.teacher_b(x)
             terms["cmd"] = weighted_cross_entropy(q_a, hard_labels(t_a)) + weighted_cross_entropy(q_b, hard_labels(t_b))
-        beta = self.consistency_weight(progress)
-        unsupervised = sum(
-            (terms[k] for k in ("mcpc", "cfc", "cmd") if k in terms),
-            torch.zeros((), device=x.device),
-        )
-        loss = terms["sup"] + beta * unsupervised
-        logged = {k: v.detach() for k, v in terms.items()}
-        logged["beta"] = torch.tensor(beta)
-        return {"loss": loss, **logged}
+        sup = terms.pop("sup")
+        return self.loss_terms(sup, self.consistency_weight(progress), **terms)
 
     def after_step(self, progress: Progress) -> None:
         if self.has_teachers:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from micd.errors import SettingsError
-from micd.methods.base import Batch, Method, Progress, scheduled_rampup
+from micd.methods.base import Batch, Method, Progress
 from micd.methods.losses import hard_labels, soft_dice_per_class, weighted_cross_entropy
 from micd.methods.micd import frozen_batchnorm_statistics
 from micd.nets.vnet_ssnet import SSNetVNet
@@ -189,10 +189,6 @@ class SSNet(Method):
 
     def students(self) -> dict[str, nn.Module]:
         return {"net": self.net}
-
-    def consistency_weight(self, progress: Progress) -> float:
-        s = self.settings
-        return scheduled_rampup(progress, s.rampup_epochs, s.beta_max)
 
     def predicted_features(self, embedding: Tensor) -> Tensor:
         """Voxel features (N, n_filters) through the projection and prediction heads."""

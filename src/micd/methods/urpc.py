@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from micd.methods.base import Batch, Method, Progress, scheduled_rampup
+from micd.methods.base import Batch, Method, Progress
 from micd.methods.losses import soft_dice_per_class, weighted_cross_entropy
 from micd.nets.derived import network_option
 from micd.nets.unet_ds import DHC_DROPOUT, DHC_WIDTH, UNetDS
@@ -78,10 +78,6 @@ class URPC(Method):
     def students(self) -> dict[str, nn.Module]:
         return {"net": self.net}
 
-    def consistency_weight(self, progress: Progress) -> float:
-        s = self.settings
-        return scheduled_rampup(progress, s.rampup_epochs, s.beta_max)
-
     def supervised_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         """``CE + soft Dice loss`` of one head, unweighted, Dice over the foreground classes.
 
@@ -96,13 +92,7 @@ class URPC(Method):
         # DHC: (four CE + four Dice) / 8
         sup = sum(self.supervised_loss(o[:n], batch.label) for o in outputs) / (2 * len(outputs))
         consistency = rectified_consistency([o[n:].float().softmax(1) for o in outputs])
-        beta = self.consistency_weight(progress)
-        return {
-            "loss": sup + beta * consistency,
-            "sup": sup.detach(),
-            "consistency": consistency.detach(),
-            "beta": torch.tensor(beta),
-        }
+        return self.loss_terms(sup, self.consistency_weight(progress), consistency=consistency)
 
     def predict(self, x: Tensor) -> Tensor:
         return self.net(x)
