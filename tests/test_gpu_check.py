@@ -29,3 +29,16 @@ def test_the_gpu_check_runs_every_method_through_workflow_and_step_timing(tmp_pa
     assert all(r["step_s_median"] > 0 and 0 <= r["data_wait_fraction"] <= 1 for r in steps)
     assert [r["channels_last"] for r in steps if r["method"] == "micd"] == [True, False]
     assert records[-1]["stage"] == "done" and all(r["machine"]["torch"] for r in records)
+
+
+def test_the_gpu_benchmark_reads_the_layered_configs_and_scores_a_row(tmp_path):
+    """bench/gpu_benchmark.py, the core rows on a lent GPU, as a smoke run on the CPU."""
+    out = tmp_path / "gpu_benchmark.jsonl"
+    command = [sys.executable, str(ROOT / "bench" / "gpu_benchmark.py"), "--epochs", "1", "--iterations", "1"]
+    command += ["--methods", "supervised", "--threads", "1", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["method"] == "supervised" and record["ratio"] == 5 and record["n_filters"] == 16
+    assert record["iterations"] == 2 and record["skipped_steps"] == 0
+    assert 0 <= record["test_mean_dice"] <= 100 and record["machine"]["torch"]

@@ -80,6 +80,8 @@ class TrainSettings:
         if unknown:
             raise SettingsError(f"unknown train setting(s) {unknown}; known: {sorted(known)}")
         settings = cls(**values)
+        if settings.max_epochs < 1:
+            raise SettingsError(f"train.max_epochs must be at least 1 (DHC's -ep), got {settings.max_epochs}")
         if settings.validation not in VALIDATION_MODES:
             raise SettingsError(
                 f"train.validation must be one of {list(VALIDATION_MODES)}, got {settings.validation!r}"
