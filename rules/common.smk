@@ -20,7 +20,11 @@ CONDA_ENV = "../envs/micd.yaml"
 def check_site_environment():
     """The slurm profile takes the account and partition from sbatch's own variables
     (``$SBATCH_ACCOUNT``, ``$SBATCH_PARTITION`` in its default-resources); one that is not
-    exported would reach sbatch as that literal text, so stop here and say what to do."""
+    exported would reach sbatch as that literal text, so stop here and say what to do. Inside
+    a submitted job (which sbatch gives neither) the values were settled at submission.
+    """
+    if "SLURM_JOB_ID" in os.environ:
+        return
     defaults = workflow.resource_settings.default_resources
     wanted = [a for a in (defaults.args if defaults else []) if "$SBATCH_" in a]
     missing = [
@@ -102,7 +106,9 @@ def sensitivity_variants():
 
 def method_spec(name):
     """(registered method, its settings) of a method or variant name (the {method} wildcard)."""
-    grid = {k: v for k, v in sensitivity_variants().items() if k != "micd"}  # micd: itself
+    grid = {
+        k: v for k, v in sensitivity_variants().items() if k != "micd"
+    }  # micd: itself
     variant = {**builtin_variants(), **grid, **config["variants"]}.get(name)
     if variant is None:
         return name, config["method_settings"].get(name, {})

@@ -67,7 +67,7 @@ def test_tiny_workflow_writes_table_and_figure_from_its_own_numbers(tiny_run: Pa
         assert row.dice_mean == pytest.approx(expected.loc[(row.ratio, row.method), "mean_dice"])
         assert row.asd_mean == pytest.approx(expected.loc[(row.ratio, row.method), "mean_asd"])
     markdown = (results / "tables" / "synthetic_results.md").read_text()
-    assert "micd" in markdown and "supervised" in markdown
+    assert "| MICD |" in markdown and "| V-Net (labelled only) |" in markdown  # the papers' names
     assert "No published results exist for this data set." in markdown
     assert (results / "tables" / "synthetic_results.tex").read_text().startswith("\\begin{table}")
     for figure in FIGURES:

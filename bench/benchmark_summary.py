@@ -1,0 +1,65 @@
+"""One row per training run of the synthetic benchmark: how long it took and how it learnt.
+
+Reads each run's ``train_log.jsonl`` and ``validation.csv`` and Snakemake's benchmark file of
+its train job, and writes ``bench/results/synthetic_benchmark_runs.csv``: dataset, ratio,
+method, seed, iterations, the median seconds of one step's computation and data wait, the
+train job's wall time, the best eval Dice and its epoch, and the eval Dice gained over the last
+quarter of the epochs (the convergence criterion of docs/benchmark.md).
+
+    python bench/benchmark_summary.py [--results results] [--dataset synthetic_benchmark]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def summarise_run(run: Path, benchmarks: Path) -> dict:
+    ratio, method, seed = run.parent.parent.name.removesuffix("p"), run.parent.name, run.name.removeprefix("seed")
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    validation = pd.read_csv(run / "validation.csv")
+    last_epoch = int(validation["epoch"].max())
+    start_of_last_quarter = validation[validation["epoch"] >= 0.75 * last_epoch].iloc[0]
+    best = validation.loc[validation["eval_mean_dice"].idxmax()]
+    wall = benchmarks / f"train_{ratio}p_{method}_seed{seed}.tsv"
+    return {
+        "ratio": int(ratio),
+        "method": method,
+        "seed": int(seed),
+        "iterations": len(log),
+        "compute_s_median": round(statistics.median(r["compute_s"] for r in log), 3),
+        "data_s_median": round(statistics.median(r["data_s"] for r in log), 4),
+        "skipped_steps": sum("skipped" in r for r in log),
+        "train_wall_min": round(pd.read_csv(wall, sep="\t")["s"].iloc[0] / 60, 1) if wall.is_file() else None,
+        "best_eval_dice": round(float(best["eval_mean_dice"]), 2),
+        "best_epoch": int(best["epoch"]),
+        "final_eval_dice": round(float(validation["eval_mean_dice"].iloc[-1]), 2),
+        "last_quarter_gain": round(
+            float(validation["eval_mean_dice"].iloc[-1] - start_of_last_quarter["eval_mean_dice"]), 2
+        ),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", type=Path, default=ROOT / "results")
+    p.add_argument("--dataset", default="synthetic_benchmark")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "synthetic_benchmark_runs.csv")
+    args = p.parse_args()
+    runs = sorted(args.results.glob(f"{args.dataset}/runs/*p/*/seed*"))
+    benchmarks = args.results / "benchmarks" / args.dataset
+    rows = [summarise_run(run, benchmarks) for run in runs if (run / "validation.csv").is_file()]
+    table = pd.DataFrame(rows).sort_values(["ratio", "method", "seed"])
+    args.out.write_text(table.to_csv(index=False))
+    print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
