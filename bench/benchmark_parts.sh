@@ -10,7 +10,8 @@
 # and figures of config/benchmark.yaml alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BASE=(--profile profiles/local --configfile config/benchmark.yaml)
+# keep going: one run that fails (its log says why) does not stop the others of its part
+BASE=(--profile profiles/local --keep-going --configfile config/benchmark.yaml)
 P=bench/parts
 CHOICE=results/synthetic_benchmark/runs/5p
 
