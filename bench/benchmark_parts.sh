@@ -38,7 +38,7 @@ PY
 
 for part in "$@"; do
     case $part in
-        choice) run_part choice "$CHOICE/micd/seed0/model.pt" "$CHOICE/micd_mcpc_clean_prediction/seed0/model.pt" \
+        choice) run_part choice "$CHOICE/micd/seed0/model.pt" "$CHOICE/micd_mcpc_masked_prediction/seed0/model.pt" \
             "$CHOICE/micd_cfc_kl_one_sided/seed0/model.pt" "${BASE[@]}" ;;
         A5a) run_part A5a "${BASE[@]}" $P/5p.yaml $P/first_rows.yaml ;;
         A5b) run_part A5b "${BASE[@]}" $P/5p.yaml $P/last_rows.yaml ;;
