@@ -21,6 +21,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from micd.atomic import atomic_write  # noqa: E402
 from micd.data.classes import OrganClass  # noqa: E402
+from micd.methods import display_name  # noqa: E402
 from micd.report.tables import format_ratio, order_rows  # noqa: E402
 
 DPI = 120
@@ -65,6 +66,7 @@ def plot_dice_per_class(
         .pipe(order_rows, method_order)
     )
     cases["class"] = cases["class_id"].map(short_by_label)
+    cases["method"] = cases["method"].map(display_name)  # the names the tables use
     cases["panel"] = cases["ratio"].map(lambda r: f"{format_ratio(r)} labelled")
     scored = set(cases["class_id"])
     class_order = [short for label, short in short_by_label.items() if label in scored]
@@ -165,7 +167,7 @@ def plot_dice_vs_ratio(per_case: pd.DataFrame, out_png: Path, method_order: Sequ
     points = order_rows(points, method_order, appearance=per_case)
     figure, ax = plt.subplots(figsize=DICE_VS_RATIO_SIZE, layout="constrained")
     for method, line in points.groupby("method", sort=False):
-        ax.errorbar(line["ratio"], line["mean"], yerr=line["std"], marker="o", capsize=3, label=method)
+        ax.errorbar(line["ratio"], line["mean"], yerr=line["std"], marker="o", capsize=3, label=display_name(method))
     ax.set_xticks(sorted(points["ratio"].unique()))
     ax.set_xlabel("labelled training cases (%)")
     seeds = runs.groupby(["ratio", "method"])["seed"].nunique().max()
@@ -265,7 +267,7 @@ def plot_training_curves(
             ax = axes[row][column]
             _plot_losses(ax, mean_loss[(mean_loss["method"] == method) & (mean_loss["ratio"] == ratio)], colours)
             _plot_validation(ax, mean_dice[(mean_dice["method"] == method) & (mean_dice["ratio"] == ratio)])
-            ax.set_title(f"{method}, {format_ratio(ratio)} labelled", fontsize="medium")
+            ax.set_title(f"{display_name(method)}, {format_ratio(ratio)} labelled", fontsize="medium")
     handles = [plt.Line2D([], [], color=colours[t], label=t) for t in terms]
     handles.append(plt.Line2D([], [], color="k", linestyle=":", linewidth=1.8, label="total loss"))
     handles.append(plt.Line2D([], [], color="k", linestyle="--", marker="o", markersize=3, label="validation Dice"))
@@ -376,7 +378,7 @@ def plot_qualitative(
     panels = {(0, 0): ("image", None), (0, 1): ("ground truth", truth)}
     for row, ratio in enumerate(ratios):  # each ratio's methods side by side, no gaps
         for column, method in enumerate(per_ratio[ratio], start=2):
-            panels[(row, column)] = (f"{method}, {format_ratio(ratio)}", predictions[(ratio, method)])
+            panels[(row, column)] = (f"{display_name(method)}, {format_ratio(ratio)}", predictions[(ratio, method)])
     for (row, column), (name, labels) in panels.items():
         ax = axes[row][column]
         ax.imshow(radiological(image[depth]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
