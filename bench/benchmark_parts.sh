@@ -40,6 +40,7 @@ for part in "$@"; do
     case $part in
         choice) run_part choice "$CHOICE/micd/seed0/model.pt" "$CHOICE/micd_mcpc_masked_prediction/seed0/model.pt" \
             "$CHOICE/micd_cfc_kl_one_sided/seed0/model.pt" "${BASE[@]}" ;;
+        core5) run_part core5 "${BASE[@]}" $P/5p.yaml $P/core_rows.yaml ;;
         A5a) run_part A5a "${BASE[@]}" $P/5p.yaml $P/first_rows.yaml ;;
         A5b) run_part A5b "${BASE[@]}" $P/5p.yaml $P/last_rows.yaml ;;
         A10a) run_part A10a "${BASE[@]}" $P/10p.yaml $P/first_rows.yaml ;;
