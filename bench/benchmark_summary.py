@@ -4,9 +4,10 @@ Reads each run's ``train_log.jsonl`` and ``validation.csv`` and Snakemake's benc
 its train job, and writes ``bench/results/synthetic_benchmark_runs.csv``: dataset, ratio,
 method, seed, iterations, the median seconds of one step's computation and data wait, the
 train job's wall time, the best eval Dice and its epoch, and the eval Dice gained over the last
-quarter of the epochs (the convergence criterion of docs/benchmark.md).
+quarter of the epochs (the convergence criterion of docs/benchmark.md). With ``--figure`` it
+also draws every run's eval Dice against its epoch, one panel per labelled ratio.
 
-    python bench/benchmark_summary.py [--results results] [--dataset synthetic_benchmark]
+    python bench/benchmark_summary.py [--results results] [--dataset synthetic_benchmark] [--figure PNG]
 """
 
 from __future__ import annotations
@@ -47,18 +48,51 @@ def summarise_run(run: Path, benchmarks: Path) -> dict:
     }
 
 
+def learning_curves_figure(runs: list[Path], path: Path) -> None:
+    """Eval Dice against epoch for every run, one panel per ratio, one colour per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ratios = sorted({run.parent.parent.name for run in runs}, key=lambda r: int(r.removesuffix("p")))
+    methods = sorted({run.parent.name for run in runs})
+    colours = dict(zip(methods, plt.get_cmap("tab20").colors))
+    fig, axes = plt.subplots(1, len(ratios), figsize=(7 * len(ratios), 5), squeeze=False, sharey=True)
+    for ax, ratio in zip(axes[0], ratios):
+        for run in (r for r in runs if r.parent.parent.name == ratio):
+            validation = pd.read_csv(run / "validation.csv")
+            method, seed = run.parent.name, run.name
+            ax.plot(validation["epoch"], validation["eval_mean_dice"], color=colours[method], lw=1.2,
+                    label=method if seed == "seed0" else None)
+        ax.set_title(f"{ratio.removesuffix('p')} % labelled")
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("eval mean Dice (%)")
+    axes[0][-1].legend(fontsize=7, ncol=2, loc="upper left")
+    fig.suptitle("Synthetic benchmark: eval Dice during training (every run)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, default=ROOT / "results")
     p.add_argument("--dataset", default="synthetic_benchmark")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "synthetic_benchmark_runs.csv")
+    p.add_argument("--figure", type=Path, help="also draw the runs' eval Dice curves to this PNG")
     args = p.parse_args()
     runs = sorted(args.results.glob(f"{args.dataset}/runs/*p/*/seed*"))
     benchmarks = args.results / "benchmarks" / args.dataset
-    rows = [summarise_run(run, benchmarks) for run in runs if (run / "validation.csv").is_file()]
+    runs = [run for run in runs if (run / "validation.csv").is_file()]
+    rows = [summarise_run(run, benchmarks) for run in runs]
     table = pd.DataFrame(rows).sort_values(["ratio", "method", "seed"])
     args.out.write_text(table.to_csv(index=False))
     print(table.to_string(index=False))
+    if args.figure:
+        learning_curves_figure(runs, args.figure)
 
 
 if __name__ == "__main__":
