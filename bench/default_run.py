@@ -70,6 +70,7 @@ def main() -> None:
         for name in WORKFLOW_FILES:
             source = ROOT / name
             (shutil.copytree if source.is_dir() else shutil.copy2)(source, work / name)
+        load_at_start = os.getloadavg()[0]  # other work on the machine slows the run: say how much there was
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -108,6 +109,7 @@ def main() -> None:
         "command": "snakemake --profile profiles/local",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
+        "load_average_at_start": round(load_at_start, 2),
         "wall_s": round(wall, 1),
         "peak_rss_mib": round(peak / 2**20),
         "train_jobs_s": {name: float(row["s"]) for name, row in jobs.items()},
