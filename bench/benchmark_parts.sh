@@ -3,7 +3,7 @@
 # 150 minutes on this project's 2-core machine, timed and recorded in
 # bench/results/benchmark_parts.jsonl. From the repository root, with the venv active:
 #
-#   bash bench/benchmark_parts.sh choice core5 A5a A5b seeds A10a A10b ablation sensitivity8_16 sensitivity
+#   bash bench/benchmark_parts.sh choice core5 added5 A5a A5b seeds A10a A10b ablation sensitivity8_16 sensitivity
 #
 # A part whose runs are done costs only its report jobs; an interrupted part resumes where it
 # stopped when started again (each run resumes from its checkpoint). `final` builds the tables
@@ -41,6 +41,7 @@ for part in "$@"; do
         choice) run_part choice "$CHOICE/micd/seed0/model.pt" "$CHOICE/micd_mcpc_masked_prediction/seed0/model.pt" \
             "$CHOICE/micd_cfc_kl_one_sided/seed0/model.pt" "${BASE[@]}" ;;
         core5) run_part core5 "${BASE[@]}" $P/5p.yaml $P/core_rows.yaml ;;
+        added5) run_part added5 "${BASE[@]}" $P/5p.yaml $P/added_rows.yaml ;;
         A5a) run_part A5a "${BASE[@]}" $P/5p.yaml $P/first_rows.yaml ;;
         A5b) run_part A5b "${BASE[@]}" $P/5p.yaml $P/last_rows.yaml ;;
         A10a) run_part A10a "${BASE[@]}" $P/10p.yaml $P/first_rows.yaml ;;
