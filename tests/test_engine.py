@@ -332,3 +332,37 @@ def test_validation_scores_the_configured_way(data_dir, tmp_path, validation, mo
         assert dice == pytest.approx(engine.dhc_validation_dice(logits.argmax(1)[0].numpy(), crop, NUM_CLASSES))
     with pytest.raises(ValueError, match="validation"):
         TrainSettings.from_dict({"validation": "whole"})
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(data_dir, tmp_path, capsys):
+    """The workflow re-runs a training whose configuration changed; its old checkpoint (even of a
+    finished run) must not be taken for this run's."""
+    out = tmp_path / "run"
+    assert Trainer("supervised", {}, tiny_settings(), tiny_data(data_dir), out, seed=1).fit()
+    old = final_state(out)
+    changed = Trainer("supervised", {}, tiny_settings(lr=0.1), tiny_data(data_dir), out, seed=1)
+    assert changed.fit()
+    said = capsys.readouterr().out
+    assert "not resuming" in said and "train_settings.lr: 0.03 -> 0.1" in said, said
+    log = [json.loads(x)["iteration"] for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert log == list(range(1, 9))  # trained all eight iterations again
+    assert all(row["lr"] <= 0.1 for row in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()))
+    assert any(not torch.equal(old[k], v) for k, v in final_state(out).items())
+    # a straight run at the new settings gives the same weights
+    fresh = Trainer("supervised", {}, tiny_settings(lr=0.1), tiny_data(data_dir), tmp_path / "fresh", seed=1)
+    assert fresh.fit()
+    for key, value in final_state(tmp_path / "fresh").items():
+        assert torch.equal(final_state(out)[key], value), key
+
+
+def test_execution_settings_do_not_make_a_checkpoint_foreign(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    interrupted = StopAt("supervised", {}, tiny_settings(), tiny_data(data_dir), out, seed=1)
+    assert not interrupted.fit()
+    capsys.readouterr()
+    again = Trainer(
+        "supervised", {}, tiny_settings(checkpoint_every=7, channels_last=False), tiny_data(data_dir), out, seed=1
+    )
+    assert again.fit()
+    said = capsys.readouterr().out
+    assert f"resuming from {out / 'state' / 'checkpoint.pt'} at iteration 3" in said, said

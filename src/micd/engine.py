@@ -91,6 +91,12 @@ class TrainSettings:
 
 VALIDATION_MODES = ("centre_crop", "sliding_window")
 
+# settings that change how a run executes, not what it computes: a checkpoint written under
+# other values of these is still this run's (e.g. resumed on another node or device)
+EXECUTION_SETTINGS = frozenset(
+    {"checkpoint_every", "num_workers", "compile", "cudnn_benchmark", "channels_last", "device"}
+)
+
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss stayed non-finite); the message names the iteration."""
@@ -217,6 +223,15 @@ class Trainer:
                 net.compile()
         self.method_settings = asdict(self.method.settings)
         self.run_info = dict(run_info or {}, method=method_name, seed=seed)
+        # what a checkpoint must have been trained on to be resumed (see resume)
+        self.run_identity = {
+            "method": method_name,
+            "method_settings": self.method_settings,
+            "train_settings": {k: v for k, v in asdict(settings).items() if k not in EXECUTION_SETTINGS},
+            "seed": seed,
+            "num_classes": data.num_classes,
+            "cases": {"labelled": data.labelled, "unlabelled": data.unlabelled, "eval": data.eval},
+        }
         self.optimisers = {
             name: torch.optim.SGD(
                 net.parameters(),
@@ -311,15 +326,29 @@ class Trainer:
                 "best_dice": self.best_dice,
                 "best_epoch": self.best_epoch,
                 "random": self._random_states(),
+                "run_identity": self.run_identity,
             },
             self.checkpoint_path,
         )
 
     def resume(self) -> bool:
-        """Load ``state/checkpoint.pt`` if an earlier run of this job left one."""
+        """Load ``state/checkpoint.pt`` if an earlier run of this job left one.
+
+        A checkpoint trained under other settings, seed or case lists (the configuration changed
+        and the workflow re-runs the job) is not resumed: the run starts afresh and says why.
+        """
         if not self.checkpoint_path.is_file():
             return False
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        changed = _differences(state.get("run_identity", self.run_identity), self.run_identity)
+        if changed:
+            print(
+                f"not resuming {self.checkpoint_path}: it was trained with other settings "
+                f"({'; '.join(changed)}); training afresh",
+                flush=True,
+            )
+            (self.state_dir / "best.pt").unlink(missing_ok=True)
+            return False
         self.method.load_state_dict(state["method"])
         for name, optimiser in self.optimisers.items():
             optimiser.load_state_dict(state["optimisers"][name])
@@ -545,6 +574,19 @@ def _finite_or_none(terms: dict[str, torch.Tensor]) -> dict[str, float | None]:
     """Loss terms for the JSON log, rounded; a non-finite value becomes null."""
     values = {k: float(v.detach()) for k, v in terms.items()}
     return {k: round(v, 6) if math.isfinite(v) else None for k, v in values.items()}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs between two nested dicts."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            shown = [r if len(r := repr(v)) <= 60 else r[:57] + "..." for v in (a, b)]  # case lists are long
+            changed.append(f"{prefix}{key}: {shown[0]} -> {shown[1]}")
+    return changed
 
 
 def _keep_rows(path: Path, keep) -> None:
