@@ -3,7 +3,7 @@
 # 150 minutes on this project's 2-core machine, timed and recorded in
 # bench/results/benchmark_parts.jsonl. From the repository root, with the venv active:
 #
-#   bash bench/benchmark_parts.sh choice core5 added5 A5a A5b seeds A10a A10b ablation sensitivity8_16 sensitivity
+#   bash bench/benchmark_parts.sh choice core5 added5 A5a cld_ablation seeds A10a A10b sensitivity8_16 sensitivity
 #
 # A part whose runs are done costs only its report jobs; an interrupted part resumes where it
 # stopped when started again (each run resumes from its checkpoint). `final` builds the tables
@@ -48,6 +48,8 @@ for part in "$@"; do
         A10b) run_part A10b "${BASE[@]}" $P/10p.yaml $P/last_rows.yaml ;;
         seeds) run_part seeds "${BASE[@]}" $P/seeds.yaml ;;
         ablation) run_part ablation ablation "${BASE[@]}" $P/5p.yaml ;;
+        # CLD (the last row not yet trained at 5 %) beside the ablation: four runs keep both cores busy
+        cld_ablation) run_part cld_ablation ablation "$CHOICE/cld/seed0/model.pt" "${BASE[@]}" $P/5p.yaml ;;
         sensitivity8_16) run_part sensitivity8_16 sensitivity "${BASE[@]}" $P/5p.yaml $P/blocks_8_16.yaml ;;
         sensitivity) run_part sensitivity sensitivity "${BASE[@]}" $P/5p.yaml ;;
         final) run_part final "${BASE[@]}" ;;
