@@ -49,7 +49,7 @@ for part in "$@"; do
         seeds) run_part seeds "${BASE[@]}" $P/seeds.yaml ;;
         ablation) run_part ablation ablation "${BASE[@]}" $P/5p.yaml ;;
         # CLD (the last row not yet trained at 5 %) beside the ablation: four runs keep both cores busy
-        cld_ablation) run_part cld_ablation ablation "$CHOICE/cld/seed0/model.pt" "${BASE[@]}" $P/5p.yaml ;;
+        cld_ablation) run_part cld_ablation ablation "$CHOICE/cld/seed0/metrics.csv" "${BASE[@]}" $P/5p.yaml ;;
         sensitivity8_16) run_part sensitivity8_16 sensitivity "${BASE[@]}" $P/5p.yaml $P/blocks_8_16.yaml ;;
         sensitivity) run_part sensitivity sensitivity "${BASE[@]}" $P/5p.yaml ;;
         final) run_part final "${BASE[@]}" ;;
