@@ -276,7 +276,7 @@ def test_cld_step_is_dhcs_with_the_same_sampling_masks(monkeypatch):
             out_b, out_a.argmax(1), masks[1], weight
         )
         assert terms["sup"].item() == pytest.approx(sup.item() + 2 * weight[1:].mean().item(), abs=1e-6)
-        assert terms["mcpc"].item() == pytest.approx(cross.item(), abs=1e-6)
+        assert terms["cps"].item() == pytest.approx(cross.item(), abs=1e-6)
         np.testing.assert_allclose(method.bank_a.confidences.numpy(), bank_a.confs.numpy(), atol=1e-6)
         np.testing.assert_allclose(method.bank_b.confidences.numpy(), bank_b.confs.numpy(), atol=1e-6)
         assert math.isfinite(terms["loss"].item())

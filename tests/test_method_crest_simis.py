@@ -215,7 +215,7 @@ def check_step_against_dhc(method, dhc_weights, whole_batch: bool) -> None:
     progress = Progress(epoch=3, max_epochs=10, iteration=5)
     terms = method.training_step(batch, progress)
 
-    assert {"loss", "sup", "mcpc", "beta"} <= set(terms)
+    assert {"loss", "sup", "cps", "beta"} <= set(terms)
     assert all(torch.isfinite(v).all() for v in terms.values())
     terms["loss"].backward()
     for net in (method.student_a, method.student_b):
@@ -237,7 +237,7 @@ def check_step_against_dhc(method, dhc_weights, whole_batch: bool) -> None:
     beta = 0.1 * math.exp(-5 * (1 - 2 / 10) ** 2)  # -w 0.1 -r, at schedule epoch 3 - 1
     assert terms["beta"].item() == pytest.approx(beta)
     assert terms["sup"].item() == pytest.approx(sup_ours.item(), rel=1e-5)
-    assert terms["mcpc"].item() == pytest.approx(cps.item(), rel=1e-5)
+    assert terms["cps"].item() == pytest.approx(cps.item(), rel=1e-5)
     assert terms["loss"].item() == pytest.approx(sup_ours.item() + beta * cps.item(), rel=1e-5)
 
 

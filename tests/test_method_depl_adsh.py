@@ -64,11 +64,11 @@ def test_one_step_gives_finite_losses_and_gradients_in_both_networks(cls):
     batch = tiny_batch()
     progress = Progress(epoch=3, max_epochs=10, iteration=5)
     terms = method.training_step(batch, progress)
-    assert set(terms) == {"loss", "sup", "mcpc", "beta"}
+    assert set(terms) == {"loss", "sup", "cps", "beta"}
     assert all(torch.isfinite(v).all() for v in terms.values())
     beta = scheduled_rampup(progress, None, 0.1)
     assert terms["beta"].item() == pytest.approx(beta)
-    assert terms["loss"].item() == pytest.approx(terms["sup"].item() + beta * terms["mcpc"].item(), rel=1e-6)
+    assert terms["loss"].item() == pytest.approx(terms["sup"].item() + beta * terms["cps"].item(), rel=1e-6)
     terms["loss"].backward()
     for net in method.students().values():
         grads = [p.grad for p in net.parameters()]

@@ -135,7 +135,7 @@ def test_masking_off_makes_mcpc_cross_pseudo_supervision_on_clean_inputs(monkeyp
     assert calls == []
     dhc = make("dhc")
     assert not dhc.settings.masking and not dhc.settings.cfc and not dhc.settings.cmd
-    assert set(dhc.training_step(tiny_batch(), Progress(5, 10, 3))) == {"loss", "sup", "mcpc", "beta"}
+    assert set(dhc.training_step(tiny_batch(), Progress(5, 10, 3))) == {"loss", "sup", "cps", "beta"}
 
 
 def test_total_loss_is_supervised_plus_ramped_consistency():
@@ -259,7 +259,7 @@ def test_cld_weights_rare_classes_and_crops_uniformly_as_dhc():
     assert method.weighting_b is method.weighting_a
     before = method.weighting_a.weights.clone()
     terms = method.training_step(tiny_batch(), Progress(5, 10, 3))
-    assert set(terms) == {"loss", "sup", "mcpc", "beta"}
+    assert set(terms) == {"loss", "sup", "cps", "beta"}
     assert torch.equal(method.weighting_a.weights, before)  # fixed, not updated from predictions
     assert method.patch_label_probabilities() is None  # DHC's train_cld.py crops uniformly
     sampled = make("cld", weight_power=0.5, weighted_sampling=True)

@@ -178,4 +178,4 @@ class CLD(MICD):
         cross = masked_weighted_cross_entropy(p_a, hard_labels(p_b), w, mask_a) + masked_weighted_cross_entropy(
             p_b, hard_labels(p_a), w, mask_b
         )
-        return self.loss_terms(sup, self.consistency_weight(progress), mcpc=cross)
+        return self.loss_terms(sup, self.consistency_weight(progress), cps=cross)

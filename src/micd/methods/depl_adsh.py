@@ -59,7 +59,7 @@ class CoTrainingBaseline(CPS):
         p_a, p_b = self.student_a(batch.image), self.student_b(batch.image)
         sup = self.supervised_loss(batch, p_a, p_b)
         cross = self.cross_loss(batch, p_a, p_b)
-        return self.loss_terms(sup, self.consistency_weight(progress), mcpc=cross)
+        return self.loss_terms(sup, self.consistency_weight(progress), cps=cross)
 
 
 # ----- DePL --------------------------------------------------------------------------------------

@@ -226,7 +226,8 @@ class MICD(Method):
         else:
             q_a, q_b = p_a, p_b
         if s.mcpc:
-            terms["mcpc"] = self.cross_pseudo_loss(p_a, p_b, q_a, q_b, w_a, w_b)
+            # without masking the term is plain cross pseudo supervision (DHC, CPS and the like)
+            terms["mcpc" if s.masking else "cps"] = self.cross_pseudo_loss(p_a, p_b, q_a, q_b, w_a, w_b)
         if s.cfc:
             terms["cfc"] = sum(
                 weight * feature_distance(fa, fb, s.feature_distance)
