@@ -57,14 +57,23 @@ def learning_curves_figure(runs: list[Path], path: Path) -> None:
 
     ratios = sorted({run.parent.parent.name for run in runs}, key=lambda r: int(r.removesuffix("p")))
     methods = sorted({run.parent.name for run in runs})
-    colours = dict(zip(methods, plt.get_cmap("tab20").colors))
+    # more methods and variants than tab20 has colours: the rest repeat them dashed
+    palette = plt.get_cmap("tab20").colors
+    styles = {m: (palette[i % len(palette)], "-" if i < len(palette) else "--") for i, m in enumerate(methods)}
     fig, axes = plt.subplots(1, len(ratios), figsize=(7 * len(ratios), 5), squeeze=False, sharey=True)
     for ax, ratio in zip(axes[0], ratios):
         for run in (r for r in runs if r.parent.parent.name == ratio):
             validation = pd.read_csv(run / "validation.csv")
             method, seed = run.parent.name, run.name
-            ax.plot(validation["epoch"], validation["eval_mean_dice"], color=colours[method], lw=1.2,
-                    label=method if seed == "seed0" else None)
+            colour, line = styles[method]
+            ax.plot(
+                validation["epoch"],
+                validation["eval_mean_dice"],
+                color=colour,
+                ls=line,
+                lw=1.2,
+                label=method if seed == "seed0" else None,
+            )
         ax.set_title(f"{ratio.removesuffix('p')} % labelled")
         ax.set_xlabel("epoch")
         ax.set_ylim(0, 100)
@@ -86,7 +95,11 @@ def main() -> None:
     args = p.parse_args()
     runs = sorted(args.results.glob(f"{args.dataset}/runs/*p/*/seed*"))
     benchmarks = args.results / "benchmarks" / args.dataset
-    runs = [run for run in runs if (run / "validation.csv").is_file()]
+    # a run still training (no model.pt yet) would show a partial curve and a wrong gain
+    unfinished = [run for run in runs if not (run / "model.pt").is_file()]
+    for run in unfinished:
+        print(f"skipping {run}: no model.pt, the run has not finished")
+    runs = [run for run in runs if run not in unfinished and (run / "validation.csv").is_file()]
     rows = [summarise_run(run, benchmarks) for run in runs]
     table = pd.DataFrame(rows).sort_values(["ratio", "method", "seed"])
     args.out.write_text(table.to_csv(index=False))

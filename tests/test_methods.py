@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from micd.methods import METHODS, Batch, Method, Progress, build_method
+from micd.methods import METHODS, Batch, Method, Progress, build_method, display_name
 from micd.methods.base import ema_update, gaussian_rampup
 from micd.methods.micd import MICD, block_mask, feature_distance
 
@@ -51,6 +51,12 @@ def test_every_registered_method_satisfies_the_interface(name):
     method.after_step(Progress(epoch=3, max_epochs=10, iteration=5, iterations_per_epoch=4))
     assert method.eval().predict(batch.image).shape == (batch.image.shape[0], NUM_CLASSES, 32, 32, 32)
     assert cls.display_name and cls.display_name != cls.__base__.__dict__.get("display_name")
+
+
+def test_tables_name_methods_by_the_paper_and_ablation_rows_by_their_terms():
+    assert display_name("acisis") == "Basak et al." and display_name("fully") == "V-Net (fully)"
+    assert display_name("micd_mcpc_cfc") == "MICD (MCPC+CFC)"
+    assert display_name("my_variant") == "my_variant"
 
 
 def test_unknown_setting_is_refused_with_the_known_ones():

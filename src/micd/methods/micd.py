@@ -50,6 +50,13 @@ ABLATION_VARIANTS: dict[str, dict[str, bool]] = {
 """The rows of MICD's ablation table between ``dhc`` and ``micd``, as settings of ``micd``;
 the workflow knows them by these names wherever a method name is expected."""
 
+ABLATION_DISPLAY_NAMES = {
+    "micd_mcpc": "MICD (MCPC)",
+    "micd_mcpc_cfc": "MICD (MCPC+CFC)",
+    "micd_mcpc_cmd": "MICD (MCPC+CMD)",
+}
+"""How tables and figures show the ablation rows: MICD with only the terms named (masking on)."""
+
 
 def builtin_variants() -> dict[str, dict]:
     """:data:`ABLATION_VARIANTS` as workflow variants (``{"method": "micd", "settings": ...}``)."""
