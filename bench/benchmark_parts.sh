@@ -3,8 +3,10 @@
 # 150 minutes on this project's 2-core machine, timed and recorded in
 # bench/results/benchmark_parts.jsonl. From the repository root, with the venv active:
 #
-#   bash bench/benchmark_parts.sh choice core5 added5 A5a cld_ablation seeds A10a A10b sensitivity8_16 sensitivity
+#   bash bench/benchmark_parts.sh choice A5a A5b seeds A10a A10b ablation sensitivity8_16 sensitivity final
 #
+# (The recorded runs took `choice core5 added5 A5a cld_ablation seeds`: the same 5 % runs, grouped
+# as the rows were added.)
 # A part whose runs are done costs only its report jobs; an interrupted part resumes where it
 # stopped when started again (each run resumes from its checkpoint). `final` builds the tables
 # and figures of config/benchmark.yaml alone.
