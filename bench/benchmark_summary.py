@@ -99,7 +99,7 @@ def main() -> None:
     unfinished = [run for run in runs if not (run / "model.pt").is_file()]
     for run in unfinished:
         print(f"skipping {run}: no model.pt, the run has not finished")
-    runs = [run for run in runs if run not in unfinished and (run / "validation.csv").is_file()]
+    runs = [run for run in runs if run not in unfinished]
     rows = [summarise_run(run, benchmarks) for run in runs]
     table = pd.DataFrame(rows).sort_values(["ratio", "method", "seed"])
     args.out.write_text(table.to_csv(index=False))

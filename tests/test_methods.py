@@ -56,6 +56,7 @@ def test_every_registered_method_satisfies_the_interface(name):
 def test_tables_name_methods_by_the_paper_and_ablation_rows_by_their_terms():
     assert display_name("acisis") == "Basak et al." and display_name("fully") == "V-Net (fully)"
     assert display_name("micd_mcpc_cfc") == "MICD (MCPC+CFC)"
+    assert display_name("micd_mcpc") == "MICD (MCPC)" and display_name("micd_mcpc_cmd") == "MICD (MCPC+CMD)"
     assert display_name("my_variant") == "my_variant"
 
 

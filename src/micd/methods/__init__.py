@@ -12,7 +12,7 @@ from micd.methods.cotraining import CLD, CPS, DHC, DiffDWOnly, DistDWOnly
 from micd.methods.depl_adsh import Adsh, DePL
 from micd.methods.dst import DST
 from micd.methods.mean_teacher import UAMT, MeanTeacher
-from micd.methods.micd import ABLATION_DISPLAY_NAMES, MICD
+from micd.methods.micd import MICD, ablation_display_name
 from micd.methods.rebalancing import CReST, SimiS
 from micd.methods.ssnet import SSNet
 from micd.methods.supervised import Fully, Supervised
@@ -49,7 +49,9 @@ def display_name(name: str) -> str:
     """How tables show a method or variant: the paper's name of a registered method (as DHC's
     published rows spell it), the terms of a built-in ablation row, a variant's own name otherwise."""
     cls = METHODS.get(name)
-    return cls.display_name if cls is not None else ABLATION_DISPLAY_NAMES.get(name, name)
+    if cls is not None:
+        return cls.display_name
+    return ablation_display_name(name) or name
 
 
 def build_method(

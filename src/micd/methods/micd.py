@@ -50,12 +50,14 @@ ABLATION_VARIANTS: dict[str, dict[str, bool]] = {
 """The rows of MICD's ablation table between ``dhc`` and ``micd``, as settings of ``micd``;
 the workflow knows them by these names wherever a method name is expected."""
 
-ABLATION_DISPLAY_NAMES = {
-    "micd_mcpc": "MICD (MCPC)",
-    "micd_mcpc_cfc": "MICD (MCPC+CFC)",
-    "micd_mcpc_cmd": "MICD (MCPC+CMD)",
-}
-"""How tables and figures show the ablation rows: MICD with only the terms named (masking on)."""
+
+def ablation_display_name(name: str) -> str | None:
+    """How tables and figures show a row of :data:`ABLATION_VARIANTS`, e.g. "MICD (MCPC+CFC)":
+    MICD with only the terms it keeps (masking on); None for any other name."""
+    if name not in ABLATION_VARIANTS:
+        return None
+    kept = [term.upper() for term in ("mcpc", "cfc", "cmd") if ABLATION_VARIANTS[name].get(term, True)]
+    return f"MICD ({'+'.join(kept)})"
 
 
 def builtin_variants() -> dict[str, dict]:
