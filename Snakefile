@@ -34,6 +34,7 @@ localrules:
     fetch_published_splits,
     synthesise,
     split,
+    share_every_case_run,
     report,
     dice_per_class,
     dice_vs_ratio,

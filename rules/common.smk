@@ -3,6 +3,7 @@ import os
 import shlex
 from dataclasses import asdict
 
+from micd.methods import METHODS
 from micd.methods.micd import MICDSettings, builtin_variants
 
 
@@ -75,8 +76,19 @@ def spaced(key):
     return lambda wildcards: " ".join(map(str, preprocess_settings(wildcards)[key]))
 
 
-def run_dir(wildcards):
-    return f"results/{wildcards.dataset}/runs/{wildcards.ratio}p/{wildcards.method}/seed{wildcards.seed}"
+def run_dir(wildcards, output):
+    """The folder of a training run: that of its model file."""
+    return os.path.dirname(output.model)
+
+
+def split_args(wildcards, input):
+    """The labelled split of a run at a ratio; none for a run on every training case."""
+    if not hasattr(wildcards, "ratio"):
+        return ""
+    return (
+        f"--labelled {shlex.quote(input.labelled)} --unlabelled {shlex.quote(input.unlabelled)} "
+        f"--ratio {wildcards.ratio}"
+    )
 
 
 def as_json(value):
@@ -114,6 +126,20 @@ def method_spec(name):
         return name, config["method_settings"].get(name, {})
     base = config["method_settings"].get(variant["method"], {})
     return variant["method"], {**base, **variant.get("settings", {})}
+
+
+def trains_on_every_case(name):
+    """Whether a method or variant ignores the labelled split and trains on every training case
+    (the upper bound): its run is the same at every ratio, so the workflow trains it once."""
+    method = METHODS.get(method_spec(name)[0])
+    return method is not None and method.labelled_set == "train"
+
+
+def every_case_runs():
+    """The configured methods and variants that train on every training case, as a wildcard
+    pattern (rules/train.smk: trained once under runs/all/, shared by every ratio)."""
+    names = {*config["methods"], *config["variants"], *config["ablation"]}
+    return name_pattern(sorted(n for n in names if trains_on_every_case(n)))
 
 
 def run_records(dataset, methods, seeds, **files):

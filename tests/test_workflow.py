@@ -60,9 +60,9 @@ def test_tiny_workflow_writes_table_and_figure_from_its_own_numbers(tiny_run: Pa
     per_case = pd.concat(
         [pd.read_csv(p) for p in sorted(results.glob("synthetic/runs/*/*/seed*/metrics.csv"))], ignore_index=True
     )
-    assert len(per_case) == 4 * 2 * 15  # runs x test cases x foreground classes
+    assert len(per_case) == 6 * 2 * 15  # runs x test cases x foreground classes
     expected = summarise(per_case).set_index(["ratio", "method"])
-    assert len(table) == 4
+    assert len(table) == 6
     for row in table.itertuples():
         assert row.dice_mean == pytest.approx(expected.loc[(row.ratio, row.method), "mean_dice"])
         assert row.asd_mean == pytest.approx(expected.loc[(row.ratio, row.method), "mean_asd"])
@@ -78,8 +78,27 @@ def test_tiny_workflow_writes_table_and_figure_from_its_own_numbers(tiny_run: Pa
         assert provenance["output"] == Path(output).name and provenance["config"]["seeds"] == [0]
         assert provenance["packages"]["micd"] and provenance["code_version"]
         assert {(r["ratio"], r["method"]) for r in provenance["runs"]} == {
-            (ratio, method) for ratio in (5, 10) for method in ("supervised", "micd")
+            (ratio, method) for ratio in (5, 10) for method in ("fully", "supervised", "micd")
         }
+
+
+def test_the_upper_bound_is_trained_once_and_scored_at_every_ratio(tiny_run: Path):
+    """`fully` trains on every training case whatever the ratio: one run, under runs/all/."""
+    runs = tiny_run / "results" / "synthetic" / "runs"
+    trained = runs / "all" / "fully" / "seed0"
+    model = torch.load(trained / "model.pt", weights_only=False)
+    train_ids = (tiny_run / "results" / "synthetic" / "splits" / "train.txt").read_text().split()
+    assert sorted(model["provenance"]["labelled_cases"]) == sorted(train_ids)
+    assert model["provenance"]["ratio"] is None
+    logs = tiny_run / "results" / "logs" / "synthetic"
+    assert (logs / "train_all_fully_seed0.log").is_file() and not list(logs.glob("train_*p_fully_*"))
+    for ratio in (5, 10):
+        shared = runs / f"{ratio}p" / "fully" / "seed0"
+        for name in ("model.pt", "train_log.jsonl", "validation.csv"):
+            assert (shared / name).read_bytes() == (trained / name).read_bytes()
+        assert (shared / "metrics.csv").is_file()
+    table = pd.read_csv(tiny_run / "results" / "tables" / "synthetic_results.csv").set_index(["ratio", "method"])
+    assert table.loc[(5, "fully"), "dice_mean"] == pytest.approx(table.loc[(10, "fully"), "dice_mean"])
 
 
 def test_each_run_keeps_a_checkpoint_a_log_and_its_provenance(tiny_run: Path):
@@ -111,7 +130,17 @@ def test_rebuilding_the_figures_runs_no_training(tiny_run: Path):
     dry = snakemake(tiny_run, "-n", "figures")
     out = dry.stdout + dry.stderr
     assert "rule dice_vs_ratio:" in out
-    for rule in ("train", "infer", "metrics", "report", "qualitative", "training_curves", "dice_per_class"):
+    for rule in (
+        "train",
+        "train_on_every_case",
+        "share_every_case_run",
+        "infer",
+        "metrics",
+        "report",
+        "qualitative",
+        "training_curves",
+        "dice_per_class",
+    ):
         assert f"rule {rule}:" not in out
     snakemake(tiny_run, "--cores", "1", "figures")
     with Image.open(figure) as image:

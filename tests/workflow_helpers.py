@@ -24,7 +24,7 @@ TINY_CONFIG = {
         }
     },
     "ratios": [5, 10],
-    "methods": ["supervised", "micd"],
+    "methods": ["fully", "supervised", "micd"],
     "seeds": [0],
     "preprocess": {"grid": [16, 32, 32]},
     "train": {
