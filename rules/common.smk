@@ -130,7 +130,8 @@ def method_spec(name):
 
 def trains_on_every_case(name):
     """Whether a method or variant ignores the labelled split and trains on every training case
-    (the upper bound): its run is the same at every ratio, so the workflow trains it once."""
+    (the upper bound): its run is the same at every ratio, so the workflow trains it once.
+    """
     method = METHODS.get(method_spec(name)[0])
     return method is not None and method.labelled_set == "train"
 

@@ -13,15 +13,15 @@ rule train:
         "results/logs/{dataset}/train_{ratio}p_{method}_seed{seed}.log",
     benchmark:
         "results/benchmarks/{dataset}/train_{ratio}p_{method}_seed{seed}.tsv"
+    # every method but those trained once on every case (below); the look-ahead ends at the
+    # "/" after {method}, as the pattern is matched within the whole output path
+    wildcard_constraints:
+        method=f"(?!(?:{every_case_runs()})/)[a-z][a-z0-9_]*",
     conda:
         CONDA_ENV
     threads: config["resources"]["train_threads"]
     resources:
         **gpu_job_resources("train"),
-    # every method but those trained once on every case (below); the look-ahead ends at the
-    # "/" after {method}, as the pattern is matched within the whole output path
-    wildcard_constraints:
-        method=f"(?!(?:{every_case_runs()})/)[a-z][a-z0-9_]*",
     params:
         out_dir=run_dir,
         split=split_args,
