@@ -29,9 +29,7 @@ def summarise_run(run: Path, benchmarks: Path) -> dict:
     last_epoch = int(validation["epoch"].max())
     start_of_last_quarter = validation[validation["epoch"] >= 0.75 * last_epoch].iloc[0]
     best = validation.loc[validation["eval_mean_dice"].idxmax()]
-    # a run on every training case (the upper bound) is trained once, as train_all_*, and shared
-    walls = [benchmarks / f"train_{ratio}p_{method}_seed{seed}.tsv", benchmarks / f"train_all_{method}_seed{seed}.tsv"]
-    wall = next((w for w in walls if w.is_file()), None)
+    wall = benchmarks / f"train_{ratio}p_{method}_seed{seed}.tsv"
     return {
         "ratio": int(ratio),
         "method": method,
@@ -40,7 +38,7 @@ def summarise_run(run: Path, benchmarks: Path) -> dict:
         "compute_s_median": round(statistics.median(r["compute_s"] for r in log), 3),
         "data_s_median": round(statistics.median(r["data_s"] for r in log), 4),
         "skipped_steps": sum("skipped" in r for r in log),
-        "train_wall_min": round(pd.read_csv(wall, sep="\t")["s"].iloc[0] / 60, 1) if wall else None,
+        "train_wall_min": round(pd.read_csv(wall, sep="\t")["s"].iloc[0] / 60, 1) if wall.is_file() else None,
         "best_eval_dice": round(float(best["eval_mean_dice"]), 2),
         "best_epoch": int(best["epoch"]),
         "final_eval_dice": round(float(validation["eval_mean_dice"].iloc[-1]), 2),

@@ -76,19 +76,8 @@ def spaced(key):
     return lambda wildcards: " ".join(map(str, preprocess_settings(wildcards)[key]))
 
 
-def run_dir(wildcards, output):
-    """The folder of a training run: that of its model file."""
-    return os.path.dirname(output.model)
-
-
-def split_args(wildcards, input):
-    """The labelled split of a run at a ratio; none for a run on every training case."""
-    if not hasattr(wildcards, "ratio"):
-        return ""
-    return (
-        f"--labelled {shlex.quote(input.labelled)} --unlabelled {shlex.quote(input.unlabelled)} "
-        f"--ratio {wildcards.ratio}"
-    )
+def run_dir(wildcards):
+    return f"results/{wildcards.dataset}/runs/{wildcards.ratio}p/{wildcards.method}/seed{wildcards.seed}"
 
 
 def as_json(value):
@@ -138,9 +127,23 @@ def trains_on_every_case(name):
 
 def every_case_runs():
     """The configured methods and variants that train on every training case, as a wildcard
-    pattern (rules/train.smk: trained once under runs/all/, shared by every ratio)."""
+    pattern: each is trained once, at the smallest configured ratio (rules/train.smk).
+    """
     names = {*config["methods"], *config["variants"], *config["ablation"]}
     return name_pattern(sorted(n for n in names if trains_on_every_case(n)))
+
+
+def larger_ratios():
+    """The configured ratios but the smallest, as a wildcard pattern."""
+    return name_pattern([str(ratio) for ratio in sorted(config["ratios"])[1:]])
+
+
+def at_smallest_ratio(name):
+    """An input function: file ``name`` of the same run at the smallest configured ratio."""
+    ratio = min(config["ratios"])
+    return (
+        lambda wc: f"results/{wc.dataset}/runs/{ratio}p/{wc.method}/seed{wc.seed}/{name}"
+    )
 
 
 def run_records(dataset, methods, seeds, **files):

@@ -13,10 +13,6 @@ rule train:
         "results/logs/{dataset}/train_{ratio}p_{method}_seed{seed}.log",
     benchmark:
         "results/benchmarks/{dataset}/train_{ratio}p_{method}_seed{seed}.tsv"
-    # every method but those trained once on every case (below); the look-ahead ends at the
-    # "/" after {method}, as the pattern is matched within the whole output path
-    wildcard_constraints:
-        method=f"(?!(?:{every_case_runs()})/)[a-z][a-z0-9_]*",
     conda:
         CONDA_ENV
     threads: config["resources"]["train_threads"]
@@ -24,7 +20,6 @@ rule train:
         **gpu_job_resources("train"),
     params:
         out_dir=run_dir,
-        split=split_args,
         family=family,
         method=lambda wc: method_spec(wc.method)[0],
         method_settings=lambda wc: as_json(method_spec(wc.method)[1]),
@@ -32,39 +27,22 @@ rule train:
     # exec: SIGTERM (preemption, time limit) must reach micd, which checkpoints before it exits;
     # a shell in between would die at once and take the job down without the checkpoint.
     shell:
-        "exec micd train --data-dir {input.data} --train {input.train} {params.split} "
-        "--eval {input.eval} --out-dir {params.out_dir} "
+        "exec micd train --data-dir {input.data} --train {input.train} --labelled {input.labelled} "
+        "--unlabelled {input.unlabelled} --eval {input.eval} --out-dir {params.out_dir} "
         "--method {params.method} --variant {wildcards.method} --method-settings {params.method_settings:q} "
         "--train-settings {params.train_settings:q} --family {params.family} "
-        "--dataset {wildcards.dataset} --seed {wildcards.seed} "
+        "--dataset {wildcards.dataset} --ratio {wildcards.ratio} --seed {wildcards.seed} "
         "--threads {threads} > {log} 2>&1"
 
 
 # The upper bound trains on every training case whatever the labelled ratio: it is trained once,
-# under runs/all/, and each ratio's run folder gets a copy of that run's outputs, so that its
-# predictions, scores and curves sit beside the other rows of the ratio.
-use rule train as train_on_every_case with:
-    input:
-        data="results/{dataset}/preprocessed",
-        train="results/{dataset}/splits/train.txt",
-        eval="results/{dataset}/splits/eval.txt",
-    output:
-        model="results/{dataset}/runs/all/{method}/seed{seed}/model.pt",
-        log="results/{dataset}/runs/all/{method}/seed{seed}/train_log.jsonl",
-        validation="results/{dataset}/runs/all/{method}/seed{seed}/validation.csv",
-    log:
-        "results/logs/{dataset}/train_all_{method}_seed{seed}.log",
-    benchmark:
-        "results/benchmarks/{dataset}/train_all_{method}_seed{seed}.tsv"
-    wildcard_constraints:
-        method=every_case_runs(),
-
-
+# at the smallest configured ratio, and each larger ratio's run folder gets a copy of that run's
+# outputs, so that its predictions, scores and curves sit beside the other rows of the ratio.
 rule share_every_case_run:
     input:
-        model="results/{dataset}/runs/all/{method}/seed{seed}/model.pt",
-        log="results/{dataset}/runs/all/{method}/seed{seed}/train_log.jsonl",
-        validation="results/{dataset}/runs/all/{method}/seed{seed}/validation.csv",
+        model=at_smallest_ratio("model.pt"),
+        log=at_smallest_ratio("train_log.jsonl"),
+        validation=at_smallest_ratio("validation.csv"),
     output:
         model="results/{dataset}/runs/{ratio}p/{method}/seed{seed}/model.pt",
         log="results/{dataset}/runs/{ratio}p/{method}/seed{seed}/train_log.jsonl",
@@ -73,8 +51,12 @@ rule share_every_case_run:
         "results/logs/{dataset}/share_{ratio}p_{method}_seed{seed}.log",
     wildcard_constraints:
         method=every_case_runs(),
+        ratio=larger_ratios(),
     conda:
         CONDA_ENV
     shell:
         "(cp {input.model} {output.model} && cp {input.log} {output.log} && "
         "cp {input.validation} {output.validation}) > {log} 2>&1"
+
+
+ruleorder: share_every_case_run > train

@@ -232,19 +232,6 @@ def test_the_command_line_names_a_bad_setting_without_a_traceback(data_dir, tmp_
     assert "Traceback" not in result.stderr
 
 
-def test_a_method_on_a_labelled_split_needs_the_split(data_dir, tmp_path):
-    """Only the upper bound, which trains on every case, may leave out the split and ratio."""
-    ids = tmp_path / "ids.txt"
-    ids.write_text("case_0\n")
-    command = train_command(data_dir, tmp_path / "o", {"train": ids, "eval": ids}, "supervised")
-    command.remove("--ratio")
-    command.remove("5")
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
-    assert "method 'supervised' trains on a labelled split and needs --labelled, --unlabelled, --ratio" in result.stderr
-    assert not (tmp_path / "o").exists()
-
-
 class PoisonedFrom(Trainer):
     """A trainer whose loss turns NaN from a given iteration on; it checks each skipped step."""
 

@@ -83,20 +83,19 @@ def test_tiny_workflow_writes_table_and_figure_from_its_own_numbers(tiny_run: Pa
 
 
 def test_the_upper_bound_is_trained_once_and_scored_at_every_ratio(tiny_run: Path):
-    """`fully` trains on every training case whatever the ratio: one run, under runs/all/."""
+    """`fully` trains on every training case whatever the ratio: one run, at the smallest ratio,
+    copied into the larger ratios' folders."""
     runs = tiny_run / "results" / "synthetic" / "runs"
-    trained = runs / "all" / "fully" / "seed0"
+    trained, shared = runs / "5p" / "fully" / "seed0", runs / "10p" / "fully" / "seed0"
     model = torch.load(trained / "model.pt", weights_only=False)
     train_ids = (tiny_run / "results" / "synthetic" / "splits" / "train.txt").read_text().split()
     assert sorted(model["provenance"]["labelled_cases"]) == sorted(train_ids)
-    assert model["provenance"]["ratio"] is None
     logs = tiny_run / "results" / "logs" / "synthetic"
-    assert (logs / "train_all_fully_seed0.log").is_file() and not list(logs.glob("train_*p_fully_*"))
-    for ratio in (5, 10):
-        shared = runs / f"{ratio}p" / "fully" / "seed0"
-        for name in ("model.pt", "train_log.jsonl", "validation.csv"):
-            assert (shared / name).read_bytes() == (trained / name).read_bytes()
-        assert (shared / "metrics.csv").is_file()
+    assert (logs / "train_5p_fully_seed0.log").is_file() and not (logs / "train_10p_fully_seed0.log").exists()
+    assert (logs / "share_10p_fully_seed0.log").is_file()
+    for name in ("model.pt", "train_log.jsonl", "validation.csv"):
+        assert (shared / name).read_bytes() == (trained / name).read_bytes()
+    assert (shared / "metrics.csv").is_file() and not (shared / "state").exists()
     table = pd.read_csv(tiny_run / "results" / "tables" / "synthetic_results.csv").set_index(["ratio", "method"])
     assert table.loc[(5, "fully"), "dice_mean"] == pytest.approx(table.loc[(10, "fully"), "dice_mean"])
 
@@ -132,7 +131,6 @@ def test_rebuilding_the_figures_runs_no_training(tiny_run: Path):
     assert "rule dice_vs_ratio:" in out
     for rule in (
         "train",
-        "train_on_every_case",
         "share_every_case_run",
         "infer",
         "metrics",

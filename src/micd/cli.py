@@ -137,13 +137,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     if method_cls is None:
         sys.exit(f"error: unknown method {args.method!r}; registered: {sorted(METHODS)}")
     if method_cls.labelled_set == "train":
-        labelled, unlabelled, origin = read_case_list(args.train), [], "every training case"
+        labelled, unlabelled = read_case_list(args.train), []
     else:
-        missing = [f"--{name}" for name in ("labelled", "unlabelled", "ratio") if getattr(args, name) is None]
-        if missing:
-            sys.exit(f"error: method {args.method!r} trains on a labelled split and needs {', '.join(missing)}")
         labelled, unlabelled = read_case_list(args.labelled), read_case_list(args.unlabelled)
-        origin = split_origin(args.labelled)
     data = TrainData(
         data_dir=args.data_dir,
         labelled=labelled,
@@ -156,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         "ratio": args.ratio,
         "variant": args.variant or args.method,
         "labelled_cases": labelled,
-        "labelled_split_origin": origin,
+        "labelled_split_origin": split_origin(args.labelled),
     }
     trainer = Trainer(
         args.method,
@@ -319,17 +315,15 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_split)
 
     s = sub.add_parser("train", help="train one method on one split with one seed")
-    for name in ("data-dir", "train", "eval", "out-dir"):
+    for name in ("data-dir", "train", "labelled", "unlabelled", "eval", "out-dir"):
         s.add_argument(f"--{name}", type=Path, required=True)
-    for name in ("labelled", "unlabelled"):
-        s.add_argument(f"--{name}", type=Path, help="the split's list (methods that train on every case ignore it)")
     s.add_argument("--method", required=True, help="registered method name")
     s.add_argument("--variant", help="name of this configuration of the method (default: the method)")
     s.add_argument("--method-settings", type=_json, default={})
     s.add_argument("--train-settings", type=_json, default={})
     s.add_argument("--family", required=True)
     s.add_argument("--dataset", required=True)
-    s.add_argument("--ratio", type=int, help="labelled percent of the split (none: every case labelled)")
+    s.add_argument("--ratio", type=int, required=True)
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_train)
