@@ -62,7 +62,7 @@ def test_the_results_table_fits_a_laptop_window_without_scrolling(tiny_run: Path
     page.write_text(measured((tiny_run / TABLE).read_text(), width))
     found = re.search(r'data-measured="(\d+) (\d+) (\d+)"', rendered_dom(chromium, page, tmp_path / "p"))
     page_width, table_width, rows = map(int, found.groups())
-    assert rows == 4  # 2 methods x 2 ratios
+    assert rows == 6  # 3 methods x 2 ratios
     assert page_width <= WIDTH and table_width <= TABLE_WIDTH
 
 
