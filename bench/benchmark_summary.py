@@ -4,8 +4,16 @@ Reads each run's ``train_log.jsonl`` and ``validation.csv`` and Snakemake's benc
 its train job, and writes ``bench/results/synthetic_benchmark_runs.csv``: dataset, ratio,
 method, seed, iterations, the median seconds of one step's computation and data wait, the
 train job's wall time, the best eval Dice and its epoch, and the eval Dice gained over the last
-quarter of the epochs (the convergence criterion of docs/benchmark.md). With ``--figure`` it
-also draws every run's eval Dice against its epoch, one panel per labelled ratio.
+quarter of the epochs (the convergence criterion of docs/benchmark.md). Rows of runs no longer
+under ``--results`` are kept, so the CSV gathers the runs of every part and session.
+
+Each summarised run's ``validation.csv`` and ``metrics.csv`` (per test case) are copied to
+``bench/results/<dataset>/runs/<ratio>p/<method>/seed<k>/``, the same layout as ``results/``:
+the evidence behind a recorded table outlives the results folder (a new machine, a clean
+clone), and tables and paired tests over parts run apart can be rebuilt from it
+(``micd report --metrics bench/results/synthetic_benchmark/runs/10p/*/seed0/metrics.csv ...``).
+With ``--figure`` it draws the eval Dice against epoch of every archived run, one panel per
+labelled ratio.
 
     python bench/benchmark_summary.py [--results results] [--dataset synthetic_benchmark] [--figure PNG]
 """
@@ -14,12 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 from pathlib import Path
 
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+RUN_KEY = ["ratio", "method", "seed"]
+ARCHIVED_FILES = ("validation.csv", "metrics.csv")
 
 
 def summarise_run(run: Path, benchmarks: Path) -> dict:
@@ -86,14 +97,37 @@ def learning_curves_figure(runs: list[Path], path: Path) -> None:
     plt.close(fig)
 
 
+def archive_run(run: Path, results: Path, archive: Path) -> Path:
+    """Copy the run's small outputs to the same relative folder under ``archive``."""
+    destination = archive / run.relative_to(results)
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in ARCHIVED_FILES:
+        if (run / name).is_file():
+            shutil.copy2(run / name, destination / name)
+    return destination
+
+
+def merge_rows(path: Path, rows: list[dict]) -> pd.DataFrame:
+    """The CSV's earlier rows, those of the runs summarised now replaced by their new rows."""
+    table = pd.DataFrame(rows)
+    if path.is_file():
+        old = pd.read_csv(path)
+        if rows:
+            old = old[~old.set_index(RUN_KEY).index.isin(table.set_index(RUN_KEY).index)]
+        table = pd.concat([old, table], ignore_index=True)
+    return table.sort_values(RUN_KEY, ignore_index=True) if len(table) else table
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, default=ROOT / "results")
     p.add_argument("--dataset", default="synthetic_benchmark")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "synthetic_benchmark_runs.csv")
-    p.add_argument("--figure", type=Path, help="also draw the runs' eval Dice curves to this PNG")
+    p.add_argument("--archive", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--figure", type=Path, help="also draw the archived runs' eval Dice curves to this PNG")
     args = p.parse_args()
-    runs = sorted(args.results.glob(f"{args.dataset}/runs/*p/*/seed*"))
+    pattern = f"{args.dataset}/runs/*p/*/seed*"
+    runs = sorted(args.results.glob(pattern))
     benchmarks = args.results / "benchmarks" / args.dataset
     # a run still training (no model.pt yet) would show a partial curve and a wrong gain
     unfinished = [run for run in runs if not (run / "model.pt").is_file()]
@@ -101,11 +135,14 @@ def main() -> None:
         print(f"skipping {run}: no model.pt, the run has not finished")
     runs = [run for run in runs if run not in unfinished]
     rows = [summarise_run(run, benchmarks) for run in runs]
-    table = pd.DataFrame(rows).sort_values(["ratio", "method", "seed"])
+    for run in runs:
+        archive_run(run, args.results, args.archive)
+    table = merge_rows(args.out, rows)
     args.out.write_text(table.to_csv(index=False))
     print(table.to_string(index=False))
     if args.figure:
-        learning_curves_figure(runs, args.figure)
+        archived = [run for run in sorted(args.archive.glob(pattern)) if (run / "validation.csv").is_file()]
+        learning_curves_figure(archived, args.figure)
 
 
 if __name__ == "__main__":
