@@ -173,6 +173,9 @@ def test_write_table_writes_every_format(table: pd.DataFrame, tmp_path: Path) ->
     page = paths.html.read_text(encoding="utf-8")
     assert page.startswith("<!doctype html>") and f"<caption>{CAPTION}</caption>" in page
     assert "<td><b>76.50 ± 0.5</b></td>" in page and page.count("<tbody>") == 2
+    # value headers on two lines, so their columns are as narrow as their numbers
+    assert "<th>Dice<br>(%) ↑</th><th>ASD<br>(voxels) ↓</th><th>p vs<br>MICD</th><th>Sp</th>" in page
+    assert '<th class="left">Labelled</th><th class="left">Method</th>' in page
     pd.testing.assert_frame_equal(pd.read_csv(paths.csv), table, check_dtype=False)
     assert sorted(p.name for p in out.iterdir()) == ["t.csv", "t.html", "t.md", "t.tex"]
 
