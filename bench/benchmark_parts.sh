@@ -48,8 +48,10 @@ for part in "$@"; do
         A5a) run_part A5a "${BASE[@]}" $P/5p.yaml $P/first_rows.yaml ;;
         A5b) run_part A5b "${BASE[@]}" $P/5p.yaml $P/last_rows.yaml ;;
         A10a) run_part A10a "${BASE[@]}" $P/10p.yaml $P/first_rows.yaml ;;
-        # MICD, the longest run of the part (about 50 min), first, so it does not run alone at the end
-        A10b) run_part A10b "${BASE[@]}" $P/10p.yaml $P/last_rows.yaml --prioritize "$RUNS10/micd/seed0/model.pt" ;;
+        # MICD (the part's longest run, so that it does not run alone at the end) and DHC with its
+        # two weightings (the rows MICD is measured against) first
+        A10b) run_part A10b "${BASE[@]}" $P/10p.yaml $P/last_rows.yaml \
+            --prioritize "$RUNS10"/{micd,dhc,distdw,diffdw}/seed0/model.pt ;;
         seeds) run_part seeds "${BASE[@]}" $P/seeds.yaml ;;
         ablation) run_part ablation ablation "${BASE[@]}" $P/5p.yaml ;;
         # CLD (the last row not yet trained at 5 %) beside the ablation: four runs keep both cores busy
