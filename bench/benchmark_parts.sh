@@ -52,6 +52,8 @@ for part in "$@"; do
         # two weightings (the rows MICD is measured against) first
         A10b) run_part A10b "${BASE[@]}" $P/10p.yaml $P/last_rows.yaml \
             --prioritize "$RUNS10"/{micd,dhc,distdw,diffdw}/seed0/model.pt ;;
+        # the part of A10b that one session could train on a slower day (docs/benchmark.md)
+        A10b_trained) run_part A10b_trained "${BASE[@]}" $P/10p.yaml $P/last_rows_trained.yaml ;;
         seeds) run_part seeds "${BASE[@]}" $P/seeds.yaml ;;
         ablation) run_part ablation ablation "${BASE[@]}" $P/5p.yaml ;;
         # CLD (the last row not yet trained at 5 %) beside the ablation: four runs keep both cores busy
