@@ -21,12 +21,14 @@ RUNS10=results/synthetic_benchmark/runs/10p
 run_part() {
     local name=$1
     shift
-    local started end status=0
+    local started end commit status=0
     started=$(date +%s)
+    # the checkout the part starts from (a pull while it runs must not change the record)
+    commit=$(git describe --always --dirty)
     echo "== part $name: snakemake $*" >&2
     snakemake "$@" || status=$?
     end=$(date +%s)
-    python3 - "$name" "$started" "$end" "$status" "$(git describe --always --dirty)" "$*" <<'PY'
+    python3 - "$name" "$started" "$end" "$status" "$commit" "$*" <<'PY'
 import json, sys, platform, datetime as dt
 name, started, end, status, commit, args = sys.argv[1:]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
