@@ -5,6 +5,10 @@
 #
 #   bash bench/benchmark_parts.sh choice A5a A5b seeds A10a A10b ablation sensitivity8_16 sensitivity final
 #
+# or, where results/ does not outlive a session, the grid in five parts whose runs are archived:
+#
+#   bash bench/benchmark_parts.sh grid1 grid2 grid3 grid4 grid5
+#
 # (The recorded runs took `choice core5 added5 A5a cld_ablation seeds`: the same 5 % runs, grouped
 # as the rows were added.)
 # A part whose runs are done costs only its report jobs; an interrupted part resumes where it
@@ -17,6 +21,11 @@ BASE=(--profile profiles/local --keep-going --configfile config/benchmark.yaml)
 P=bench/parts
 CHOICE=results/synthetic_benchmark/runs/5p
 RUNS10=results/synthetic_benchmark/runs/10p
+# the mask-sensitivity grid's cells at 5 % as the workflow names them (config/benchmark.yaml:
+# ratios 0.3/0.5/0.7 x blocks 8/16/32; its own mask, 0.5 and 8, is the micd run itself), two per
+# part so that a part fits a session however slow the day
+GRID=(micd micd_mask30_block8 micd_mask70_block8 micd_mask30_block16 micd_mask50_block16
+    micd_mask70_block16 micd_mask30_block32 micd_mask50_block32 micd_mask70_block32)
 
 run_part() {
     local name=$1
@@ -41,6 +50,17 @@ PY
     return "$status"
 }
 
+# a part of the mask grid: its two cells trained and scored, every finished run archived under
+# bench/results (benchmark_summary.py), and the heat map redrawn from every archived cell
+grid_part() {
+    local name=$1 first=$(( (${1#grid} - 1) * 2 )) status=0 cell targets=()
+    for cell in "${GRID[@]:$first:2}"; do targets+=("$CHOICE/$cell/seed0/metrics.csv"); done
+    run_part "$name" "${targets[@]}" "${BASE[@]}" $P/5p.yaml || status=$?
+    python bench/benchmark_summary.py
+    python bench/archived_sensitivity.py
+    return "$status"
+}
+
 for part in "$@"; do
     case $part in
         choice) run_part choice "$CHOICE/micd/seed0/model.pt" "$CHOICE/micd_mcpc_masked_prediction/seed0/model.pt" \
@@ -62,6 +82,7 @@ for part in "$@"; do
         cld_ablation) run_part cld_ablation ablation "$CHOICE/cld/seed0/metrics.csv" "${BASE[@]}" $P/5p.yaml ;;
         sensitivity8_16) run_part sensitivity8_16 sensitivity "${BASE[@]}" $P/5p.yaml $P/blocks_8_16.yaml ;;
         sensitivity) run_part sensitivity sensitivity "${BASE[@]}" $P/5p.yaml ;;
+        grid[1-5]) grid_part "$part" ;;
         final) run_part final "${BASE[@]}" ;;
         *) echo "unknown part $part" >&2; exit 2 ;;
     esac

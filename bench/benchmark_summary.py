@@ -60,7 +60,7 @@ def summarise_run(run: Path, benchmarks: Path) -> dict:
 
 
 def learning_curves_figure(runs: list[Path], path: Path) -> None:
-    """Eval Dice against epoch for every run, one panel per ratio, one colour per method."""
+    """Eval Dice against epoch of the given (archived) runs, one panel per ratio, one colour per method."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,7 +91,7 @@ def learning_curves_figure(runs: list[Path], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("eval mean Dice (%)")
     axes[0][-1].legend(fontsize=7, ncol=2, loc="upper left")
-    fig.suptitle("Synthetic benchmark: eval Dice during training (every run)")
+    fig.suptitle(f"Synthetic benchmark: eval Dice during training ({len(runs)} archived runs)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

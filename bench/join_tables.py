@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 from scipy.stats import spearmanr
 
-from micd.methods import METHODS, display_name
+from micd.methods import display_name, trains_on_every_case
 from micd.report.tables import TABLE_KEYS, order_rows, to_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,18 +37,16 @@ def join_tables(tables: list[pd.DataFrame], method_order: list[str]) -> pd.DataF
     return order_rows(joined, method_order).reset_index(drop=True)
 
 
-def is_upper_bound(method: str) -> bool:
-    return method in METHODS and METHODS[method].labelled_set == "train"
-
-
 def rank_against_published(table: pd.DataFrame, published: pd.DataFrame, family: str) -> dict:
     """Spearman's rho of our mean Dice and the published one, per ratio, over the semi-supervised
     methods both tables have."""
-    means = published[(published["dataset"] == family) & (published["metric"] == "dice") & (published["class"] == "mean")]
+    means = published[
+        (published["dataset"] == family) & (published["metric"] == "dice") & (published["class"] == "mean")
+    ]
     ranks = {}
     for ratio, block in table.groupby("ratio"):
         theirs = means[means["labeled_percent"] == ratio].set_index("method")["value"]
-        block = block[[not is_upper_bound(m) for m in block["method"]]]
+        block = block[[not trains_on_every_case(m) for m in block["method"]]]
         ours = block.assign(name=block["method"].map(display_name)).set_index("name")["dice_mean"]
         shared = [name for name in ours.index if name in theirs.index]
         if len(shared) < 3:

@@ -1,10 +1,9 @@
 import json
 import os
 import shlex
-from dataclasses import asdict
 
-from micd.methods import METHODS
-from micd.methods.micd import MICDSettings, builtin_variants
+from micd.methods import trains_on_every_case as method_trains_on_every_case
+from micd.methods.micd import builtin_variants, mask_sensitivity_variants
 
 
 wildcard_constraints:
@@ -85,24 +84,11 @@ def as_json(value):
 
 
 def sensitivity_variants():
-    """The mask-sensitivity grid as named MICD variants, e.g. ``micd_mask30_block8``; the cell
-    of MICD's configured mask is the ``micd`` run itself, not trained twice."""
+    """The mask-sensitivity grid as named MICD variants (see mask_sensitivity_variants)."""
     grid = config["sensitivity"]
-    micd = {**asdict(MICDSettings()), **config["method_settings"].get("micd", {})}
-
-    def name(ratio, block):
-        if (ratio, block) == (micd["mask_ratio"], micd["mask_block"]):
-            return "micd"
-        return f"micd_mask{round(ratio * 100)}_block{block}"
-
-    return {
-        name(ratio, block): {
-            "method": "micd",
-            "settings": {"mask_ratio": ratio, "mask_block": block},
-        }
-        for ratio in grid["mask_ratios"]
-        for block in grid["mask_blocks"]
-    }
+    return mask_sensitivity_variants(
+        grid["mask_ratios"], grid["mask_blocks"], config["method_settings"].get("micd", {})
+    )
 
 
 def method_spec(name):
@@ -121,8 +107,7 @@ def trains_on_every_case(name):
     """Whether a method or variant ignores the labelled split and trains on every training case
     (the upper bound): its run is the same at every ratio, so the workflow trains it once.
     """
-    method = METHODS.get(method_spec(name)[0])
-    return method is not None and method.labelled_set == "train"
+    return method_trains_on_every_case(method_spec(name)[0])
 
 
 def every_case_runs():

@@ -28,8 +28,17 @@ def write_run(results: Path, ratio: int, method: str, seed: int, eval_dice: list
 
 
 def summarise(results: Path, out: Path, archive: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(ROOT / "bench" / "benchmark_summary.py"), "--results", str(results),
-               "--out", str(out), "--archive", str(archive), *extra]
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "benchmark_summary.py"),
+        "--results",
+        str(results),
+        "--out",
+        str(out),
+        "--archive",
+        str(archive),
+        *extra,
+    ]
     return subprocess.run(command, capture_output=True, text=True, check=True)
 
 
@@ -56,7 +65,10 @@ def test_rows_gather_across_results_folders_and_runs_are_archived(tmp_path):
 
     archived = archive / "synthetic_benchmark" / "runs"
     assert sorted(str(p.relative_to(archived)) for p in archived.glob("*p/*/seed*")) == [
-        "10p/cps/seed0", "10p/micd/seed0", "5p/dhc/seed0"]
+        "10p/cps/seed0",
+        "10p/micd/seed0",
+        "5p/dhc/seed0",
+    ]
     assert pd.read_csv(archived / "10p/micd/seed0/validation.csv")["eval_mean_dice"].max() == 47.0
     assert (archived / "5p/dhc/seed0/metrics.csv").read_text().startswith("case,class,dice")
     assert not (archived / "10p/uamt").exists()
@@ -64,7 +76,9 @@ def test_rows_gather_across_results_folders_and_runs_are_archived(tmp_path):
 
 
 def join(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "bench" / "join_tables.py"), *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "join_tables.py"), *args], capture_output=True, text=True
+    )
 
 
 def test_part_tables_join_in_config_order_and_rank_against_dhc(tmp_path):
@@ -91,3 +105,30 @@ def test_part_tables_join_in_config_order_and_rank_against_dhc(tmp_path):
     overlap = join(str(tmp_path / "first.csv"), str(tmp_path / "first.csv"), "--out", str(tmp_path / "twice"))
     assert overlap.returncode != 0 and "the tables overlap: fully at 5 %" in overlap.stderr
     assert not (tmp_path / "twice.md").exists()
+
+
+def test_mask_grid_is_drawn_from_the_archived_cells(tmp_path):
+    """bench/archived_sensitivity.py: the cells archived so far, named as the workflow names
+    them (the configured mask is ``micd`` itself), the others listed as missing."""
+    recorded = pd.read_csv(
+        ROOT / "bench" / "results" / "synthetic_benchmark" / "runs" / "10p" / "micd" / "seed0" / "metrics.csv"
+    )
+    runs = tmp_path / "synthetic_benchmark" / "runs" / "5p"
+    for name, shift in (("micd", 0.0), ("micd_mask30_block32", -10.0)):
+        (runs / name / "seed0").mkdir(parents=True)
+        cell = recorded.assign(ratio=5, method=name, dice=recorded["dice"] + shift)
+        cell.to_csv(runs / name / "seed0" / "metrics.csv", index=False)
+    (runs / "micd_mask70_block8" / "seed0").mkdir(parents=True)  # a cell still training: no metrics.csv
+
+    command = [sys.executable, str(ROOT / "bench" / "archived_sensitivity.py"), "--archive", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)
+    assert listed["archived"] == ["micd", "micd_mask30_block32"] and len(listed["missing"]) == 7
+    cells = pd.read_csv(tmp_path / "synthetic_benchmark_mask_sensitivity.csv").set_index(["mask_ratio", "mask_block"])
+    micd = cells.loc[(0.5, 8), "mean_dice"]  # config/benchmark.yaml's mask: ratio 0.5, 8-voxel blocks
+    assert abs(micd - cells.loc[(0.3, 32), "mean_dice"] - 10.0) < 1e-6 and len(cells) == 2
+    assert (tmp_path / "synthetic_benchmark_mask_sensitivity.png").stat().st_size > 10_000
+
+    empty = subprocess.run([*command[:2], "--archive", str(tmp_path / "none")], capture_output=True, text=True)
+    assert empty.returncode != 0 and "no cell of the mask grid is archived" in empty.stderr

@@ -130,13 +130,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     from micd.data.classes import classes_for
     from micd.data.io import read_case_list
     from micd.engine import TrainData, Trainer, TrainSettings
-    from micd.methods import METHODS
+    from micd.methods import METHODS, trains_on_every_case
 
     torch.set_num_threads(args.threads)
-    method_cls = METHODS.get(args.method)
-    if method_cls is None:
+    if args.method not in METHODS:
         sys.exit(f"error: unknown method {args.method!r}; registered: {sorted(METHODS)}")
-    if method_cls.labelled_set == "train":
+    if trains_on_every_case(args.method):
         labelled, unlabelled = read_case_list(args.train), []
     else:
         labelled, unlabelled = read_case_list(args.labelled), read_case_list(args.unlabelled)

@@ -54,6 +54,13 @@ def display_name(name: str) -> str:
     return ablation_display_name(name) or name
 
 
+def trains_on_every_case(name: str) -> bool:
+    """Whether a registered method ignores the labelled split and trains on every training case:
+    the upper bound, whose run is the same at every ratio."""
+    cls = METHODS.get(name)
+    return cls is not None and cls.labelled_set == "train"
+
+
 def build_method(
     name: str, settings: dict[str, Any] | None, num_classes: int, n_filters: int, dropout: float = 0.5
 ) -> Method:
@@ -66,4 +73,4 @@ def build_method(
     return cls(settings_from_dict(cls.Settings, settings, name), num_classes, network)
 
 
-__all__ = ["METHODS", "Batch", "Method", "Progress", "build_method", "display_name"]
+__all__ = ["METHODS", "Batch", "Method", "Progress", "build_method", "display_name", "trains_on_every_case"]

@@ -21,9 +21,10 @@ off this is DHC's heterogeneous co-training, and those rows build no teachers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +87,26 @@ class MICDSettings:
     rampup_epochs: float | None = None  # None: the whole schedule
     ema_decay: float = 0.99
     inference: str = "students"  # or "teachers"
+
+
+def mask_sensitivity_variants(
+    mask_ratios: Sequence[float], mask_blocks: Sequence[int], configured: Mapping[str, Any]
+) -> dict[str, dict]:
+    """The mask-sensitivity grid as named MICD variants, e.g. ``micd_mask30_block8``; the cell
+    of the configured mask (``configured``: MICD's settings) is the ``micd`` run itself, not
+    trained twice."""
+    settings = {**asdict(MICDSettings()), **configured}
+
+    def name(ratio: float, block: int) -> str:
+        if (ratio, block) == (settings["mask_ratio"], settings["mask_block"]):
+            return "micd"
+        return f"micd_mask{round(ratio * 100)}_block{block}"
+
+    return {
+        name(ratio, block): {"method": "micd", "settings": {"mask_ratio": ratio, "mask_block": block}}
+        for ratio in mask_ratios
+        for block in mask_blocks
+    }
 
 
 def block_mask(
