@@ -87,7 +87,9 @@ def sensitivity_variants():
     """The mask-sensitivity grid as named MICD variants (see mask_sensitivity_variants)."""
     grid = config["sensitivity"]
     return mask_sensitivity_variants(
-        grid["mask_ratios"], grid["mask_blocks"], config["method_settings"].get("micd", {})
+        grid["mask_ratios"],
+        grid["mask_blocks"],
+        config["method_settings"].get("micd", {}),
     )
 
 
