@@ -1,7 +1,7 @@
 """MICD's mask-sensitivity table and heat map from the archived runs of the synthetic benchmark.
 
 The grid's nine MICD runs take longer than one session here, and a session's ``results/`` is
-not kept, so the grid is trained in parts (``bench/benchmark_parts.sh grid1 ... grid5``) and
+not always kept, so the grid is trained in parts (``bench/benchmark_parts.sh grid1 ... grid5``) and
 each finished cell's per-case ``metrics.csv`` is archived by ``bench/benchmark_summary.py``.
 This draws what the workflow's ``sensitivity`` target draws, from the archive: the same grid
 names and settings (micd.methods.micd.mask_sensitivity_variants on the resolved workflow

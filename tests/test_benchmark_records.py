@@ -5,6 +5,7 @@ bench/join_tables.py (tables of parts run apart joined into one and ranked again
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,22 @@ def test_mask_grid_is_drawn_from_the_archived_cells(tmp_path):
 
     empty = subprocess.run([*command[:2], "--archive", str(tmp_path / "none")], capture_output=True, text=True)
     assert empty.returncode != 0 and "no cell of the mask grid is archived" in empty.stderr
+
+
+def test_the_grid_parts_train_every_cell_of_the_configured_grid_once():
+    """bench/benchmark_parts.sh names the grid's cells for its parts grid1..grid5; they must be the
+    workflow's names of config/benchmark.yaml's grid, each once, or a part would train a run the
+    heat map never reads."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from archived_sensitivity import resolved_config
+
+    from micd.methods.micd import mask_sensitivity_variants
+
+    config = resolved_config([ROOT / "config" / "benchmark.yaml"])
+    grid = mask_sensitivity_variants(
+        config["sensitivity"]["mask_ratios"], config["sensitivity"]["mask_blocks"], config["method_settings"]["micd"]
+    )
+    script = (ROOT / "bench" / "benchmark_parts.sh").read_text()
+    cells = re.search(r"^GRID=\(([^)]*)\)", script, re.MULTILINE).group(1).split()
+    assert sorted(cells) == sorted(grid) and len(cells) == len(set(cells)) == 9
+    assert "grid[1-5])" in script  # five parts of two cells: the nine cells
