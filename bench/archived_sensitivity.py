@@ -36,6 +36,15 @@ def resolved_config(configfiles: list[Path]) -> dict:
     return config
 
 
+def configured_grid(config: dict) -> dict[str, dict]:
+    """The grid's cells, by the workflow's run names, for a resolved config."""
+    return mask_sensitivity_variants(
+        config["sensitivity"]["mask_ratios"],
+        config["sensitivity"]["mask_blocks"],
+        config["method_settings"].get("micd", {}),
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configfile", type=Path, nargs="+", default=[ROOT / "config" / "benchmark.yaml"])
@@ -46,11 +55,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="path without suffix (default: <archive>/<dataset>_mask_sensitivity)")
     args = p.parse_args()
     config = resolved_config(args.configfile)
-    grid = mask_sensitivity_variants(
-        config["sensitivity"]["mask_ratios"],
-        config["sensitivity"]["mask_blocks"],
-        config["method_settings"].get("micd", {}),
-    )
+    grid = configured_grid(config)
     runs = args.archive / args.dataset / "runs" / f"{args.ratio}p"
     metrics = {name: runs / name / f"seed{args.seed}" / "metrics.csv" for name in grid}
     archived = {name: path for name, path in metrics.items() if path.is_file()}
