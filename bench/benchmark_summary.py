@@ -4,10 +4,14 @@ Reads each run's ``train_log.jsonl`` and ``validation.csv`` and Snakemake's benc
 its train job, and writes ``bench/results/synthetic_benchmark_runs.csv``: dataset, ratio,
 method, seed, iterations, the median seconds of one step's computation and data wait, the
 train job's wall time, the best eval Dice and its epoch, and the eval Dice gained over the last
-quarter of the epochs (the convergence criterion of docs/benchmark.md). Rows of runs no longer
+quarter of the epochs (the convergence criterion of docs/benchmark.md), and, from the
+provenance in its ``model.pt``, the first 12 hex digits of the fingerprint of the data it read
+and the CPU instruction set its kernels used (what tells apart two runs of one configuration
+that part, docs/benchmark.md). Rows of runs no longer
 under ``--results`` are kept, so the CSV gathers the runs of every part and session.
 
-Each summarised run's ``validation.csv`` and ``metrics.csv`` (per test case) are copied to
+Each summarised run's ``validation.csv`` and ``metrics.csv`` (per test case) are copied, and
+its provenance written as ``provenance.json``, to
 ``bench/results/<dataset>/runs/<ratio>p/<method>/seed<k>/``, the same layout as ``results/``:
 the evidence behind a recorded table outlives the results folder (a new machine, a clean
 clone), and tables and paired tests over parts run apart can be rebuilt from it
@@ -33,7 +37,14 @@ RUN_KEY = ["ratio", "method", "seed"]
 ARCHIVED_FILES = ("validation.csv", "metrics.csv")
 
 
-def summarise_run(run: Path, benchmarks: Path) -> dict:
+def run_provenance(run: Path) -> dict:
+    """The provenance a finished run's ``model.pt`` carries: settings, code, data, host."""
+    import torch
+
+    return torch.load(run / "model.pt", map_location="cpu", weights_only=False).get("provenance", {})
+
+
+def summarise_run(run: Path, benchmarks: Path, provenance: dict) -> dict:
     ratio, method, seed = run.parent.parent.name.removesuffix("p"), run.parent.name, run.name.removeprefix("seed")
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     validation = pd.read_csv(run / "validation.csv")
@@ -56,6 +67,9 @@ def summarise_run(run: Path, benchmarks: Path) -> dict:
         "last_quarter_gain": round(
             float(validation["eval_mean_dice"].iloc[-1] - start_of_last_quarter["eval_mean_dice"]), 2
         ),
+        # runs trained before runs recorded these leave them blank
+        "data_sha256": provenance.get("data_sha256", "")[:12] or None,
+        "cpu_capability": provenance.get("compute", {}).get("cpu_capability"),
     }
 
 
@@ -97,13 +111,14 @@ def learning_curves_figure(runs: list[Path], path: Path) -> None:
     plt.close(fig)
 
 
-def archive_run(run: Path, results: Path, archive: Path) -> Path:
-    """Copy the run's small outputs to the same relative folder under ``archive``."""
+def archive_run(run: Path, results: Path, archive: Path, provenance: dict) -> Path:
+    """Copy the run's small outputs, and write its provenance, to the same relative folder under ``archive``."""
     destination = archive / run.relative_to(results)
     destination.mkdir(parents=True, exist_ok=True)
     for name in ARCHIVED_FILES:
         if (run / name).is_file():
             shutil.copy2(run / name, destination / name)
+    (destination / "provenance.json").write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n")
     return destination
 
 
@@ -134,9 +149,11 @@ def main() -> None:
     for run in unfinished:
         print(f"skipping {run}: no model.pt, the run has not finished")
     runs = [run for run in runs if run not in unfinished]
-    rows = [summarise_run(run, benchmarks) for run in runs]
+    rows = []
     for run in runs:
-        archive_run(run, args.results, args.archive)
+        provenance = run_provenance(run)
+        rows.append(summarise_run(run, benchmarks, provenance))
+        archive_run(run, args.results, args.archive, provenance)
     table = merge_rows(args.out, rows)
     args.out.write_text(table.to_csv(index=False))
     print(table.to_string(index=False))

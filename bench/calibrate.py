@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from micd.provenance import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "bench" / "results" / "calibration.jsonl"
 
@@ -62,7 +64,7 @@ def run(name: str, method: str, ratio: int, settings: dict, dataset: str, out_ro
     return {
         "benchmark": "calibration",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"host": platform.node(), "cpu": _cpu(), "threads": 1},
+        "machine": {"host": platform.node(), "cpu": cpu_model(), "threads": 1},
         "name": name,
         "dataset": dataset,
         "method": method,
@@ -72,13 +74,6 @@ def run(name: str, method: str, ratio: int, settings: dict, dataset: str, out_ro
         "s_per_iteration": round(wall / max(iterations, 1), 3),
         "curve": curve,
     }
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def figure(path: Path, names: list[str] | None) -> None:

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from micd.provenance import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs", "report")
 
@@ -49,15 +51,10 @@ def tree_rss_bytes(pid: int) -> int:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
     return {
         "host": platform.node(),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "memory_gib": round(mem_kb / 2**20, 1),
         "python": platform.python_version(),

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from micd.engine import TrainData, Trainer, TrainSettings, resolve_device  # noqa: E402
+from micd.provenance import cpu_model  # noqa: E402
 
 SIZES = {
     "tiny": {"grid": (32, 48, 48), "patch_size": [32, 32, 32], "n_filters": 2},
@@ -60,10 +61,7 @@ def machine(device: torch.device) -> dict:
     info = {"host": platform.node(), "python": platform.python_version(), "torch": torch.__version__}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            info["cpu"] = line.split(":", 1)[1].strip()
-            break
+    info["cpu"] = cpu_model()
     info["cpu_threads"] = torch.get_num_threads()
     return info
 

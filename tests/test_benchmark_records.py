@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +25,8 @@ def write_run(results: Path, ratio: int, method: str, seed: int, eval_dice: list
     pd.DataFrame({"epoch": epochs, "eval_mean_dice": eval_dice}).to_csv(run / "validation.csv", index=False)
     (run / "metrics.csv").write_text("case,class,dice\ncase_0001,Li,91.0\n")
     if finished:
-        (run / "model.pt").write_bytes(b"weights")
+        compute = {"device": "cpu", "cpu_capability": "AVX2"}
+        torch.save({"provenance": {"data_sha256": f"{ratio:02d}" + "ab" * 31, "compute": compute}}, run / "model.pt")
     return run
 
 
@@ -63,6 +65,7 @@ def test_rows_gather_across_results_folders_and_runs_are_archived(tmp_path):
     assert micd["best_eval_dice"] == 47.0 and micd["last_quarter_gain"] == 2.0  # the new run replaced the old
     dhc = table[table["method"] == "dhc"].iloc[0]
     assert dhc["best_eval_dice"] == 30.0 and dhc["best_epoch"] == 10 and dhc["iterations"] == 3
+    assert dhc["data_sha256"] == "05abababababab"[:12] and dhc["cpu_capability"] == "AVX2"
 
     archived = archive / "synthetic_benchmark" / "runs"
     assert sorted(str(p.relative_to(archived)) for p in archived.glob("*p/*/seed*")) == [
@@ -72,6 +75,7 @@ def test_rows_gather_across_results_folders_and_runs_are_archived(tmp_path):
     ]
     assert pd.read_csv(archived / "10p/micd/seed0/validation.csv")["eval_mean_dice"].max() == 47.0
     assert (archived / "5p/dhc/seed0/metrics.csv").read_text().startswith("case,class,dice")
+    assert json.loads((archived / "5p/dhc/seed0/provenance.json").read_text())["compute"]["cpu_capability"] == "AVX2"
     assert not (archived / "10p/uamt").exists()
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 

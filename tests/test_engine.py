@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from micd.data.loaders import data_fingerprint
 from micd.engine import TrainData, Trainer, TrainSettings, autocast_dtype, poly_lr
 
 NUM_CLASSES = 4
@@ -136,6 +137,10 @@ def test_outputs_carry_provenance_and_the_best_epoch(data_dir, tmp_path):
     model = torch.load(tmp_path / "model.pt", weights_only=False)
     assert model["provenance"]["dataset"] == "tiny" and model["provenance"]["seed"] == 0
     assert {"code_version", "packages", "host"} <= set(model["provenance"])
+    # what the run read and where it computed, to trace two runs that part
+    assert model["provenance"]["data_sha256"] == data_fingerprint(data_dir, [f"case_{i}" for i in range(6)])
+    compute = model["provenance"]["compute"]
+    assert compute["device"] == "cpu" and compute["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     validation = (tmp_path / "validation.csv").read_text().splitlines()
     assert validation[0] == "epoch,iteration,eval_mean_dice" and len(validation) == 5  # after epochs 0..3
     dices = [float(line.split(",")[2]) for line in validation[1:]]
@@ -353,6 +358,54 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(data_dir, tmp_path, capsy
     assert fresh.fit()
     for key, value in final_state(tmp_path / "fresh").items():
         assert torch.equal(final_state(out)[key], value), key
+
+
+def test_the_data_fingerprint_names_content_not_place(data_dir, tmp_path):
+    """Copies of the same arrays elsewhere share a fingerprint; one changed label voxel does not."""
+    cases = ["case_0", "case_1"]
+    copy = tmp_path / "copy"
+    for sub in ("images", "labels"):
+        (copy / sub).mkdir(parents=True)
+        for case in cases:
+            (copy / sub / f"{case}.npy").write_bytes((data_dir / sub / f"{case}.npy").read_bytes())
+    assert data_fingerprint(copy, cases) == data_fingerprint(data_dir, cases[::-1])
+    label = np.load(copy / "labels" / "case_1.npy")
+    label[0, 0, 0] += 1
+    np.save(copy / "labels" / "case_1.npy", label)
+    assert data_fingerprint(copy, cases) != data_fingerprint(data_dir, cases)
+    (copy / "images" / "case_0.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"case case_0: preprocessed file .*case_0.npy does not exist"):
+        data_fingerprint(copy, cases)
+
+
+def test_a_checkpoint_of_other_data_is_not_resumed(data_dir, tmp_path, capsys):
+    """Preprocessing run again with other results under the same case names: the checkpoint was
+    trained on other arrays and must not be resumed."""
+    moved = tmp_path / "data"
+    for sub in ("images", "labels"):
+        (moved / sub).mkdir(parents=True)
+        for file in (data_dir / sub).iterdir():
+            (moved / sub / file.name).write_bytes(file.read_bytes())
+    out = tmp_path / "run"
+    interrupted = StopAt("supervised", {}, tiny_settings(), tiny_data(moved), out, seed=1)
+    assert not interrupted.fit()
+    image = np.load(moved / "images" / "case_0.npy")
+    np.save(moved / "images" / "case_0.npy", image * 2)
+    assert Trainer("supervised", {}, tiny_settings(), tiny_data(moved), out, seed=1).fit()
+    said = capsys.readouterr().out
+    assert "not resuming" in said and "data_sha256" in said, said
+    log = [json.loads(x)["iteration"] for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert log == list(range(1, 9))
+
+
+def test_a_checkpoint_from_before_data_fingerprints_is_resumed(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert not StopAt("supervised", {}, tiny_settings(), tiny_data(data_dir), out, seed=1).fit()
+    checkpoint = torch.load(out / "state" / "checkpoint.pt", weights_only=False)
+    del checkpoint["run_identity"]["data_sha256"]
+    torch.save(checkpoint, out / "state" / "checkpoint.pt")
+    assert Trainer("supervised", {}, tiny_settings(), tiny_data(data_dir), out, seed=1).fit()
+    assert "not resuming" not in capsys.readouterr().out
 
 
 def test_execution_settings_do_not_make_a_checkpoint_foreign(data_dir, tmp_path, capsys):

@@ -28,6 +28,7 @@ from micd.atomic import atomic_write
 from micd.data.loaders import (
     QueueSettings,
     case_paths,
+    data_fingerprint,
     labelled_sampler,
     load_subject,
     patch_stream,
@@ -36,7 +37,7 @@ from micd.errors import SettingsError
 from micd.evaluation.inference import segment
 from micd.evaluation.metrics import dhc_centre_crop, dhc_validation_dice, mean_foreground_dice
 from micd.methods import Batch, Method, Progress, build_method
-from micd.provenance import atomic_torch_save, provenance
+from micd.provenance import atomic_torch_save, cpu_model, provenance
 
 
 @dataclass
@@ -115,6 +116,20 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def compute_environment(device: torch.device) -> dict[str, Any]:
+    """Where a run computes: the same run can part in the last bits of its floats on another CPU
+    instruction set or GPU, and then differ more and more as it trains."""
+    environment = {
+        "device": device.type,
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        environment["gpu"] = torch.cuda.get_device_name(device)
+    return environment
 
 
 def resolve_device(name: str) -> torch.device:
@@ -223,6 +238,10 @@ class Trainer:
                 net.compile()
         self.method_settings = asdict(self.method.settings)
         self.run_info = dict(run_info or {}, method=method_name, seed=seed)
+        # what the run read and where it computed: two runs of one configuration that part can be
+        # told apart by their data or by their host's float kernels (docs/benchmark.md)
+        self.run_info["data_sha256"] = data_fingerprint(data.data_dir, [*data.labelled, *data.unlabelled, *data.eval])
+        self.run_info["compute"] = compute_environment(self.device)
         # what a checkpoint must have been trained on to be resumed (see resume)
         self.run_identity = {
             "method": method_name,
@@ -231,6 +250,7 @@ class Trainer:
             "seed": seed,
             "num_classes": data.num_classes,
             "cases": {"labelled": data.labelled, "unlabelled": data.unlabelled, "eval": data.eval},
+            "data_sha256": self.run_info["data_sha256"],
         }
         self.optimisers = {
             name: torch.optim.SGD(
@@ -340,7 +360,9 @@ class Trainer:
         if not self.checkpoint_path.is_file():
             return False
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
-        changed = _differences(state.get("run_identity", self.run_identity), self.run_identity)
+        # checkpoints written before runs fingerprinted their data are judged on the rest
+        written = {"data_sha256": self.run_identity["data_sha256"], **state.get("run_identity", self.run_identity)}
+        changed = _differences(written, self.run_identity)
         if changed:
             print(
                 f"not resuming {self.checkpoint_path}: it was trained with other settings "

@@ -43,6 +43,16 @@ def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
     return versions
 
 
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (``platform.processor()`` elsewhere)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
 def provenance(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         **(extra or {}),

@@ -6,7 +6,8 @@ TorchIO reader, so a queue only holds the volumes it is sampling from.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,17 +30,36 @@ def case_paths(data_dir: Path, case_id: str) -> tuple[Path, Path]:
     )
 
 
-def load_subject(data_dir: Path, case_id: str, with_label: bool = True) -> tio.Subject:
-    image_path, label_path = case_paths(data_dir, case_id)
-    missing = [p for p in (image_path, label_path)[: 2 if with_label else 1] if not p.is_file()]
+def existing_case_paths(data_dir: Path, case_id: str, with_label: bool = True) -> tuple[Path, ...]:
+    """:func:`case_paths` (the image only without ``with_label``), each checked to exist."""
+    paths = case_paths(data_dir, case_id)[: 2 if with_label else 1]
+    missing = [p for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(
             f"case {case_id}: preprocessed file {missing[0]} does not exist; "
             f"is {data_dir} the output of the preprocess rule for this data set?"
         )
-    images = {"image": tio.ScalarImage(image_path, reader=_read_npy)}
+    return paths
+
+
+def data_fingerprint(data_dir: Path, case_ids: Iterable[str]) -> str:
+    """SHA-256 of the named cases' preprocessed image and label bytes, in case-id order: two runs
+    with the same fingerprint read the same data, whatever host or session preprocessed it."""
+    digest = hashlib.sha256()
+    for case_id in sorted(set(case_ids)):
+        for path in existing_case_paths(data_dir, case_id):
+            digest.update(case_id.encode() + b"\0" + path.parent.name.encode() + b"\0")
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_subject(data_dir: Path, case_id: str, with_label: bool = True) -> tio.Subject:
+    paths = existing_case_paths(data_dir, case_id, with_label)
+    images = {"image": tio.ScalarImage(paths[0], reader=_read_npy)}
     if with_label:
-        images["label"] = tio.LabelMap(label_path, reader=_read_npy)
+        images["label"] = tio.LabelMap(paths[1], reader=_read_npy)
     return tio.Subject(**images, case_id=case_id)
 
 
