@@ -3,12 +3,13 @@
 Reads each run's ``train_log.jsonl`` and ``validation.csv`` and Snakemake's benchmark file of
 its train job, and writes ``bench/results/synthetic_benchmark_runs.csv``: dataset, ratio,
 method, seed, iterations, the median seconds of one step's computation and data wait, the
-train job's wall time, the best eval Dice and its epoch, and the eval Dice gained over the last
+train job's wall time, the best eval Dice and its epoch, the eval Dice gained over the last
 quarter of the epochs (the convergence criterion of docs/benchmark.md), and, from the
-provenance in its ``model.pt``, the first 12 hex digits of the fingerprint of the data it read
-and the CPU instruction set its kernels used (what tells apart two runs of one configuration
-that part, docs/benchmark.md). Rows of runs no longer
-under ``--results`` are kept, so the CSV gathers the runs of every part and session.
+provenance in its ``model.pt``: when and at which commit its best weights were saved, the first
+12 hex digits of the fingerprint of the data it read, and the CPU instruction set its kernels
+used (these tell apart two trainings of one configuration that part, docs/benchmark.md). Rows
+of runs no longer under ``--results`` are kept, so the CSV gathers the runs of every part and
+session; a run trained again replaces its row.
 
 Each summarised run's ``validation.csv`` and ``metrics.csv`` (per test case) are copied, and
 its provenance written as ``provenance.json``, to
@@ -67,7 +68,10 @@ def summarise_run(run: Path, benchmarks: Path, provenance: dict) -> dict:
         "last_quarter_gain": round(
             float(validation["eval_mean_dice"].iloc[-1] - start_of_last_quarter["eval_mean_dice"]), 2
         ),
-        # runs trained before runs recorded these leave them blank
+        # which training this is (a run trained again replaces its row) and, blank for runs
+        # trained before runs recorded them, what it read and computed with
+        "trained": provenance.get("created"),
+        "code_version": provenance.get("code_version"),
         "data_sha256": provenance.get("data_sha256", "")[:12] or None,
         "cpu_capability": provenance.get("compute", {}).get("cpu_capability"),
     }

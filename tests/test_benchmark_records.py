@@ -26,7 +26,8 @@ def write_run(results: Path, ratio: int, method: str, seed: int, eval_dice: list
     (run / "metrics.csv").write_text("case,class,dice\ncase_0001,Li,91.0\n")
     if finished:
         compute = {"device": "cpu", "cpu_capability": "AVX2"}
-        torch.save({"provenance": {"data_sha256": f"{ratio:02d}" + "ab" * 31, "compute": compute}}, run / "model.pt")
+        provenance = {"data_sha256": f"{ratio:02d}" + "ab" * 31, "compute": compute, "created": "2026-12-01T10:00:00"}
+        torch.save({"provenance": provenance}, run / "model.pt")
     return run
 
 
