@@ -64,7 +64,7 @@ def main() -> None:
     out = args.out or args.archive / f"{args.dataset}_mask_sensitivity"
     build_mask_sensitivity(
         list(archived.values()),
-        {name: grid[name]["settings"] for name in archived},
+        {name: cell["settings"] for name, cell in grid.items()},
         out.with_suffix(".csv"),
         out.with_suffix(".png"),
         {key: config[key] for key in PROVENANCE_KEYS},

@@ -19,6 +19,7 @@ from micd.report.figures import (
     pixels,
     plot_dice_per_class,
     plot_dice_vs_ratio,
+    plot_mask_sensitivity,
     plot_qualitative,
     plot_training_curves,
     qualitative_size,
@@ -136,6 +137,22 @@ def phantom_case() -> tuple[np.ndarray, np.ndarray]:
     truth[5, 12:20, 10:30] = 6
     truth[3, 12:14, 10:14] = 13
     return image, truth
+
+
+def test_the_mask_heat_map_spans_the_whole_grid_with_untrained_cells_blank(tmp_path: Path, monkeypatch) -> None:
+    import micd.report.figures as figures
+
+    drawn = []
+    heatmap = figures.sns.heatmap
+    monkeypatch.setattr(figures.sns, "heatmap", lambda table, **kw: drawn.append(table) or heatmap(table, **kw))
+    grid = {f"m{round(r * 100)}_b{b}": {"mask_ratio": r, "mask_block": b} for r in (0.3, 0.5, 0.7) for b in (8, 16, 32)}
+    per_case = per_case_frame().replace({"method": {"DHC": "m30_b8", "MICD": "m70_b32"}})
+    cells = plot_mask_sensitivity(per_case, grid, tmp_path / "grid.csv", tmp_path / "grid.png")
+    assert len(cells) == 4  # two trained cells at two labelled ratios
+    for table in drawn:
+        assert table.shape == (3, 3) and table.notna().sum().sum() == 2
+        assert not np.isnan(table.loc[0.3, 8]) and not np.isnan(table.loc[0.7, 32]) and np.isnan(table.loc[0.5, 16])
+    assert len(drawn) == 2 and Image.open(tmp_path / "grid.png").size[0] > 0
 
 
 def test_slice_with_most_foreground() -> None:

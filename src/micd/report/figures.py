@@ -117,7 +117,7 @@ def plot_mask_sensitivity(per_case: pd.DataFrame, grid: dict[str, dict], out_csv
 
     ``grid`` maps each variant (the ``method`` column) to its ``mask_ratio`` and ``mask_block``.
     Each cell is the protocol's mean foreground Dice, averaged over seeds; the CSV holds the
-    same numbers in long form.
+    same numbers in long form. Cells of ``grid`` without runs (not trained yet) are drawn blank.
     """
     from micd.evaluation.metrics import summarise
 
@@ -131,9 +131,12 @@ def plot_mask_sensitivity(per_case: pd.DataFrame, grid: dict[str, dict], out_csv
     cells = cells.rename(columns={"mean": "mean_dice", "std": "std_over_seeds"})
     atomic_write(out_csv, cells.to_csv(index=False))
     ratios = sorted(cells["ratio"].unique())
+    mask_ratios = sorted({settings["mask_ratio"] for settings in grid.values()})
+    mask_blocks = sorted({settings["mask_block"] for settings in grid.values()})
     figure, axes = plt.subplots(1, len(ratios), figsize=(4.2 * len(ratios), 3.6), squeeze=False)
     for ax, ratio in zip(axes[0], ratios):
         table = cells[cells["ratio"] == ratio].pivot(index="mask_ratio", columns="mask_block", values="mean_dice")
+        table = table.reindex(index=mask_ratios, columns=mask_blocks)
         sns.heatmap(table, annot=True, fmt=".1f", cmap="viridis", ax=ax, cbar_kws={"label": "mean Dice (%)"})
         ax.set_title(f"{format_ratio(ratio)} labelled")
         ax.set_xlabel("mask block (voxels)")
