@@ -138,7 +138,8 @@ def test_outputs_carry_provenance_and_the_best_epoch(data_dir, tmp_path):
     assert model["provenance"]["dataset"] == "tiny" and model["provenance"]["seed"] == 0
     assert {"code_version", "packages", "host"} <= set(model["provenance"])
     # what the run read and where it computed, to trace two runs that part
-    assert model["provenance"]["data_sha256"] == data_fingerprint(data_dir, [f"case_{i}" for i in range(6)])
+    labelled_and_eval, unlabelled = ["case_0", "case_1", "case_5"], ["case_2", "case_3", "case_4"]
+    assert model["provenance"]["data_sha256"] == data_fingerprint(data_dir, labelled_and_eval, unlabelled)
     compute = model["provenance"]["compute"]
     assert compute["device"] == "cpu" and compute["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     validation = (tmp_path / "validation.csv").read_text().splitlines()
@@ -373,6 +374,11 @@ def test_the_data_fingerprint_names_content_not_place(data_dir, tmp_path):
     label[0, 0, 0] += 1
     np.save(copy / "labels" / "case_1.npy", label)
     assert data_fingerprint(copy, cases) != data_fingerprint(data_dir, cases)
+    # an unlabelled case is read without its label: one that is not there is no error
+    (copy / "labels" / "case_1.npy").unlink()
+    assert data_fingerprint(copy, ["case_0"], ["case_1"]) != data_fingerprint(data_dir, ["case_0"], ["case_1"])
+    with pytest.raises(FileNotFoundError, match=r"case case_1: preprocessed file .*labels/case_1.npy does not exist"):
+        data_fingerprint(copy, cases)
     (copy / "images" / "case_0.npy").unlink()
     with pytest.raises(FileNotFoundError, match=r"case case_0: preprocessed file .*case_0.npy does not exist"):
         data_fingerprint(copy, cases)

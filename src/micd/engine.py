@@ -240,7 +240,7 @@ class Trainer:
         self.run_info = dict(run_info or {}, method=method_name, seed=seed)
         # what the run read and where it computed: two runs of one configuration that part can be
         # told apart by their data or by their host's float kernels (docs/benchmark.md)
-        self.run_info["data_sha256"] = data_fingerprint(data.data_dir, [*data.labelled, *data.unlabelled, *data.eval])
+        self.run_info["data_sha256"] = data_fingerprint(data.data_dir, [*data.labelled, *data.eval], data.unlabelled)
         self.run_info["compute"] = compute_environment(self.device)
         # what a checkpoint must have been trained on to be resumed (see resume)
         self.run_identity = {

@@ -42,12 +42,16 @@ def existing_case_paths(data_dir: Path, case_id: str, with_label: bool = True) -
     return paths
 
 
-def data_fingerprint(data_dir: Path, case_ids: Iterable[str]) -> str:
-    """SHA-256 of the named cases' preprocessed image and label bytes, in case-id order: two runs
+def data_fingerprint(data_dir: Path, with_labels: Iterable[str], images_only: Iterable[str] = ()) -> str:
+    """SHA-256 of a run's preprocessed cases, in case-id order: image and label of each case,
+    where the label of an ``images_only`` (unlabelled) case counts only if it is there. Two runs
     with the same fingerprint read the same data, whatever host or session preprocessed it."""
+    labelled = set(with_labels)
     digest = hashlib.sha256()
-    for case_id in sorted(set(case_ids)):
-        for path in existing_case_paths(data_dir, case_id):
+    for case_id in sorted(labelled | set(images_only)):
+        image, label = case_paths(data_dir, case_id)
+        existing_case_paths(data_dir, case_id, with_label=case_id in labelled)
+        for path in (image, label) if label.is_file() else (image,):
             digest.update(case_id.encode() + b"\0" + path.parent.name.encode() + b"\0")
             with open(path, "rb") as f:
                 while chunk := f.read(1 << 22):
