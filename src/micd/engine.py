@@ -365,7 +365,7 @@ class Trainer:
         changed = _differences(written, self.run_identity)
         if changed:
             print(
-                f"not resuming {self.checkpoint_path}: it was trained with other settings "
+                f"not resuming {self.checkpoint_path}: it was trained with other settings or data "
                 f"({'; '.join(changed)}); training afresh",
                 flush=True,
             )

@@ -49,8 +49,9 @@ def data_fingerprint(data_dir: Path, with_labels: Iterable[str], images_only: It
     labelled = set(with_labels)
     digest = hashlib.sha256()
     for case_id in sorted(labelled | set(images_only)):
-        image, label = case_paths(data_dir, case_id)
+        # a file the run reads (images, and labels of labelled cases) must be there
         existing_case_paths(data_dir, case_id, with_label=case_id in labelled)
+        image, label = case_paths(data_dir, case_id)
         for path in (image, label) if label.is_file() else (image,):
             digest.update(case_id.encode() + b"\0" + path.parent.name.encode() + b"\0")
             with open(path, "rb") as f:
