@@ -39,11 +39,13 @@ run_part() {
     end=$(date +%s)
     python3 - "$name" "$started" "$end" "$status" "$commit" "$*" <<'PY'
 import json, sys, platform, datetime as dt
+import torch
+from micd.provenance import cpu_model
 name, started, end, status, commit, args = sys.argv[1:]
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
 record = {"benchmark": "synthetic_benchmark_part", "part": name, "commit": commit, "command": "snakemake " + args,
           "started": dt.datetime.fromtimestamp(int(started), dt.timezone.utc).isoformat(), "wall_min": round((int(end) - int(started)) / 60, 1),
-          "exit_status": int(status), "machine": {"host": platform.node(), "cpu": cpu}}
+          "exit_status": int(status), "machine": {"host": platform.node(), "cpu": cpu_model(),
+          "cpu_capability": torch.backends.cpu.get_cpu_capability()}}
 open("bench/results/benchmark_parts.jsonl", "a").write(json.dumps(record) + "\n")
 print(json.dumps(record))
 PY
