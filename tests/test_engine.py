@@ -15,6 +15,7 @@ import torch
 
 from micd.data.loaders import data_fingerprint
 from micd.engine import TrainData, Trainer, TrainSettings, autocast_dtype, poly_lr
+from micd.errors import RunInUseError
 
 NUM_CLASSES = 4
 
@@ -149,7 +150,8 @@ def test_outputs_carry_provenance_and_the_best_epoch(data_dir, tmp_path):
     assert model["best_eval_dice"] == pytest.approx(max(dices), abs=1e-4)
 
 
-def test_sigterm_checkpoints_and_the_rerun_resumes_above_step_zero(data_dir, tmp_path):
+def case_lists(folder: Path) -> dict[str, Path]:
+    """The tiny cases' split files, written to ``folder``, by split name."""
     lists = {}
     for name, ids in {
         "train": ["case_0", "case_1", "case_2", "case_3", "case_4"],
@@ -157,8 +159,13 @@ def test_sigterm_checkpoints_and_the_rerun_resumes_above_step_zero(data_dir, tmp
         "unlabelled": ["case_2", "case_3", "case_4"],
         "eval": ["case_5"],
     }.items():
-        lists[name] = tmp_path / f"{name}.txt"
+        lists[name] = folder / f"{name}.txt"
         lists[name].write_text("\n".join(ids) + "\n")
+    return lists
+
+
+def test_sigterm_checkpoints_and_the_rerun_resumes_above_step_zero(data_dir, tmp_path):
+    lists = case_lists(tmp_path)
     settings = json.dumps(
         dict(
             max_epochs=4,
@@ -189,6 +196,63 @@ def test_sigterm_checkpoints_and_the_rerun_resumes_above_step_zero(data_dir, tmp
     assert f"resuming from {out / 'state' / 'checkpoint.pt'} at iteration {stopped_at}" in rerun.stdout
     iterations = [json.loads(line)["iteration"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert iterations == list(range(1, 126))  # epochs 0..4 of 25 iterations
+
+
+HOLD_THE_RUN = """
+import sys
+from pathlib import Path
+from micd.engine import one_trainer_per_run
+with one_trainer_per_run(Path(sys.argv[1])):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_second_trainer_of_a_run_in_training_is_refused(data_dir, tmp_path):
+    """The same run started while another process trains it (a job submitted twice, a requeued
+    copy, two workflows with --nolock) is refused with the holder's name and writes nothing; the
+    lock goes with its holder, even one killed without a chance to clean up."""
+    out = tmp_path / "run"
+    (out / "state").mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_RUN, str(out / "state")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        refused = subprocess.run(
+            train_command(data_dir, out, case_lists(tmp_path), "supervised"),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert f"micd train: error: run {out} is being trained by process {holder.pid} on " in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert [p.name for p in (out / "state").iterdir()] == ["trainer.lock"]
+        with pytest.raises(RunInUseError, match=f"process {holder.pid}"):
+            Trainer("supervised", {}, tiny_settings(), tiny_data(data_dir), out, seed=1).fit()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert Trainer("supervised", {}, tiny_settings(), tiny_data(data_dir), out, seed=1).fit()
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 8
+
+
+def test_a_file_system_without_locks_trains_without_one(data_dir, tmp_path, monkeypatch, capsys):
+    """flock failing for want of lock support (not because the run is held) does not stop a run."""
+    import errno
+
+    import micd.engine as engine
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(engine.fcntl, "flock", no_locks)
+    assert Trainer("supervised", {}, tiny_settings(), tiny_data(data_dir), tmp_path / "run", seed=1).fit()
+    assert "trainer.lock ([Errno 37] No locks available): training without one" in capsys.readouterr().out
 
 
 def test_poly_schedule_and_mixed_precision_choice():

@@ -8,8 +8,11 @@ batch into loss terms (see ``micd.methods.base``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
+import platform
 import random
 import signal
 import threading
@@ -33,7 +36,7 @@ from micd.data.loaders import (
     load_subject,
     patch_stream,
 )
-from micd.errors import SettingsError
+from micd.errors import RunInUseError, SettingsError
 from micd.evaluation.inference import segment
 from micd.evaluation.metrics import dhc_centre_crop, dhc_validation_dice, mean_foreground_dice
 from micd.methods import Batch, Method, Progress, build_method
@@ -197,6 +200,31 @@ def stop_on_sigterm(trainer: "Trainer"):
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def one_trainer_per_run(state_dir: Path):
+    """Hold the run's lock while training. Two trainers of one run (the same job submitted
+    twice, a requeued job whose first copy still runs, two workflows started with --nolock)
+    would resume the same checkpoint and replace each other's logs; the second is refused.
+    The lock is the kernel's, so it dies with its holder: a killed run leaves none behind."""
+    with open(state_dir / "trainer.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunInUseError(
+                f"run {state_dir.parent} is being trained by {holder} (lock {handle.name}); "
+                "wait for it to end or stop it, then start this run again: it resumes from the checkpoint"
+            ) from None
+        except OSError as exc:  # a file system without locks (some NFS and Lustre mounts)
+            print(f"no lock on {handle.name} ({exc}): training without one", flush=True)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {platform.node()}\n")
+        handle.flush()
+        yield
 
 
 class Trainer:
@@ -459,8 +487,12 @@ class Trainer:
         As DHC's loop: epochs 0 .. ``max_epochs``; epoch e trains at the learning rate (and
         consistency weight) of schedule epoch ``max(e - 1, 0)``.
         """
-        s = self.settings
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        with one_trainer_per_run(self.state_dir):
+            return self._fit()
+
+    def _fit(self) -> bool:
+        s = self.settings
         resumed = self.resume()
         if resumed:
             print(

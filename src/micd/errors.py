@@ -5,3 +5,7 @@ from __future__ import annotations
 
 class SettingsError(ValueError):
     """A configuration value the code cannot use; the message names the key and what is allowed."""
+
+
+class RunInUseError(RuntimeError):
+    """Another live process is training the same run directory; the message names it."""
