@@ -1,0 +1,199 @@
+"""Golden record of every method's first training steps: what a refactor of the method layer must keep.
+
+For every registered method and every built-in MICD variant (the ablation rows and the mask
+grid), three SGD steps as the engine takes them (one optimiser per student, ``after_step`` for
+the teachers) run from seeded initial weights on seeded batches, on one thread, in double
+precision (single where a method's code cannot run in double: the record says which). The test
+compares each step's loss terms, every tensor of the final state and the logits of ``predict``
+with ``tests/data/golden_method_steps.json`` to 1e-9 relative. A change that is meant to change
+these numbers records them again and says so in its commit:
+
+    .venv/bin/python tests/test_method_golden.py --record
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from micd.engine import TrainSettings, seed_everything
+from micd.methods import METHODS, Batch, Progress, build_method
+from micd.methods.micd import MICDSettings, builtin_variants, mask_sensitivity_variants
+
+GOLDEN = Path(__file__).parent / "data" / "golden_method_steps.json"
+RELATIVE = 1e-9
+ABSOLUTE = 1e-12  # for quantities that are zero up to round-off
+NUM_CLASSES = 4
+PATCH = (16, 32, 32)
+STEPS = 3
+SAMPLES = 5  # entries of each state tensor recorded besides its sum and sum of squares
+# late enough in a 10-epoch schedule that every ramped-up unsupervised term weighs in
+PROGRESS = {"epoch": 6, "max_epochs": 10, "iterations_per_epoch": 4}
+
+
+def golden_cases() -> dict[str, tuple[str, dict]]:
+    """Every case the record covers: name -> (registered method, its settings)."""
+    cases = {name: (name, {}) for name in METHODS}
+    variants = {**builtin_variants(), **mask_sensitivity_variants([0.3, 0.5, 0.7], [8, 16], {})}
+    for name, variant in variants.items():
+        cases.setdefault(name, (variant["method"], variant["settings"]))
+    assert MICDSettings().mask_block in (8, 16), "the mask grid above must hold MICD's own block size"
+    return cases
+
+
+def fixed_batches(n_labelled: int, n_unlabelled: int, dtype: torch.dtype) -> list[Batch]:
+    generator = torch.Generator().manual_seed(1234)
+    batches = []
+    for _ in range(STEPS):
+        image = torch.rand((n_labelled + n_unlabelled, 1, *PATCH), generator=generator, dtype=torch.float64).to(dtype)
+        # blocky labels, so that every class forms regions as organs do
+        coarse = torch.randint(0, NUM_CLASSES, (n_labelled, *(s // 8 for s in PATCH)), generator=generator)
+        label = coarse.repeat_interleave(8, 1).repeat_interleave(8, 2).repeat_interleave(8, 3)
+        batches.append(Batch(image=image, label=label))
+    return batches
+
+
+def tensor_summary(tensor: torch.Tensor) -> list[float]:
+    values = tensor.detach().double().flatten()
+    if values.numel() == 0:
+        return []
+    picks = torch.linspace(0, values.numel() - 1, min(SAMPLES, values.numel())).round().long()
+    return [values.sum().item(), values.square().sum().item(), *values[picks].tolist()]
+
+
+def run_case(method_name: str, settings: dict, dtype_name: str | None = None) -> dict:
+    """Three training steps of one method from seeded weights, on one thread; what they computed.
+    ``dtype_name`` None: double precision, or single where the method's code fails in double."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if dtype_name is not None:
+            return _run_case(method_name, settings, dtype_name)
+        try:
+            return _run_case(method_name, settings, "float64")
+        except RuntimeError as exc:
+            if "scalar type" not in str(exc) and "dtype" not in str(exc):
+                raise
+            return _run_case(method_name, settings, "float32")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_case(method_name: str, settings: dict, dtype_name: str) -> dict:
+    dtype = getattr(torch, dtype_name)
+    seed_everything(0)
+    train = TrainSettings()
+    method = build_method(method_name, settings, NUM_CLASSES, n_filters=2, dropout=0.5).to(dtype)
+    labelled_counts = torch.tensor([5000.0, 2000.0, 800.0, 100.0])
+    method.initialise(labelled_counts, unlabelled_cases=6)
+    optimisers = [
+        torch.optim.SGD(
+            net.parameters(),
+            lr=train.lr,
+            momentum=train.momentum,
+            weight_decay=train.weight_decay,
+            nesterov=train.nesterov,
+        )
+        for net in method.students().values()
+    ]
+    n_unlabelled = train.batch_unlabelled if method.uses_unlabelled else 0
+    method.train()
+    steps = []
+    for iteration, batch in enumerate(fixed_batches(train.batch_labelled, n_unlabelled, dtype)):
+        progress = Progress(iteration=iteration, **PROGRESS)
+        terms = method.training_step(batch, progress)
+        for optimiser in optimisers:
+            optimiser.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        for optimiser in optimisers:
+            optimiser.step()
+        method.after_step(progress)
+        steps.append({name: float(value.detach()) for name, value in terms.items()})
+    method.eval()
+    with torch.no_grad():
+        probe = torch.rand((1, 1, *PATCH), generator=torch.Generator().manual_seed(99), dtype=torch.float64).to(dtype)
+        logits = method.predict(probe)
+    state = {name: tensor_summary(value) for name, value in method.state_dict().items() if value.is_floating_point()}
+    return {
+        "method": method_name,
+        "settings": settings,
+        "dtype": dtype_name,
+        "steps": steps,
+        "state": state,
+        "predict": tensor_summary(logits),
+    }
+
+
+def record() -> None:
+    golden = {name: run_case(method, settings) for name, (method, settings) in golden_cases().items()}
+    # one line per case: a re-record's diff names the cases it changed
+    lines = [f"{json.dumps(name)}: {json.dumps(golden[name], sort_keys=True)}" for name in sorted(golden)]
+    GOLDEN.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+    print(f"recorded {len(golden)} cases in {GOLDEN}")
+
+
+def close(actual: float, expected: float) -> bool:
+    if math.isnan(expected):
+        return math.isnan(actual)
+    return math.isclose(actual, expected, rel_tol=RELATIVE, abs_tol=ABSOLUTE)
+
+
+def differences(actual: dict, expected: dict) -> list[str]:
+    found = []
+    for i, (got, want) in enumerate(zip(actual["steps"], expected["steps"], strict=True)):
+        if set(got) != set(want):
+            found.append(f"step {i + 1}: terms {sorted(got)}, recorded {sorted(want)}")
+        found += [
+            f"step {i + 1} {k}: {got[k]!r}, recorded {want[k]!r}"
+            for k in want
+            if k in got and not close(got[k], want[k])
+        ]
+    if set(actual["state"]) != set(expected["state"]):
+        found.append(f"state keys differ: {sorted(set(actual['state']) ^ set(expected['state']))}")
+    for key, want in expected["state"].items():
+        got = actual["state"].get(key, [])
+        if len(got) != len(want) or not all(map(close, got, want)):
+            found.append(f"state {key}: {got[:3]}..., recorded {want[:3]}...")
+    if not all(map(close, actual["predict"], expected["predict"])):
+        found.append(f"predict: {actual['predict'][:3]}..., recorded {expected['predict'][:3]}...")
+    return found
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict:
+    return json.loads(GOLDEN.read_text())
+
+
+def test_the_record_covers_every_method_and_builtin_variant(golden):
+    assert sorted(golden) == sorted(golden_cases())
+
+
+@pytest.mark.parametrize("case", sorted(golden_cases()))
+def test_three_training_steps_match_the_record(case, golden):
+    method, settings = golden_cases()[case]
+    actual = run_case(method, settings, golden[case]["dtype"])
+    assert actual["settings"] == golden[case]["settings"]
+    found = differences(actual, golden[case])
+    assert not found, f"{case}: " + "; ".join(found[:8])
+
+
+def test_the_comparison_notices_a_changed_weight(golden):
+    case = golden["dhc"]
+    changed = json.loads(json.dumps(case))
+    key = next(iter(changed["state"]))
+    changed["state"][key][0] *= 1 + 1e-7
+    assert differences(case, case) == []
+    assert differences(changed, case) == [
+        f"state {key}: {changed['state'][key][:3]}..., recorded {case['state'][key][:3]}..."
+    ]
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--record"]:
+        sys.exit(__doc__)
+    record()
