@@ -15,8 +15,8 @@ from dhc_reference import dhc_dc_and_ce, dhc_sigmoid_rampup, dhc_soft_dice, dhc_
 from dhc_reference import one_hot as _one_hot
 
 from micd.methods import Batch, Progress, build_method
-from micd.methods.cotraining import ConfidenceBank, masked_weighted_cross_entropy, sampling_mask
-from micd.methods.losses import dice_ce
+from micd.methods.cld import ConfidenceBank, sampling_mask
+from micd.methods.losses import dice_ce, masked_cross_entropy
 from micd.methods.weighting import DiffDW
 
 C = 5  # classes, background included
@@ -157,9 +157,9 @@ def test_uamt_is_dhcs_train_uamt(monkeypatch):
                 method.student, method.teacher, image, label, epoch, max_epochs, cps_w
             )
         terms = method.training_step(Batch(image=image, label=label), progress)
-        assert terms["sup"].item() == pytest.approx(sup.item() + 0.5, abs=1e-6)  # ours: 1 - dice, DHC's: -dice
-        assert terms["consistency"].item() == pytest.approx(consistency.item(), abs=1e-6)
-        assert terms["loss"].item() == pytest.approx(loss.item() + 0.5, abs=1e-6)
+        assert terms.losses["sup"].item() == pytest.approx(sup.item() + 0.5, abs=1e-6)  # ours: 1 - dice, DHC's: -dice
+        assert terms.losses["consistency"].item() == pytest.approx(consistency.item(), abs=1e-6)
+        assert terms.losses["loss"].item() == pytest.approx(loss.item() + 0.5, abs=1e-6)
         with torch.no_grad():  # a student step, then both EMA updates from the same start
             for p in method.student.parameters():
                 p.add_(0.01 * torch.randn(p.shape, generator=g))
@@ -222,7 +222,7 @@ def test_cld_confidence_bank_sampling_rates_and_masked_loss_are_dhcs():
     g = torch.Generator().manual_seed(7)
     logits, target = torch.randn(2, C, 4, 6, 6, generator=g), torch.randint(0, C, (2, 4, 6, 6), generator=g)
     weight, mask = torch.rand(C, generator=g) * 3, (torch.rand(2, 4, 6, 6, generator=g) > 0.5).float()
-    assert masked_weighted_cross_entropy(logits, target, weight, mask).item() == pytest.approx(
+    assert masked_cross_entropy(logits, target, mask, weight).item() == pytest.approx(
         dhc_weighted_ce(logits, target, mask, weight).item(), abs=1e-6
     )
 
@@ -248,7 +248,7 @@ def test_cld_step_is_dhcs_with_the_same_sampling_masks(monkeypatch):
         masks.append(mask)
         return mask
 
-    monkeypatch.setattr("micd.methods.cotraining.sampling_mask", recorded_mask)
+    monkeypatch.setattr("micd.methods.cld.sampling_mask", recorded_mask)
     torch.manual_seed(0)
     method = build_method("cld", {}, C, n_filters=2, dropout=0.0).train()
     g = torch.Generator().manual_seed(4)
@@ -275,11 +275,11 @@ def test_cld_step_is_dhcs_with_the_same_sampling_masks(monkeypatch):
         cross = dhc_weighted_ce(out_a, out_b.argmax(1), masks[0], weight) + dhc_weighted_ce(
             out_b, out_a.argmax(1), masks[1], weight
         )
-        assert terms["sup"].item() == pytest.approx(sup.item() + 2 * weight[1:].mean().item(), abs=1e-6)
-        assert terms["cps"].item() == pytest.approx(cross.item(), abs=1e-6)
+        assert terms.losses["sup"].item() == pytest.approx(sup.item() + 2 * weight[1:].mean().item(), abs=1e-6)
+        assert terms.losses["cps"].item() == pytest.approx(cross.item(), abs=1e-6)
         np.testing.assert_allclose(method.bank_a.confidences.numpy(), bank_a.confs.numpy(), atol=1e-6)
         np.testing.assert_allclose(method.bank_b.confidences.numpy(), bank_b.confs.numpy(), atol=1e-6)
-        assert math.isfinite(terms["loss"].item())
+        assert math.isfinite(terms.losses["loss"].item())
 
 
 # ----- validation: data/transforms.py CenterCrop and the training scripts' Dice ---------------

@@ -215,9 +215,9 @@ def check_step_against_dhc(method, dhc_weights, whole_batch: bool) -> None:
     progress = Progress(epoch=3, max_epochs=10, iteration=5)
     terms = method.training_step(batch, progress)
 
-    assert {"loss", "sup", "cps", "beta"} <= set(terms)
-    assert all(torch.isfinite(v).all() for v in terms.values())
-    terms["loss"].backward()
+    assert {"loss", "sup", "cps"} <= set(terms.losses) and set(terms.diagnostics) == {"beta"}
+    assert all(torch.isfinite(v).all() for v in terms.losses.values())
+    terms.loss.backward()
     for net in (method.student_a, method.student_b):
         grads = [p.grad for p in net.parameters()]
         assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -235,10 +235,10 @@ def check_step_against_dhc(method, dhc_weights, whole_batch: bool) -> None:
     sup_ours = sup + w_a[1:].mean() + w_b[1:].mean()
     cps = F.cross_entropy(out_a, out_b.argmax(1), weight=w_a) + F.cross_entropy(out_b, out_a.argmax(1), weight=w_b)
     beta = 0.1 * math.exp(-5 * (1 - 2 / 10) ** 2)  # -w 0.1 -r, at schedule epoch 3 - 1
-    assert terms["beta"].item() == pytest.approx(beta)
-    assert terms["sup"].item() == pytest.approx(sup_ours.item(), rel=1e-5)
-    assert terms["cps"].item() == pytest.approx(cps.item(), rel=1e-5)
-    assert terms["loss"].item() == pytest.approx(sup_ours.item() + beta * cps.item(), rel=1e-5)
+    assert terms.diagnostics["beta"].item() == pytest.approx(beta)
+    assert terms.losses["sup"].item() == pytest.approx(sup_ours.item(), rel=1e-5)
+    assert terms.losses["cps"].item() == pytest.approx(cps.item(), rel=1e-5)
+    assert terms.losses["loss"].item() == pytest.approx(sup_ours.item() + beta * cps.item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("cls", [CReST, SimiS])
@@ -260,7 +260,7 @@ def test_defaults_are_dhcs(cls):
     s = build(cls).settings
     assert s.weight_momentum == 0.99
     assert s.beta_max == 0.1 and s.rampup_epochs is None
-    assert not (s.masking or s.cfc or s.cmd) and s.mcpc
+    assert (s.init_a, s.init_b) == ("kaiming", "xavier")
     if cls is CReST:
         assert s.weight_power == pytest.approx(1 / 3)
         assert build(cls, weight_power=0.5, weight_momentum=0.9).weighting_b.power == 0.5
@@ -291,5 +291,5 @@ def test_class_weights_survive_a_checkpoint(cls):
     with torch.no_grad():
         a = method.training_step(batch, Progress(epoch=1, max_epochs=10, iteration=1))
         b = restored.training_step(batch, Progress(epoch=1, max_epochs=10, iteration=1))
-    assert torch.equal(a["loss"], b["loss"])
+    assert torch.equal(a.loss, b.loss)
     assert torch.equal(restored.weighting_a.weights, method.weighting_a.weights)

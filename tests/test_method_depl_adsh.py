@@ -26,6 +26,7 @@ from micd.methods.losses import dice_ce
 from micd.nets import VNet
 
 C = 5  # classes, background included
+UNIFORM = (torch.ones(C), torch.ones(C))  # the class weights DePL and Adsh have: CPS's uniform ones
 
 
 def build(cls, num_classes=C, **settings):
@@ -64,12 +65,14 @@ def test_one_step_gives_finite_losses_and_gradients_in_both_networks(cls):
     batch = tiny_batch()
     progress = Progress(epoch=3, max_epochs=10, iteration=5)
     terms = method.training_step(batch, progress)
-    assert set(terms) == {"loss", "sup", "cps", "beta"}
-    assert all(torch.isfinite(v).all() for v in terms.values())
+    assert set(terms.losses) == {"loss", "sup", "cps"} and set(terms.diagnostics) == {"beta"}
+    assert all(torch.isfinite(v).all() for v in terms.losses.values())
     beta = scheduled_rampup(progress, None, 0.1)
-    assert terms["beta"].item() == pytest.approx(beta)
-    assert terms["loss"].item() == pytest.approx(terms["sup"].item() + beta * terms["cps"].item(), rel=1e-6)
-    terms["loss"].backward()
+    assert terms.diagnostics["beta"].item() == pytest.approx(beta)
+    assert terms.losses["loss"].item() == pytest.approx(
+        terms.losses["sup"].item() + beta * terms.losses["cps"].item(), rel=1e-6
+    )
+    terms.loss.backward()
     for net in method.students().values():
         grads = [p.grad for p in net.parameters()]
         assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -89,7 +92,7 @@ def test_supervised_term_is_unweighted_dice_ce_of_both_branches(cls):
     with torch.no_grad():  # the whole batch: BatchNorm normalises with its statistics
         p_a, p_b = method.student_a(batch.image)[:2], method.student_b(batch.image)[:2]
     expected = dice_ce(p_a, batch.label) + dice_ce(p_b, batch.label)
-    assert terms["sup"].item() == pytest.approx(expected.item(), abs=1e-6)
+    assert terms.losses["sup"].item() == pytest.approx(expected.item(), abs=1e-6)
 
 
 @pytest.mark.parametrize("cls", [DePL, Adsh])
@@ -106,8 +109,8 @@ def test_state_survives_a_checkpoint_and_the_next_step_is_identical(cls):
     expected = method.training_step(batch, progress)
     torch.manual_seed(1)
     resumed = restored.training_step(batch, progress)
-    for name in expected:
-        assert torch.equal(resumed[name], expected[name]), name
+    for name in expected.losses:
+        assert torch.equal(resumed.losses[name], expected.losses[name]), name
 
 
 # ----- DePL -------------------------------------------------------------------------------------
@@ -181,7 +184,7 @@ def test_depl_cross_loss_is_dhcs_over_several_iterations(shifted):
         out_a = biased_logits(g).requires_grad_()
         out_b = biased_logits(g).requires_grad_()
         batch = Batch(image=torch.zeros(4, 1, 3, 4, 4), label=torch.zeros(n, 3, 4, 4, dtype=torch.long))
-        ours = method.cross_loss(batch, out_a, out_b)
+        ours = method.cross_loss(batch, out_a, out_b, *UNIFORM)
         reference, qhat_a, qhat_b, targets_a, mask_a = dhc_depl_cross(out_a, out_b, qhat_a, qhat_b, n, shifted=shifted)
         assert ours.item() == pytest.approx(reference.item(), abs=1e-6)
         np.testing.assert_allclose(method.prior_a.qhat.numpy(), qhat_a.numpy(), atol=1e-7)
@@ -202,10 +205,10 @@ def test_depl_marginal_shift_off_leaves_the_loss_as_dhcs_unshifted_one():
     batch = Batch(image=torch.zeros(4, 1, 3, 4, 4), label=torch.zeros(2, 3, 4, 4, dtype=torch.long))
     plain, shifted = build(DePL), build(DePL, marginal_shift=True)
     for method in (plain, shifted):  # move the priors off uniform first
-        method.cross_loss(batch, biased_logits(g, bias=4.0), biased_logits(g, bias=4.0))
-        method.cross_loss(batch, out_a, out_b)
-    assert plain.cross_loss(batch, out_a, out_b).item() != pytest.approx(
-        shifted.cross_loss(batch, out_a, out_b).item(), abs=1e-4
+        method.cross_loss(batch, biased_logits(g, bias=4.0), biased_logits(g, bias=4.0), *UNIFORM)
+        method.cross_loss(batch, out_a, out_b, *UNIFORM)
+    assert plain.cross_loss(batch, out_a, out_b, *UNIFORM).item() != pytest.approx(
+        shifted.cross_loss(batch, out_a, out_b, *UNIFORM).item(), abs=1e-4
     )
 
 
@@ -316,7 +319,7 @@ def test_adsh_cross_loss_and_thresholds_are_dhcs_over_several_iterations(slots):
         out_a = biased_logits(g, spatial=spatial, scale=2.0).requires_grad_()
         out_b = biased_logits(g, spatial=spatial, scale=2.0).requires_grad_()
         batch = Batch(image=torch.zeros(4, 1, *spatial), label=torch.zeros(n, *spatial, dtype=torch.long))
-        ours = method.cross_loss(batch, out_a, out_b)
+        ours = method.cross_loss(batch, out_a, out_b, *UNIFORM)
         max_a, max_b = torch.argmax(out_a.detach(), dim=1), torch.argmax(out_b.detach(), dim=1)
         thresholds_a = adsh_a.get_thresholds(out_a[n:].detach())
         thresholds_b = adsh_b.get_thresholds(out_b[n:].detach())

@@ -106,14 +106,15 @@ def _run_case(method_name: str, settings: dict, dtype_name: str) -> dict:
     steps = []
     for iteration, batch in enumerate(fixed_batches(train.batch_labelled, n_unlabelled, dtype)):
         progress = Progress(iteration=iteration, **PROGRESS)
-        terms = method.training_step(batch, progress)
+        result = method.training_step(batch, progress)
         for optimiser in optimisers:
             optimiser.zero_grad(set_to_none=True)
-        terms["loss"].backward()
+        result.loss.backward()
         for optimiser in optimisers:
             optimiser.step()
         method.after_step(progress)
-        steps.append({name: float(value.detach()) for name, value in terms.items()})
+        logged = {**result.losses, **result.diagnostics}
+        steps.append({name: float(value.detach()) for name, value in logged.items()})
     method.eval()
     with torch.no_grad():
         probe = torch.rand((1, 1, *PATCH), generator=torch.Generator().manual_seed(99), dtype=torch.float64).to(dtype)

@@ -83,15 +83,18 @@ def test_ssnet_step_trains_backbone_heads_and_the_remembered_classes_selectors()
     batch = tiny_batch()
     progress = Progress(epoch=3, max_epochs=10, iteration=5)
     terms = method.training_step(batch, progress)
-    assert set(terms) == {"loss", "sup", "smoothness", "separation_l", "separation_u", "beta"}
-    assert all(torch.isfinite(v) for v in terms.values())
+    assert set(terms.losses) == {"loss", "sup", "smoothness", "separation_l", "separation_u"}
+    assert set(terms.diagnostics) == {"beta"}
+    assert all(torch.isfinite(v) for v in terms.losses.values())
     beta = scheduled_rampup(progress, None, 0.1)
-    expected = terms["sup"] + beta * (terms["smoothness"] + 0.1 * (terms["separation_l"] + terms["separation_u"]))
-    assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
-    assert terms["separation_l"] > 0 and terms["separation_u"] > 0
+    expected = terms.losses["sup"] + beta * (
+        terms.losses["smoothness"] + 0.1 * (terms.losses["separation_l"] + terms.losses["separation_u"])
+    )
+    assert terms.losses["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert terms.losses["separation_l"] > 0 and terms.losses["separation_u"] > 0
     # the memory holds DHC's 32 entries of class 1 only (the background is never remembered)
     assert method.memory.sizes.tolist() == [0, 32, 0, 0, 0]
-    terms["loss"].backward()
+    terms.loss.backward()
     net = method.net
     backbone = [p for n, p in net.named_parameters() if n.split(".")[0] in ("encoder", "down", "up", "decoder", "head")]
     for p in [*backbone, *net.projection_head.parameters(), *net.prediction_head.parameters()]:
@@ -314,10 +317,11 @@ def test_dst_step_trains_main_and_worst_case_decoders_and_never_the_pseudo_ones(
         for net in method.students().values():
             net.pseudo.head.bias[1] += 6.0  # confident pseudo-labels on part of the batch
     terms = method.training_step(tiny_batch(), Progress(epoch=3, max_epochs=10, iteration=700))
-    assert set(terms) == {"loss", "sup", "cps", "worst", "confident", "beta", "reversal"}
-    assert all(torch.isfinite(v) for v in terms.values())
-    assert terms["cps"] > 0 and 0 < terms["confident"] < 1
-    terms["loss"].backward()
+    assert set(terms.losses) == {"loss", "sup", "cps", "worst"}
+    assert set(terms.diagnostics) == {"confident", "beta", "reversal"}  # not loss terms: the figure leaves them out
+    assert all(torch.isfinite(v) for v in terms.losses.values())
+    assert terms.losses["cps"] > 0 and 0 < terms.diagnostics["confident"] < 1
+    terms.loss.backward()
     for net in (method.student_a, method.student_b):
         trained = [p for n, p in net.named_parameters() if not n.startswith("pseudo.")]
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trained)
@@ -390,10 +394,12 @@ def test_dst_step_is_dhcs_loss_from_the_three_heads():
     w = 0.1 * math.exp(-5 * (1 - 3 / 10) ** 2)  # ramp-up at epoch 4 - 1
     expected = sup + w * (cps + worst)
     assert cps.item() > 0
-    assert terms["cps"].item() == pytest.approx(cps.item(), abs=1e-6)
-    assert terms["worst"].item() == pytest.approx(worst.item(), abs=1e-5)
-    assert terms["loss"].item() == pytest.approx(expected.item() + 2, abs=1e-5)  # our Dice: 1 - dice, per network
-    terms["loss"].backward()
+    assert terms.losses["cps"].item() == pytest.approx(cps.item(), abs=1e-6)
+    assert terms.losses["worst"].item() == pytest.approx(worst.item(), abs=1e-5)
+    assert terms.losses["loss"].item() == pytest.approx(
+        expected.item() + 2, abs=1e-5
+    )  # our Dice: 1 - dice, per network
+    terms.loss.backward()
     expected.backward()
     for ours, theirs in zip(method.parameters(), [*nets[0].parameters(), *nets[1].parameters()]):
         assert (ours.grad is None) == (theirs.grad is None)

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from dhc_reference import dhc_dc_and_ce, dhc_sigmoid_rampup, dhc_soft_dice, dhc_weighted_ce
 from dhc_reference import one_hot as _one_hot
 
-from micd.methods.acisis import ACISIS, ClassIndicators, sampling_weights, weighted_pseudo_label_loss
+from micd.methods.acisis import ACISIS, ClassIndicators, sampling_weights
 from micd.methods.base import Batch, Progress, settings_from_dict
+from micd.methods.losses import masked_cross_entropy
 from micd.methods.urpc import URPC, rectified_consistency
 from micd.nets import VNet, count_parameters
 from micd.nets.unet_ds import UNetDS
@@ -89,9 +90,9 @@ def test_urpc_step_gives_finite_losses_and_gradients_in_its_one_network():
     assert list(method.students()) == ["net"] and method.teachers() == []
     batch = random_batch(torch.Generator().manual_seed(1), 32)
     terms = method.training_step(batch, Progress(epoch=3, max_epochs=10, iteration=5))
-    assert set(terms) == {"loss", "sup", "consistency", "beta"}
-    assert all(torch.isfinite(v) for v in terms.values())
-    terms["loss"].backward()
+    assert set(terms.losses) == {"loss", "sup", "consistency"} and set(terms.diagnostics) == {"beta"}
+    assert all(torch.isfinite(v) for v in terms.losses.values())
+    terms.loss.backward()
     grads = [p.grad for p in method.net.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert all(g.abs().sum() > 0 for g in grads)  # every head is trained
@@ -163,10 +164,10 @@ def test_urpc_step_is_dhcs_train_urpc():
             sup = dhc_urpc_supervised(outputs, batch.label)
             consistency = dhc_urpc_consistency(outputs, 2)
         cps_w = 0.1 * dhc_sigmoid_rampup(max(epoch - 1, 0), max_epochs)  # -w 0.1 -r, updated at the end of each epoch
-        assert terms["beta"].item() == pytest.approx(cps_w)
-        assert terms["sup"].item() == pytest.approx(sup.item() + 0.5, abs=1e-6)  # ours 1 - dice, DHC's -dice
-        assert terms["consistency"].item() == pytest.approx(consistency.item(), abs=1e-6)
-        assert terms["loss"].item() == pytest.approx(sup.item() + 0.5 + cps_w * consistency.item(), abs=1e-6)
+        assert terms.diagnostics["beta"].item() == pytest.approx(cps_w)
+        assert terms.losses["sup"].item() == pytest.approx(sup.item() + 0.5, abs=1e-6)  # ours 1 - dice, DHC's -dice
+        assert terms.losses["consistency"].item() == pytest.approx(consistency.item(), abs=1e-6)
+        assert terms.losses["loss"].item() == pytest.approx(sup.item() + 0.5 + cps_w * consistency.item(), abs=1e-6)
 
 
 # ----- Basak et al. (acisis) ------------------------------------------------------------------
@@ -313,7 +314,7 @@ def test_sampling_weights_are_dhcs_sampling_mask(min_rate):
     target = torch.randint(0, C, (2, 4, 6, 6), generator=g)
     weights = torch.rand(2, 4, 6, 6, generator=g)
     logits = torch.randn(2, C, 4, 6, 6, generator=g)
-    assert weighted_pseudo_label_loss(logits, target, weights).item() == pytest.approx(
+    assert masked_cross_entropy(logits, target, weights).item() == pytest.approx(
         dhc_weighted_ce(logits, target, weights).item(), abs=1e-7
     )
 
@@ -328,9 +329,9 @@ def test_acisis_step_gives_finite_losses_and_gradients_in_the_student_only():
     batch = random_batch(torch.Generator().manual_seed(1), 16)
     progress = Progress(epoch=0, max_epochs=10, iteration=0)
     terms = method.training_step(batch, progress)
-    assert set(terms) == {"loss", "sup", "pseudo", "beta"}
-    assert all(torch.isfinite(v) for v in terms.values())
-    terms["loss"].backward()
+    assert set(terms.losses) == {"loss", "sup", "pseudo"} and set(terms.diagnostics) == {"beta"}
+    assert all(torch.isfinite(v) for v in terms.losses.values())
+    terms.loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in method.student.parameters())
     assert all(p.grad is None and not p.requires_grad for p in method.teacher.parameters())
     method.after_step(progress)  # epoch 0: the EMA's decay is 0, the teacher becomes the student
@@ -374,9 +375,9 @@ def test_acisis_steps_are_dhcs_train_acisis(monkeypatch):
         sup = dhc_dc_and_ce(out[:2], batch.label)
         pseudo = dhc_weighted_ce(out[2:], pseudo_label, sample_map)
         cps_w = 0.1 * dhc_sigmoid_rampup(max(epoch - 1, 0), max_epochs)
-        assert terms["sup"].item() == pytest.approx(sup.item() + 1, abs=1e-6)  # ours 1 - dice, DHC's -dice
-        assert terms["pseudo"].item() == pytest.approx(pseudo.item(), abs=1e-6)
-        assert terms["loss"].item() == pytest.approx(sup.item() + 1 + cps_w * pseudo.item(), abs=1e-6)
+        assert terms.losses["sup"].item() == pytest.approx(sup.item() + 1, abs=1e-6)  # ours 1 - dice, DHC's -dice
+        assert terms.losses["pseudo"].item() == pytest.approx(pseudo.item(), abs=1e-6)
+        assert terms.losses["loss"].item() == pytest.approx(sup.item() + 1 + cps_w * pseudo.item(), abs=1e-6)
         np.testing.assert_allclose(method.indicators.rates.numpy(), rates.numpy(), atol=1e-6)
         with torch.no_grad():  # a student step, then the EMA with the epoch as its step, parameters only
             for p in method.student.parameters():

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from micd.methods import METHODS, Batch, Method, Progress, build_method, display_name
-from micd.methods.base import ema_update, gaussian_rampup
-from micd.methods.micd import MICD, block_mask, feature_distance
+from micd.methods.base import gaussian_rampup
+from micd.methods.micd import block_mask, feature_distance
+from micd.methods.teachers import ema_update
 
 NUM_CLASSES = 4
 
@@ -43,9 +44,9 @@ def test_every_registered_method_satisfies_the_interface(name):
     # 32 voxels a side: URPC's UNet pools four times and normalises per instance
     batch = tiny_batch(n_unlabelled=2 if cls.uses_unlabelled else 0, size=32)
     terms = method.training_step(batch, Progress(epoch=3, max_epochs=10, iteration=5, iterations_per_epoch=4))
-    assert terms["loss"].requires_grad and torch.isfinite(terms["loss"])
-    assert all(torch.isfinite(v) for v in terms.values())
-    terms["loss"].backward()
+    assert terms.losses["loss"].requires_grad and torch.isfinite(terms.losses["loss"])
+    assert all(torch.isfinite(v) for v in terms.losses.values())
+    terms.loss.backward()
     for net in students.values():
         assert all(p.grad is not None for name, p in net.named_parameters() if not name.startswith(UNTRAINED[cls.name]))
     method.after_step(Progress(epoch=3, max_epochs=10, iteration=5, iterations_per_epoch=4))
@@ -60,9 +61,10 @@ def test_tables_name_methods_by_the_paper_and_ablation_rows_by_their_terms():
     assert display_name("my_variant") == "my_variant"
 
 
-def test_unknown_setting_is_refused_with_the_known_ones():
-    with pytest.raises(ValueError, match="mask_ratio"):
+def test_unknown_setting_is_refused_with_the_nearest_and_the_known_ones():
+    with pytest.raises(ValueError, match=r"micd has no setting 'mask_ration'; did you mean 'mask_ratio'\?") as refused:
         build_method("micd", {"mask_ration": 0.3}, NUM_CLASSES, 2)
+    assert "micd's settings: beta_max, cfc, cmd," in str(refused.value)
 
 
 def test_block_mask_keeps_whole_blocks_at_the_configured_fraction():
@@ -98,7 +100,7 @@ def test_teachers_get_no_gradient_and_follow_the_ema_rule():
     method = make("micd")
     before = [p.clone() for p in method.teacher_a.parameters()]
     terms = method.training_step(tiny_batch(), Progress(epoch=5, max_epochs=10, iteration=9))
-    terms["loss"].backward()
+    terms.loss.backward()
     assert all(p.grad is None and not p.requires_grad for t in method.teachers() for p in t.parameters())
     with torch.no_grad():
         for p in method.student_a.parameters():
@@ -114,7 +116,7 @@ def test_ema_uses_the_warm_up_decay_in_the_first_steps():
     teacher, student = nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False)
     teacher.weight.data.fill_(0.0)
     student.weight.data.fill_(1.0)
-    ema_update(teacher, student, decay=0.99, iteration=0)  # a = 0: copy the student
+    ema_update(teacher, student, decay=0.99, step=0, copy_statistics=True)  # a = 0: copy the student
     assert teacher.weight.item() == 1.0
 
 
@@ -131,27 +133,28 @@ def test_pseudo_labels_are_detached_hard_labels():
 def test_each_switch_removes_its_term(switch):
     on = make("micd").training_step(tiny_batch(), Progress(5, 10, 3))
     off = make("micd", **{switch: False}).training_step(tiny_batch(), Progress(5, 10, 3))
-    assert switch in on and switch not in off
-    assert set(on) - set(off) == {switch}
+    assert switch in on.losses and switch not in off.losses
+    assert set(on.losses) - set(off.losses) == {switch}
 
 
-def test_masking_off_makes_mcpc_cross_pseudo_supervision_on_clean_inputs(monkeypatch):
+def test_micd_without_its_parts_computes_dhcs_step(monkeypatch):
     calls = []
     monkeypatch.setattr("micd.methods.micd.block_mask", lambda *a, **k: calls.append(1))
-    make("micd", masking=False).training_step(tiny_batch(), Progress(5, 10, 3))
+    bare = make("micd", masking=False, cfc=False, cmd=False).training_step(tiny_batch(), Progress(5, 10, 3))
     assert calls == []
-    dhc = make("dhc")
-    assert not dhc.settings.masking and not dhc.settings.cfc and not dhc.settings.cmd
-    assert set(dhc.training_step(tiny_batch(), Progress(5, 10, 3))) == {"loss", "sup", "cps", "beta"}
+    dhc = make("dhc").training_step(tiny_batch(), Progress(5, 10, 3))
+    assert set(dhc.losses) == set(bare.losses) == {"loss", "sup", "cps"}
+    assert all(torch.equal(dhc.losses[k], bare.losses[k]) for k in dhc.losses)
+    assert dhc.diagnostics == bare.diagnostics
 
 
 def test_total_loss_is_supervised_plus_ramped_consistency():
     method = make("micd")
     terms = method.training_step(tiny_batch(), Progress(epoch=4, max_epochs=10, iteration=3))
     beta = gaussian_rampup(3, 10, 0.1)  # DHC: epoch 4 trains with the weight set at the end of epoch 3
-    assert terms["beta"].item() == pytest.approx(beta)
-    expected = terms["sup"] + beta * (terms["mcpc"] + terms["cfc"] + terms["cmd"])
-    assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert terms.diagnostics["beta"].item() == pytest.approx(beta)
+    expected = terms.losses["sup"] + beta * (terms.losses["mcpc"] + terms.losses["cfc"] + terms.losses["cmd"])
+    assert terms.losses["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_heterogeneity_switch_gives_uniform_weights():
@@ -171,30 +174,48 @@ def test_inference_is_the_mean_of_the_two_students_or_teachers():
     assert torch.allclose(teachers.predict(x), (teachers.teacher_a(x) + teachers.teacher_b(x)) / 2)
 
 
-def test_cotraining_presets_differ_from_micd_only_in_their_defaults():
-    expectations = {
-        "dhc": ("diffdw", "distdw", True),
-        "distdw": ("distdw", "distdw", True),
-        "diffdw": ("diffdw", "diffdw", True),
-        "cps": ("diffdw", "distdw", False),
+TWO_BRANCH_ROWS = ["cps", "cld", "dhc", "distdw", "diffdw", "depl", "adsh", "crest", "simis", "micd"]
+
+
+def test_two_branch_rows_build_on_the_cotraining_core_with_their_own_weightings():
+    from micd.methods.cotraining import CoTraining, CoTrainingSettings
+
+    core = {f.name for f in dataclasses.fields(CoTrainingSettings)}
+    weightings = {
+        "cps": ("ClassWeighting", "ClassWeighting"),
+        "cld": ("LabelledFrequency", "LabelledFrequency"),
+        "dhc": ("DiffDW", "DistDW"),
+        "distdw": ("DistDW", "DistDW"),
+        "diffdw": ("DiffDW", "DiffDW"),
+        "depl": ("ClassWeighting", "ClassWeighting"),
+        "adsh": ("ClassWeighting", "ClassWeighting"),
+        "crest": ("CReSTWeighting", "CReSTWeighting"),
+        "simis": ("SimiSWeighting", "SimiSWeighting"),
+        "micd": ("DiffDW", "DistDW"),
     }
-    for name, (a, b, heterogeneous) in expectations.items():
+    assert sorted(weightings) == sorted(TWO_BRANCH_ROWS)
+    for name, expected in weightings.items():
+        cls = METHODS[name]
+        assert issubclass(cls, CoTraining) and issubclass(cls.Settings, CoTrainingSettings)
+        assert core <= {f.name for f in dataclasses.fields(cls.Settings)}
         method = make(name)
-        assert isinstance(method, MICD)
-        s = method.settings
-        assert (s.weighting_a, s.weighting_b, s.heterogeneous) == (a, b, heterogeneous)
-        assert not (s.masking or s.cfc or s.cmd) and s.mcpc
-    cps = make("cps")
-    assert type(cps.weighting_a).__name__ == type(cps.weighting_b).__name__ == "ClassWeighting"
-    assert type(make("distdw").weighting_a).__name__ == "DistDW"
-    assert type(make("diffdw").weighting_b).__name__ == "DiffDW"
+        assert (type(method.weighting_a).__name__, type(method.weighting_b).__name__) == expected
+    # only MICD has masking, CFC and CMD; CLD has none of MICD's keys (issue 28)
+    micd_only = {"masking", "mask_ratio", "mask_block", "mcpc", "cfc", "cmd", "heterogeneous", "feature_weights"}
+    for name in TWO_BRANCH_ROWS[:-1]:
+        assert not micd_only & {f.name for f in dataclasses.fields(METHODS[name].Settings)}, name
+    assert not {"weighting_a", "weighting_b"} & {f.name for f in dataclasses.fields(METHODS["cld"].Settings)}
+    with pytest.raises(ValueError, match=r"cld has no setting 'masking'.*cld's settings: beta_max, confidence_every"):
+        make("cld", masking=True)
 
 
 def test_cps_targets_are_the_other_networks_argmax(monkeypatch):
-    import micd.methods.micd as micd_module
+    import micd.methods.cotraining as cotraining_module
 
     targets_from = []
-    monkeypatch.setattr(micd_module, "hard_labels", lambda logits: targets_from.append(logits) or logits.argmax(1))
+    monkeypatch.setattr(
+        cotraining_module, "hard_labels", lambda logits: targets_from.append(logits) or logits.argmax(1)
+    )
     method = make("cps")
     outputs = {}
     for name in ("student_a", "student_b"):
@@ -208,13 +229,13 @@ def test_cps_targets_are_the_other_networks_argmax(monkeypatch):
 def test_mean_teacher_consistency_is_on_the_unlabelled_half_against_the_teacher():
     method = make("mean_teacher")
     terms = method.training_step(tiny_batch(), Progress(epoch=9, max_epochs=10, iteration=4))
-    assert {"sup", "consistency", "beta"} <= set(terms)
+    assert {"sup", "consistency"} <= set(terms.losses) and set(terms.diagnostics) == {"beta"}
     # a teacher identical to the student, with no noise and no dropout, gives no consistency loss
     method = make("mean_teacher", noise_std=0.0)
     method.teacher.load_state_dict(method.student.state_dict())
     method.student.eval()
     terms = method.training_step(tiny_batch(), Progress(epoch=9, max_epochs=10, iteration=4))
-    assert terms["consistency"].item() == pytest.approx(0.0, abs=1e-10)
+    assert terms.losses["consistency"].item() == pytest.approx(0.0, abs=1e-10)
 
 
 def test_uamt_masks_out_uncertain_voxels():
@@ -266,7 +287,7 @@ def test_cld_weights_rare_classes_and_crops_uniformly_as_dhc():
     assert method.weighting_b is method.weighting_a
     before = method.weighting_a.weights.clone()
     terms = method.training_step(tiny_batch(), Progress(5, 10, 3))
-    assert set(terms) == {"loss", "sup", "cps", "beta"}
+    assert set(terms.losses) == {"loss", "sup", "cps"} and set(terms.diagnostics) == {"beta"}
     assert torch.equal(method.weighting_a.weights, before)  # fixed, not updated from predictions
     assert method.patch_label_probabilities() is None  # DHC's train_cld.py crops uniformly
     sampled = make("cld", weight_power=0.5, weighted_sampling=True)
@@ -274,14 +295,15 @@ def test_cld_weights_rare_classes_and_crops_uniformly_as_dhc():
     assert sampled.patch_label_probabilities() == pytest.approx({0: 1.0, 1: 2.0, 2: 5.0, 3: 10.0}, abs=1e-4)
 
 
-@pytest.mark.parametrize("name", ["dhc", "cps", "cld", "distdw", "diffdw", "depl", "adsh", "crest", "simis"])
+@pytest.mark.parametrize("name", TWO_BRANCH_ROWS[:-1])
 def test_methods_without_teachers_build_and_update_none(name):
     method = make(name)
     assert method.teachers() == [] and not hasattr(method, "teacher_a")
     assert not any("teacher" in key for key in method.state_dict())
     method.after_step(Progress(1, 10, 1))  # nothing to update
     assert len(make("micd").teachers()) == 2
-    assert len(make("dhc", inference="teachers").teachers()) == 2
+    assert make("micd", cmd=False).teachers() == []
+    assert len(make("micd", cmd=False, inference="teachers").teachers()) == 2
 
 
 def conv_weight_std(net: nn.Module) -> float:
@@ -344,11 +366,11 @@ def test_cfc_kl_is_summed_over_channels_and_averaged_over_voxels():
 
 @pytest.mark.parametrize("direction", ["masked_prediction", "clean_prediction"])
 def test_mcpc_direction_decides_which_prediction_learns(direction, monkeypatch):
-    import micd.methods.micd as micd_module
+    import micd.methods.cotraining as cotraining_module
 
     calls = []
     monkeypatch.setattr(
-        micd_module,
+        cotraining_module,
         "weighted_cross_entropy",
         lambda logits, target, weight=None: calls.append((logits, target)) or logits.sum() * 0,
     )

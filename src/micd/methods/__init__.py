@@ -7,13 +7,16 @@ from typing import Any
 
 from micd.errors import SettingsError
 from micd.methods.acisis import ACISIS
-from micd.methods.base import Batch, Method, Progress, settings_from_dict
-from micd.methods.cotraining import CLD, CPS, DHC, DiffDWOnly, DistDWOnly
+from micd.methods.base import Batch, Method, Progress, StepResult, settings_from_dict
+from micd.methods.cld import CLD
+from micd.methods.cotraining import CPS
 from micd.methods.depl_adsh import Adsh, DePL
+from micd.methods.dhc import DHC, DiffDWOnly, DistDWOnly
 from micd.methods.dst import DST
 from micd.methods.mean_teacher import UAMT, MeanTeacher
 from micd.methods.micd import MICD, ablation_display_name
 from micd.methods.rebalancing import CReST, SimiS
+from micd.methods.retired import current_settings
 from micd.methods.ssnet import SSNet
 from micd.methods.supervised import Fully, Supervised
 from micd.methods.urpc import URPC
@@ -62,15 +65,34 @@ def trains_on_every_case(name: str) -> bool:
 
 
 def build_method(
-    name: str, settings: dict[str, Any] | None, num_classes: int, n_filters: int, dropout: float = 0.5
+    name: str,
+    settings: dict[str, Any] | None,
+    num_classes: int,
+    n_filters: int,
+    dropout: float = 0.5,
+    saved: bool = False,
 ) -> Method:
-    """Instantiate a registered method from its config settings, on the protocol's VNet."""
+    """Instantiate a registered method from its config settings, on the protocol's VNet.
+
+    ``saved``: the settings come from a model file, which may carry settings the method had when
+    it was trained and has no longer (:mod:`micd.methods.retired`)."""
     try:
         cls = METHODS[name]
     except KeyError:
         raise SettingsError(f"unknown method {name!r}; registered methods: {sorted(METHODS)}") from None
+    if saved:
+        settings = current_settings(name, settings)
     network = partial(VNet, num_classes, n_filters=n_filters, dropout=dropout)
     return cls(settings_from_dict(cls.Settings, settings, name), num_classes, network)
 
 
-__all__ = ["METHODS", "Batch", "Method", "Progress", "build_method", "display_name", "trains_on_every_case"]
+__all__ = [
+    "METHODS",
+    "Batch",
+    "Method",
+    "Progress",
+    "StepResult",
+    "build_method",
+    "display_name",
+    "trains_on_every_case",
+]

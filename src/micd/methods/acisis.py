@@ -10,6 +10,7 @@ entropy-like score, the mean true-class probability, its gap to the top probabil
 pooled over an epoch, fused by a Gompertz fuzzy rank into a per-class score, whose EMA gives
 the rates ``((1 - score) / max(1 - score))^2.5``: classes the student fits badly are sampled
 more. Every choice below is DHC's script's, its quirks included (see ``ClassIndicators``).
+Inference is on the student: DHC saves and tests it (``train_acisis.py:498``, ``test.py:75-84``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from micd.errors import SettingsError
-from micd.methods.base import Batch, Method, Progress, ema_update, make_teacher
-from micd.methods.losses import dice_ce, hard_labels
+from micd.methods.base import Batch, Progress, StepResult
+from micd.methods.losses import dice_ce, hard_labels, masked_cross_entropy
+from micd.methods.teachers import StudentWithTeacher
 
 LOG_EPS = 1e-12  # train_acisis.py:180: log(scores + 1e-12)
 COUNT_EPS = 1e-12  # train_acisis.py:179: voxels of the class + 1e-12
@@ -153,31 +154,20 @@ def sampling_weights(
     return (uniform > 1 - rate).float() * top**power
 
 
-def weighted_pseudo_label_loss(logits: Tensor, target: Tensor, weights: Tensor) -> Tensor:
-    """Per-voxel CE against ``target`` times ``weights``, averaged over every voxel (DHC's
-    ``WeightedCrossEntropyLoss`` with a weight map: not normalised by the weights)."""
-    return (F.cross_entropy(logits.float(), target, reduction="none") * weights).mean()
-
-
-class ACISIS(Method):
+class ACISIS(StudentWithTeacher):
+    # DHC builds and initialises its EMA model on its own; its first EMA step (decay 0 in
+    # epoch 0) then copies the student, so only the first iteration's targets come from it
+    independent_teacher = True
     name = "acisis"
     display_name = "Basak et al."
     Settings = ACISISSettings
 
     def __init__(self, settings: ACISISSettings, num_classes: int, network: Callable[..., nn.Module]) -> None:
-        super().__init__(settings, num_classes, network)
-        if settings.teacher_mode not in ("train", "eval"):
-            raise SettingsError(f"acisis teacher_mode must be 'train' or 'eval', got {settings.teacher_mode!r}")
-        if settings.ema_step not in ("epoch", "iteration"):
-            raise SettingsError(f"acisis ema_step must be 'epoch' or 'iteration', got {settings.ema_step!r}")
         if settings.top_classes < 1:
             raise SettingsError(f"acisis top_classes must be at least 1, got {settings.top_classes}")
         if settings.update_every is not None and settings.update_every < 1:
             raise SettingsError(f"acisis update_every must be None or at least 1, got {settings.update_every}")
-        self.student = self.new_network(settings.init)
-        # DHC builds and initialises its EMA model on its own; its first EMA step (decay 0 in
-        # epoch 0) then copies the student, so only the first iteration's targets come from it
-        self.teacher = make_teacher(self.new_network(settings.init))
+        super().__init__(settings, num_classes, network)
         self.indicators = ClassIndicators(
             num_classes,
             settings.indicator_momentum,
@@ -188,17 +178,6 @@ class ACISIS(Method):
             settings.all_pairs,
         )
         self.register_buffer("recorded_epoch", torch.tensor(-1))  # the epoch of the last record
-
-    def students(self) -> dict[str, nn.Module]:
-        return {"student": self.student}
-
-    def teachers(self) -> list[nn.Module]:
-        return [self.teacher]
-
-    def train(self, mode: bool = True) -> "ACISIS":
-        super().train(mode)
-        self.teacher.train(mode and self.settings.teacher_mode == "train")
-        return self
 
     def update_rates(self, logits_labelled: Tensor, labels: Tensor, progress: Progress) -> Tensor:
         """Record this iteration and refresh the rates when a pooling period is complete.
@@ -219,7 +198,7 @@ class ACISIS(Method):
             bank.refresh()
         return bank.rates
 
-    def training_step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
+    def training_step(self, batch: Batch, progress: Progress) -> StepResult:
         s = self.settings
         n = batch.n_labelled
         logits = self.student(batch.image)
@@ -228,12 +207,6 @@ class ACISIS(Method):
         sup = dice_ce(logits[:n], batch.label)
         rates = self.update_rates(logits[:n], batch.label, progress)
         weights = sampling_weights(logits[n:], rates, s.confidence_power, s.min_rate)
-        pseudo = weighted_pseudo_label_loss(logits[n:], pseudo_labels, weights)
+        # DHC's WeightedCrossEntropyLoss with a weight map
+        pseudo = masked_cross_entropy(logits[n:], pseudo_labels, weights)
         return self.loss_terms(sup, self.consistency_weight(progress), pseudo=pseudo)
-
-    def after_step(self, progress: Progress) -> None:
-        step = progress.epoch if self.settings.ema_step == "epoch" else progress.iteration
-        ema_update(self.teacher, self.student, self.settings.ema_decay, step)
-
-    def predict(self, x: Tensor) -> Tensor:
-        return self.student(x)  # DHC saves and tests the student (train_acisis.py:498, test.py:75-84)

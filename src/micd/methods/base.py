@@ -1,7 +1,8 @@
 """The method interface: what a method declares and what the training engine does for it.
 
 A method owns its networks (students it trains, and any teachers) and its class-weighting
-state; it turns a batch into named loss terms. The engine does everything else: data,
+state; it turns a batch into a :class:`StepResult`: named loss terms, and apart from them the
+diagnostics worth logging that are not losses. The engine does everything else: data,
 optimisers (one per student), learning-rate schedule, mixed precision, EMA calls,
 checkpoints, validation and logging.
 """
@@ -9,9 +10,10 @@ checkpoints, validation and logging.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -31,6 +33,20 @@ class Batch:
     @property
     def n_labelled(self) -> int:
         return self.label.shape[0]
+
+
+@dataclass
+class StepResult:
+    """What one training step computed. ``losses``: ``loss``, the total the engine back-propagates,
+    and its named terms, detached (the training-curves figure draws these); ``diagnostics``:
+    values logged beside them that are not losses (a weight, a fraction of confident voxels)."""
+
+    losses: dict[str, Tensor]
+    diagnostics: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def loss(self) -> Tensor:
+        return self.losses["loss"]
 
 
 @dataclass
@@ -60,26 +76,6 @@ def scheduled_rampup(progress: Progress, rampup_epochs: float | None, maximum: f
     ``rampup_epochs=None`` ramps over the whole schedule."""
     length = progress.max_epochs if rampup_epochs is None else rampup_epochs
     return gaussian_rampup(progress.schedule_epoch, length, maximum)
-
-
-@torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, decay: float, iteration: int) -> None:
-    """``T <- a T + (1 - a) S`` with ``a = min(1 - 1/(iteration + 1), decay)``; buffers are copied."""
-    a = min(1.0 - 1.0 / (iteration + 1), decay)
-    for t, s in zip(teacher.parameters(), student.parameters()):
-        t.mul_(a).add_(s.detach(), alpha=1.0 - a)
-    for t, s in zip(teacher.buffers(), student.buffers()):
-        t.copy_(s)
-
-
-def make_teacher(student: nn.Module) -> nn.Module:
-    """A frozen copy of a student: no gradients, eval mode (no dropout)."""
-    import copy
-
-    teacher = copy.deepcopy(student)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher.eval()
 
 
 class Method(nn.Module):
@@ -124,8 +120,8 @@ class Method(nn.Module):
         """Sampling weight per class for the centres of labelled patches; None: the engine's choice."""
         return None
 
-    def training_step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
-        """Named loss terms of one iteration; ``loss`` is the total that is back-propagated."""
+    def training_step(self, batch: Batch, progress: Progress) -> StepResult:
+        """The loss terms and diagnostics of one iteration (see :class:`StepResult`)."""
         raise NotImplementedError
 
     def consistency_weight(self, progress: Progress) -> float:
@@ -135,11 +131,12 @@ class Method(nn.Module):
         return scheduled_rampup(progress, s.rampup_epochs, s.beta_max)
 
     @staticmethod
-    def loss_terms(sup: Tensor, beta: float, **unsupervised: Tensor) -> dict[str, Tensor]:
-        """``loss = sup + beta * sum(unsupervised)``, with every term detached for the log."""
+    def loss_terms(sup: Tensor, beta: float, **unsupervised: Tensor) -> StepResult:
+        """``loss = sup + beta * sum(unsupervised)``, with every term detached for the log, and the
+        consistency weight ``beta`` as a diagnostic."""
         total = sup + beta * sum(unsupervised.values(), torch.zeros((), device=sup.device))
         logged = {name: term.detach() for name, term in unsupervised.items()}
-        return {"loss": total, "sup": sup.detach(), **logged, "beta": torch.tensor(beta)}
+        return StepResult({"loss": total, "sup": sup.detach(), **logged}, {"beta": torch.tensor(beta)})
 
     def after_step(self, progress: Progress) -> None:
         """Called after the optimisers stepped (EMA teachers update here)."""
@@ -169,11 +166,20 @@ class Method(nn.Module):
             raise RuntimeError(f"{self.name}: saved model state lacks {lost} and has unknown {unexpected}")
 
 
+def unknown_setting(method: str, key: str, known: Iterable[str]) -> str:
+    """What to tell a user who gave ``method`` a setting it does not have: the nearest of its
+    settings, if one is close, and all of them."""
+    known = sorted(known)
+    nearest = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
+    return f"{method} has no setting {key!r}{hint} ({method}'s settings: {', '.join(known)})"
+
+
 def settings_from_dict(settings_cls: type, values: dict[str, Any] | None, method: str) -> Any:
     """Build a method's settings dataclass, refusing keys it does not know."""
     values = dict(values or {})
     known = {f.name for f in dataclasses.fields(settings_cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise SettingsError(f"method {method!r} has no setting(s) {unknown}; its settings are {sorted(known)}")
+        raise SettingsError("; ".join(unknown_setting(method, key, known) for key in unknown))
     return settings_cls(**values)

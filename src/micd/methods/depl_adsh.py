@@ -1,8 +1,9 @@
 """DePL and Adsh: cross pseudo supervision whose pseudo-labels are corrected for class imbalance.
 
-Both are CPS's branch pair (A Kaiming-, B Xavier-initialised, unweighted Dice+CE on the labelled
-half, each branch trained on the other's pseudo-labels over the whole batch, inference on the mean
-of both branches' logits) and differ from it only in which pseudo-labels teach:
+Both are CPS (:class:`~micd.methods.cotraining.CPS`: A Kaiming-, B Xavier-initialised, uniform
+class weights, i.e. DHC's unweighted ``make_loss_function('w_ce+dice')`` on the labelled half, each
+branch trained on the other's pseudo-labels over the whole batch, inference on the mean of both
+branches' logits) and differ from it only in their cross loss, in which pseudo-labels teach:
 
 - DePL (debiased pseudo-labelling) removes from each branch's logits the log of a running mean of
   its own predicted class distribution, per voxel of the patch (``qhat``), takes the argmax of
@@ -27,9 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from micd.errors import SettingsError
-from micd.methods.base import Batch, Progress
-from micd.methods.cotraining import CPS, CPSSettings, masked_weighted_cross_entropy
-from micd.methods.losses import dice_ce, hard_labels
+from micd.methods.base import Batch
+from micd.methods.cotraining import CPS, CPSSettings
+from micd.methods.losses import hard_labels, masked_cross_entropy
 
 
 class PatchShapedState(nn.Module):
@@ -42,24 +43,6 @@ class PatchShapedState(nn.Module):
             if buffer is not None and saved is not None and saved.shape != buffer.shape:
                 self._buffers[name] = torch.zeros(saved.shape, dtype=buffer.dtype, device=buffer.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-class CoTrainingBaseline(CPS):
-    """The CPS pair with the unweighted supervised loss of DHC's ``make_loss_function('w_ce+dice')``
-    (no weight passed: plain CE + Dice); subclasses say how the cross loss selects its voxels."""
-
-    def supervised_loss(self, batch: Batch, p_a: Tensor, p_b: Tensor) -> Tensor:
-        n = batch.n_labelled
-        return dice_ce(p_a[:n], batch.label) + dice_ce(p_b[:n], batch.label)
-
-    def cross_loss(self, batch: Batch, p_a: Tensor, p_b: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def training_step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
-        p_a, p_b = self.student_a(batch.image), self.student_b(batch.image)
-        sup = self.supervised_loss(batch, p_a, p_b)
-        cross = self.cross_loss(batch, p_a, p_b)
-        return self.loss_terms(sup, self.consistency_weight(progress), cps=cross)
 
 
 # ----- DePL --------------------------------------------------------------------------------------
@@ -112,7 +95,7 @@ class ClassPrior(PatchShapedState):
         return tau * torch.log(self.qhat)
 
 
-class DePL(CoTrainingBaseline):
+class DePL(CPS):
     training_only_state = ("prior_a.", "prior_b.")
     name = "depl"
     display_name = "DePL"
@@ -123,7 +106,8 @@ class DePL(CoTrainingBaseline):
         self.prior_a = ClassPrior(num_classes)
         self.prior_b = ClassPrior(num_classes)
 
-    def cross_loss(self, batch: Batch, p_a: Tensor, p_b: Tensor) -> Tensor:
+    def cross_loss(self, batch: Batch, p_a: Tensor, p_b: Tensor, w_a: Tensor, w_b: Tensor) -> Tensor:
+        """CE against the other branch's debiased pseudo-labels where they are confident."""
         s, n = self.settings, batch.n_labelled
         # pseudo-labels over the whole batch from the priors as they were before this iteration
         confidence_a, target_a = self.prior_a.debiased_probabilities(p_a, s.tau).max(dim=1)
@@ -136,10 +120,8 @@ class DePL(CoTrainingBaseline):
         if s.marginal_shift:  # each branch shifted by the other's updated prior, as DHC's lines 255-259
             learner_a = torch.cat([p_a[:n], p_a[n:] + self.prior_b.logit_shift(s.tau)])
             learner_b = torch.cat([p_b[:n], p_b[n:] + self.prior_a.logit_shift(s.tau)])
-        ones = torch.ones(self.num_classes, device=p_a.device)  # WeightedCrossEntropyLoss() without weights
-        return masked_weighted_cross_entropy(learner_a, target_b, ones, keep_b) + masked_weighted_cross_entropy(
-            learner_b, target_a, ones, keep_a
-        )
+        # DHC's WeightedCrossEntropyLoss() without weights
+        return masked_cross_entropy(learner_a, target_b, keep_b) + masked_cross_entropy(learner_b, target_a, keep_a)
 
 
 # ----- Adsh --------------------------------------------------------------------------------------
@@ -229,7 +211,7 @@ def class_masked_cross_entropy(logits: Tensor, target: Tensor, class_mask: Tenso
     return F.cross_entropy(logits.float() * class_mask, target)
 
 
-class Adsh(CoTrainingBaseline):
+class Adsh(CPS):
     training_only_state = ("thresholds_a.scores", "thresholds_b.scores", "thresholds_a.filled", "thresholds_b.filled")
     name = "adsh"
     display_name = "Adsh"
@@ -250,7 +232,9 @@ class Adsh(CoTrainingBaseline):
         if self.settings.bank_slots is None:
             self.bank_slots = unlabelled_cases // self.settings.bank_divisor
 
-    def cross_loss(self, batch: Batch, p_a: Tensor, p_b: Tensor) -> Tensor:
+    def cross_loss(self, batch: Batch, p_a: Tensor, p_b: Tensor, w_a: Tensor, w_b: Tensor) -> Tensor:
+        """CE against the other branch's argmax of each branch's logits masked to the classes
+        above the other branch's thresholds."""
         n = batch.n_labelled
         probabilities_a = p_a.detach().float().softmax(dim=1)
         probabilities_b = p_b.detach().float().softmax(dim=1)

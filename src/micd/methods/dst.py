@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from micd.methods.base import Batch, Method, Progress
-from micd.methods.losses import dice_ce, hard_labels
+from micd.methods.base import Batch, Method, Progress, StepResult
+from micd.methods.losses import dice_ce, hard_labels, masked_cross_entropy
 from micd.nets.vnet_dst import DecoupledVNet, warm_start_coefficient
 
 
@@ -71,11 +71,6 @@ def confident_pseudo_labels(pseudo_logits: Tensor, threshold: float) -> tuple[Te
     return labels, (confidence > threshold).float()
 
 
-def masked_cross_entropy(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Per-voxel CE times the mask, averaged over all voxels (DHC's ``Onehot_WeightedCrossEntropyLoss``)."""
-    return (F.cross_entropy(logits.float(), target, reduction="none") * mask).mean()
-
-
 class DST(Method):
     name = "dst"
     display_name = "DST"
@@ -97,7 +92,7 @@ class DST(Method):
             progress.iteration, s.reversal_low, s.reversal_high, s.reversal_alpha, s.reversal_max_iterations
         )
 
-    def training_step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
+    def training_step(self, batch: Batch, progress: Progress) -> StepResult:
         s = self.settings
         x, y, n = batch.image, batch.label, batch.n_labelled
         reversal = self.reversal_coefficient(progress)
@@ -106,15 +101,16 @@ class DST(Method):
         sup = dice_ce(main_a[:n], y) + dice_ce(main_b[:n], y)
         target_a, mask_a = confident_pseudo_labels(pseudo_a, s.confidence_threshold)
         target_b, mask_b = confident_pseudo_labels(pseudo_b, s.confidence_threshold)
+        # DHC's Onehot_WeightedCrossEntropyLoss
         cps = masked_cross_entropy(main_a, target_b, mask_b) + masked_cross_entropy(main_b, target_a, mask_a)
         worst = sum(
             worst_case_loss(main[:n], adv[:n], main[n:], adv[n:], s.worst_labelled_weight, s.log_offset)
             for main, adv in ((main_a, worst_a), (main_b, worst_b))
         )
-        terms = self.loss_terms(sup, self.consistency_weight(progress), cps=cps, worst=worst)
-        terms["confident"] = (mask_a.mean() + mask_b.mean()).detach() / 2
-        terms["reversal"] = torch.tensor(reversal)
-        return terms
+        step = self.loss_terms(sup, self.consistency_weight(progress), cps=cps, worst=worst)
+        step.diagnostics["confident"] = (mask_a.mean() + mask_b.mean()).detach() / 2
+        step.diagnostics["reversal"] = torch.tensor(reversal)
+        return step
 
     def predict(self, x: Tensor) -> Tensor:
         """Mean of the two main heads' logits (DHC's test.py with ``--cps AB``, as its scripts run it)."""

@@ -17,6 +17,16 @@ def weighted_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | None
     return F.cross_entropy(logits.float(), target, weight=None if weight is None else weight.float())
 
 
+def masked_cross_entropy(logits: Tensor, target: Tensor, mask: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Per-voxel CE (times its target class's weight, if given) times ``mask``, averaged over *all*
+    voxels: DHC's ``WeightedCrossEntropyLoss`` with a weight map, not normalised by the weights or
+    the mask."""
+    per_voxel = F.cross_entropy(
+        logits.float(), target, weight=None if weight is None else weight.float(), reduction="none"
+    )
+    return (per_voxel * mask).mean()
+
+
 def soft_dice_per_class(logits: Tensor, target: Tensor, smooth: float = DICE_SMOOTH) -> Tensor:
     """Soft Dice of every class over the whole batch, DHC's ``SoftDiceLoss`` with ``batch_dice``:
     ``(2 tp + smooth) / (2 tp + fp + fn + smooth + 1e-8)`` on the softmax, ``2 tp + fp + fn`` being

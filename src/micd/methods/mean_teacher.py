@@ -4,8 +4,9 @@ One student and its EMA teacher. The student is supervised on the labelled half 
 the unlabelled half, to the teacher's softmax on a noisy copy of the input (squared error of
 probabilities). UA-MT estimates the teacher's uncertainty from several noisy passes with
 dropout and keeps only voxels whose predictive entropy is below a threshold that rises with the
-ramp-up. UA-MT behaves as DHC's ``code/train_uamt.py`` (docs/protocol.md); Mean Teacher has no
-script in DHC's repository and is UA-MT without the uncertainty mask.
+ramp-up. UA-MT behaves as DHC's ``code/train_uamt.py`` (docs/protocol.md), its teacher in training
+mode with BatchNorm statistics of its own (``teachers.EMATeacher``); Mean Teacher has no script in
+DHC's repository and is UA-MT without the uncertainty mask, its teacher in eval mode by default.
 """
 
 from __future__ import annotations
@@ -19,15 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from micd.errors import SettingsError
-from micd.methods.base import (
-    Batch,
-    Method,
-    Progress,
-    ema_update,
-    gaussian_rampup,
-    make_teacher,
-)
-from micd.methods.losses import dice_ce, soft_dice_per_class, weighted_cross_entropy
+from micd.methods.base import Batch, Progress, StepResult, gaussian_rampup
+from micd.methods.losses import dice_ce
+from micd.methods.teachers import StudentWithTeacher
 
 
 @dataclass
@@ -38,6 +33,9 @@ class MeanTeacherSettings:
     noise_std: float = 0.1  # teacher input noise: clip(N(0, std), -clip, clip)
     noise_clip: float = 0.2
     init: str = "default"  # DHC's train_uamt.py leaves PyTorch's initialisation
+    # see teachers.EMATeacher: the usual Mean Teacher, stepped by the iteration and without dropout
+    ema_step: str = "iteration"
+    teacher_mode: str = "eval"
 
 
 def input_noise(x: Tensor, std: float, clip: float) -> Tensor:
@@ -58,24 +56,10 @@ def monte_carlo_dropout(net: nn.Module) -> Iterator[None]:
             layer.eval()
 
 
-class MeanTeacher(Method):
-    independent_teacher = False
+class MeanTeacher(StudentWithTeacher):
     name = "mean_teacher"
     display_name = "Mean Teacher"
     Settings = MeanTeacherSettings
-
-    def __init__(self, settings: MeanTeacherSettings, num_classes: int, network: Callable[..., nn.Module]) -> None:
-        super().__init__(settings, num_classes, network)
-        self.student = self.new_network(settings.init)
-        # UA-MT (DHC's train_uamt.py) draws its teacher on its own; the first EMA step (decay 0
-        # in epoch 0) copies the student, so only the first iteration's targets differ
-        self.teacher = make_teacher(self.new_network(settings.init) if self.independent_teacher else self.student)
-
-    def students(self) -> dict[str, nn.Module]:
-        return {"student": self.student}
-
-    def teachers(self) -> list[nn.Module]:
-        return [self.teacher]
 
     def supervised_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return dice_ce(logits, labels)
@@ -86,21 +70,12 @@ class MeanTeacher(Method):
             teacher_probs = self.teacher(unlabelled + input_noise(unlabelled, s.noise_std, s.noise_clip)).softmax(1)
         return ((student_logits.float().softmax(1) - teacher_probs.float()) ** 2).mean()
 
-    def training_step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
+    def training_step(self, batch: Batch, progress: Progress) -> StepResult:
         n = batch.n_labelled
         logits = self.student(batch.image)
         sup = self.supervised_loss(logits[:n], batch.label)
         consistency = self.consistency(logits[n:], batch.image[n:], progress)
         return self.loss_terms(sup, self.consistency_weight(progress), consistency=consistency)
-
-    def ema_step(self, progress: Progress) -> int:
-        return progress.iteration
-
-    def after_step(self, progress: Progress) -> None:
-        ema_update(self.teacher, self.student, self.settings.ema_decay, self.ema_step(progress))
-
-    def predict(self, x: Tensor) -> Tensor:
-        return self.student(x)
 
 
 @dataclass
@@ -112,37 +87,26 @@ class UAMTSettings(MeanTeacherSettings):
     threshold_classes: int = 2
     supervised_scale: float = 0.5  # DHC: 0.5 * (CE + Dice)
     dice_smooth: float = 1e-8  # DHC: SoftDiceLoss(smooth=1e-8)
-    teacher_mode: str = "train"  # DHC never switches its EMA model to eval: dropout on, batch statistics
+    teacher_mode: str = "train"  # DHC never switches its EMA model to eval: dropout on, statistics its own
     ema_step: str = "epoch"  # DHC passes the epoch as the EMA's step: a = min(1 - 1/(epoch + 1), decay)
 
 
 class UAMT(MeanTeacher):
+    # DHC's train_uamt.py draws its teacher on its own; the first EMA step (decay 0 in epoch 0)
+    # copies the student, so only the first iteration's targets differ
     independent_teacher = True
     name = "uamt"
     display_name = "UA-MT"
     Settings = UAMTSettings
 
     def __init__(self, settings: UAMTSettings, num_classes: int, network: Callable[..., nn.Module]) -> None:
-        super().__init__(settings, num_classes, network)
-        if settings.teacher_mode not in ("train", "eval"):
-            raise SettingsError(f"uamt teacher_mode must be 'train' or 'eval', got {settings.teacher_mode!r}")
-        if settings.ema_step not in ("epoch", "iteration"):
-            raise SettingsError(f"uamt ema_step must be 'epoch' or 'iteration', got {settings.ema_step!r}")
         if settings.mc_passes < 2 or settings.mc_passes % 2:
             raise SettingsError(f"uamt mc_passes must be even and at least 2, got {settings.mc_passes}")
-
-    def train(self, mode: bool = True) -> "UAMT":
-        super().train(mode)
-        self.teacher.train(mode and self.settings.teacher_mode == "train")
-        return self
-
-    def ema_step(self, progress: Progress) -> int:
-        return progress.epoch if self.settings.ema_step == "epoch" else progress.iteration
+        super().__init__(settings, num_classes, network)
 
     def supervised_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         """``scale * (CE + soft Dice loss)``, unweighted, Dice over the foreground classes."""
-        dice = 1 - soft_dice_per_class(logits, labels, self.settings.dice_smooth)[1:].mean()
-        return self.settings.supervised_scale * (weighted_cross_entropy(logits, labels) + dice)
+        return self.settings.supervised_scale * dice_ce(logits, labels, smooth=self.settings.dice_smooth)
 
     @torch.no_grad()
     def uncertainty(self, unlabelled: Tensor) -> tuple[Tensor, Tensor]:

@@ -15,8 +15,9 @@ each. Per iteration: clean forward of both students; block-masked forward of bot
 
 ``loss = sup + beta(t) (mcpc + cfc + cmd)`` with a Gaussian ramp-up of beta. The masked passes
 normalise with their own batch statistics but leave the BatchNorm running averages (used at
-inference and copied into the teachers) to the clean pass. With masking, CFC and CMD switched
-off this is DHC's heterogeneous co-training, and those rows build no teachers.
+inference and copied into the teachers) to the clean pass. MICD is :class:`~micd.methods.dhc.DHC`
+(the co-training core with DiffDW and DistDW) plus these parts; with masking, CFC and CMD
+switched off it computes DHC's step, and rows without CMD build no teachers.
 """
 
 from __future__ import annotations
@@ -31,15 +32,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from micd.errors import SettingsError
-from micd.methods.base import (
-    Batch,
-    Method,
-    Progress,
-    ema_update,
-    make_teacher,
-)
-from micd.methods.losses import dice_ce, hard_labels, weighted_cross_entropy
-from micd.methods.weighting import make_weighting
+from micd.methods.base import Batch, Progress, StepResult
+from micd.methods.cotraining import cross_pseudo_supervision
+from micd.methods.dhc import DHC, DHCSettings
+from micd.methods.losses import hard_labels, weighted_cross_entropy
+from micd.methods.teachers import EMATeacher, make_teacher
+from micd.methods.weighting import ClassWeighting
 
 MCPC_DIRECTIONS = ("masked_prediction", "clean_prediction")
 
@@ -67,7 +65,9 @@ def builtin_variants() -> dict[str, dict]:
 
 
 @dataclass
-class MICDSettings:
+class MICDSettings(DHCSettings):
+    """DHC's settings and those of MICD's masking, its three terms and its teachers."""
+
     mcpc: bool = True
     cfc: bool = True
     cmd: bool = True
@@ -79,12 +79,6 @@ class MICDSettings:
     feature_distance: str = "kl"  # see FEATURE_DISTANCES
     feature_weights: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25, 0.25])
     heterogeneous: bool = True  # False: uniform class weights on both branches
-    weighting_a: str = "diffdw"
-    weighting_b: str = "distdw"
-    init_a: str = "kaiming"  # DHC's kaiming_normal_init_weight on both branches
-    init_b: str = "kaiming"
-    beta_max: float = 0.1
-    rampup_epochs: float | None = None  # None: the whole schedule
     ema_decay: float = 0.99
     inference: str = "students"  # or "teachers"
 
@@ -183,13 +177,15 @@ def feature_distance(a: Tensor, b: Tensor, kind: str) -> Tensor:
     return FEATURE_DISTANCES[kind](a.float(), b.float())
 
 
-class MICD(Method):
+class MICD(DHC):
+    """DHC's co-training with MICD's parts: the block mask, the masked cross pseudo consistency,
+    the cross feature consistency and, with its EMA teachers, the cross model discrepancy."""
+
     name = "micd"
     display_name = "MICD"
     Settings = MICDSettings
 
     def __init__(self, settings: MICDSettings, num_classes: int, network: Callable[..., nn.Module]) -> None:
-        super().__init__(settings, num_classes, network)
         if settings.feature_distance not in FEATURE_DISTANCES:
             raise SettingsError(
                 f"unknown feature_distance {settings.feature_distance!r}; expected one of {sorted(FEATURE_DISTANCES)}"
@@ -204,50 +200,41 @@ class MICD(Method):
             raise SettingsError(
                 f"mcpc_direction must be one of {list(MCPC_DIRECTIONS)}, got {settings.mcpc_direction!r}"
             )
-        self.student_a = self.new_network(settings.init_a)
-        self.student_b = self.new_network(settings.init_b)
-        # DHC and the rows built from this module without CMD train no teachers
+        super().__init__(settings, num_classes, network)
+        # the ablation rows without CMD train no teachers
         self.has_teachers = settings.cmd or settings.inference == "teachers"
         if self.has_teachers:
             self.teacher_a = make_teacher(self.student_a)
             self.teacher_b = make_teacher(self.student_b)
-        names = (settings.weighting_a, settings.weighting_b) if settings.heterogeneous else ("uniform", "uniform")
-        self.weighting_a = make_weighting(names[0], num_classes)
-        self.weighting_b = make_weighting(names[1], num_classes)
+        self.ema = EMATeacher(self.name, settings.ema_decay)
 
-    def students(self) -> dict[str, nn.Module]:
-        return {"student_a": self.student_a, "student_b": self.student_b}
+    def class_weightings(self) -> tuple[ClassWeighting, ClassWeighting]:
+        if self.settings.heterogeneous:
+            return super().class_weightings()
+        return ClassWeighting(self.num_classes), ClassWeighting(self.num_classes)
 
     def teachers(self) -> list[nn.Module]:
         return [self.teacher_a, self.teacher_b] if self.has_teachers else []
 
-    def initialise(self, labelled_counts: Tensor, unlabelled_cases: int = 0) -> None:
-        self.weighting_a.initialise(labelled_counts)
-        self.weighting_b.initialise(labelled_counts)
+    def masked_cross_pseudo_loss(
+        self, p_a: Tensor, p_b: Tensor, q_a: Tensor, q_b: Tensor, w_a: Tensor, w_b: Tensor
+    ) -> Tensor:
+        """Cross pseudo supervision between the clean (p) and masked (q) predictions: which learns
+        and which teaches is ``mcpc_direction``; without masking both are the clean ones."""
+        if self.settings.mcpc_direction == "masked_prediction":
+            return cross_pseudo_supervision(q_a, q_b, p_a, p_b, w_a, w_b)
+        return cross_pseudo_supervision(p_a, p_b, q_a, q_b, w_a, w_b)
 
-    def cross_pseudo_loss(self, p_a: Tensor, p_b: Tensor, q_a: Tensor, q_b: Tensor, w_a: Tensor, w_b: Tensor) -> Tensor:
-        """Each branch's CE, with its class weights, against the other branch's argmax.
-
-        Which of the clean (p) and masked (q) predictions learns and which teaches is
-        ``mcpc_direction``; without masking both are the clean ones (DHC's cross pseudo supervision).
-        """
-        learner_a, learner_b, teacher_a, teacher_b = (
-            (q_a, q_b, p_a, p_b) if self.settings.mcpc_direction == "masked_prediction" else (p_a, p_b, q_a, q_b)
-        )
-        return weighted_cross_entropy(learner_a, hard_labels(teacher_b), w_a) + weighted_cross_entropy(
-            learner_b, hard_labels(teacher_a), w_b
-        )
-
-    def training_step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
+    def training_step(self, batch: Batch, progress: Progress) -> StepResult:
         s = self.settings
-        x, y, n = batch.image, batch.label, batch.n_labelled
+        x = batch.image
         clean_features = s.cfc and not s.masking
         p_a, f_a = self.student_a(x, return_features=True) if clean_features else (self.student_a(x), None)
         p_b, f_b = self.student_b(x, return_features=True) if clean_features else (self.student_b(x), None)
-        w_a = self.weighting_a.update(p_a[:n], y, p_a[n:])
-        w_b = self.weighting_b.update(p_b[:n], y, p_b[n:])
+        w_a, w_b = self.class_weights(p_a, p_b, batch)
+        sup = self.supervised_loss(p_a, p_b, batch, w_a, w_b)
 
-        terms: dict[str, Tensor] = {"sup": dice_ce(p_a[:n], y, w_a) + dice_ce(p_b[:n], y, w_b)}
+        terms: dict[str, Tensor] = {}
         if s.masking and (s.mcpc or s.cfc or s.cmd):
             mask = block_mask(tuple(x.shape), s.mask_block, s.mask_ratio, device=x.device)
             with frozen_batchnorm_statistics(self.student_a, self.student_b):
@@ -256,8 +243,8 @@ class MICD(Method):
         else:
             q_a, q_b = p_a, p_b
         if s.mcpc:
-            # without masking the term is plain cross pseudo supervision (DHC, CPS and the like)
-            terms["mcpc" if s.masking else "cps"] = self.cross_pseudo_loss(p_a, p_b, q_a, q_b, w_a, w_b)
+            # without masking the term is plain cross pseudo supervision
+            terms["mcpc" if s.masking else "cps"] = self.masked_cross_pseudo_loss(p_a, p_b, q_a, q_b, w_a, w_b)
         if s.cfc:
             terms["cfc"] = sum(
                 weight * feature_distance(fa, fb, s.feature_distance)
@@ -267,18 +254,14 @@ class MICD(Method):
             with torch.no_grad():
                 t_a, t_b = self.teacher_a(x), self.teacher_b(x)
             terms["cmd"] = weighted_cross_entropy(q_a, hard_labels(t_a)) + weighted_cross_entropy(q_b, hard_labels(t_b))
-        sup = terms.pop("sup")
         return self.loss_terms(sup, self.consistency_weight(progress), **terms)
 
     def after_step(self, progress: Progress) -> None:
         if self.has_teachers:
-            ema_update(self.teacher_a, self.student_a, self.settings.ema_decay, progress.iteration)
-            ema_update(self.teacher_b, self.student_b, self.settings.ema_decay, progress.iteration)
+            self.ema.follow(self.teacher_a, self.student_a, progress)
+            self.ema.follow(self.teacher_b, self.student_b, progress)
 
     def predict(self, x: Tensor) -> Tensor:
-        a, b = (
-            (self.teacher_a, self.teacher_b)
-            if self.settings.inference == "teachers"
-            else (self.student_a, self.student_b)
-        )
-        return (a(x) + b(x)) / 2
+        if self.settings.inference == "teachers":
+            return (self.teacher_a(x) + self.teacher_b(x)) / 2
+        return super().predict(x)

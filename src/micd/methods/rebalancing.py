@@ -15,22 +15,20 @@ argmax. The methods differ only in the weighting:
   frequencies, so the most frequent class gets 0; counted on the branch's argmax over the whole
   batch, labelled patches included. Its weights start from C on every class.
 
-Everything else is DHC's step without its weightings, :meth:`MICD.training_step` with masking,
-cross feature consistency and cross model discrepancy off: weighted Dice+CE on the labelled half
-and weighted cross pseudo supervision on the whole batch, each branch with its own weights.
+Everything else is the co-training core's step (:class:`~micd.methods.cotraining.CoTraining`):
+weighted Dice+CE on the labelled half and weighted cross pseudo supervision on the whole batch,
+each branch with its own weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from micd.methods.cotraining import CPSSettings
+from micd.methods.cotraining import CPS, CPSSettings
 from micd.methods.losses import class_voxel_counts, hard_labels
-from micd.methods.micd import MICD
 from micd.methods.weighting import EPS, ClassWeighting
 
 
@@ -118,40 +116,36 @@ class SimiSWeighting(MomentumClassWeighting):
 @dataclass
 class CReSTSettings(CPSSettings):
     """CReST as DHC's ``train_crest.py``: CPS (Kaiming and Xavier branches, ``init_a``/``init_b``)
-    whose losses use each branch's :class:`CReSTWeighting`. ``heterogeneous``, ``weighting_a`` and
-    ``weighting_b`` are not used."""
+    whose losses use each branch's :class:`CReSTWeighting`."""
 
     weight_momentum: float = 0.99  # train_crest.py:244-245, CReST(..., momentum=0.99)
     weight_power: float = 1 / 3  # train_crest.py:158, np.power(..., 1/3): CReST's alpha
 
 
-class CReST(MICD):
+class CReST(CPS):
     name = "crest"
     display_name = "CReST"
     Settings = CReSTSettings
 
-    def __init__(self, settings: CReSTSettings, num_classes: int, network: Callable[..., nn.Module]) -> None:
-        super().__init__(settings, num_classes, network)
-        self.weighting_a = CReSTWeighting(num_classes, settings.weight_momentum, settings.weight_power)
-        self.weighting_b = CReSTWeighting(num_classes, settings.weight_momentum, settings.weight_power)
+    def class_weightings(self) -> tuple[ClassWeighting, ClassWeighting]:
+        return tuple(
+            CReSTWeighting(self.num_classes, self.settings.weight_momentum, self.settings.weight_power) for _ in "ab"
+        )
 
 
 @dataclass
 class SimiSSettings(CPSSettings):
     """SimiS as DHC's ``train_simis.py``: CPS (Kaiming and Xavier branches, ``init_a``/``init_b``)
-    whose losses use each branch's :class:`SimiSWeighting`. ``heterogeneous``, ``weighting_a`` and
-    ``weighting_b`` are not used."""
+    whose losses use each branch's :class:`SimiSWeighting`."""
 
     # train_simis.py:246-247, SimiS(..., momentum=0.99); the class's own default (0.95, :141) is unused
     weight_momentum: float = 0.99
 
 
-class SimiS(MICD):
+class SimiS(CPS):
     name = "simis"
     display_name = "SimiS"
     Settings = SimiSSettings
 
-    def __init__(self, settings: SimiSSettings, num_classes: int, network: Callable[..., nn.Module]) -> None:
-        super().__init__(settings, num_classes, network)
-        self.weighting_a = SimiSWeighting(num_classes, settings.weight_momentum)
-        self.weighting_b = SimiSWeighting(num_classes, settings.weight_momentum)
+    def class_weightings(self) -> tuple[ClassWeighting, ClassWeighting]:
+        return tuple(SimiSWeighting(self.num_classes, self.settings.weight_momentum) for _ in "ab")

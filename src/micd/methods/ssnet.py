@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from micd.errors import SettingsError
-from micd.methods.base import Batch, Method, Progress
+from micd.methods.base import Batch, Method, Progress, StepResult
 from micd.methods.losses import hard_labels, soft_dice_per_class, weighted_cross_entropy
 from micd.methods.micd import frozen_batchnorm_statistics
 from micd.nets.vnet_ssnet import SSNetVNet
@@ -213,7 +213,7 @@ class SSNet(Method):
             features, labels.reshape(-1), self.memory, self.net.feature_selectors, self.net.memory_selectors
         )
 
-    def training_step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
+    def training_step(self, batch: Batch, progress: Progress) -> StepResult:
         s = self.settings
         x, y, n = batch.image, batch.label, batch.n_labelled
         logits, embedding = self.net.logits_and_embedding(x)
@@ -228,14 +228,11 @@ class SSNet(Method):
         smoothness = adversarial_smoothness(self.net, x, s.vat_xi, s.vat_epsilon, s.vat_iterations, s.vat_dice_smooth)
         beta = self.consistency_weight(progress)
         loss = sup + beta * (smoothness + s.separation_weight * (separation_l + separation_u))
-        return {
-            "loss": loss,
-            "sup": sup.detach(),
-            "smoothness": smoothness.detach(),
-            "separation_l": separation_l.detach(),
-            "separation_u": separation_u.detach(),
-            "beta": torch.tensor(beta),
-        }
+        losses = {"smoothness": smoothness, "separation_l": separation_l, "separation_u": separation_u}
+        return StepResult(
+            {"loss": loss, "sup": sup.detach(), **{name: term.detach() for name, term in losses.items()}},
+            {"beta": torch.tensor(beta)},
+        )
 
     def predict(self, x: Tensor) -> Tensor:
         return self.net(x)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from micd.methods.base import Batch, Method, Progress
+from micd.methods.base import Batch, Method, Progress, StepResult
 from micd.methods.losses import dice_ce
 
 
@@ -30,10 +30,10 @@ class Supervised(Method):
     def students(self) -> dict[str, nn.Module]:
         return {"net": self.net}
 
-    def training_step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
+    def training_step(self, batch: Batch, progress: Progress) -> StepResult:
         logits = self.net(batch.image[: batch.n_labelled])
         loss = dice_ce(logits, batch.label)
-        return {"loss": loss, "sup": loss.detach()}
+        return StepResult({"loss": loss, "sup": loss.detach()})
 
     def predict(self, x: Tensor) -> Tensor:
         return self.net(x)

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from micd.methods.base import Batch, Method, Progress
-from micd.methods.losses import soft_dice_per_class, weighted_cross_entropy
+from micd.methods.base import Batch, Method, Progress, StepResult
+from micd.methods.losses import dice_ce
 from micd.nets.derived import network_option
 from micd.nets.unet_ds import DHC_DROPOUT, DHC_WIDTH, UNetDS
 
@@ -82,10 +82,9 @@ class URPC(Method):
         """``CE + soft Dice loss`` of one head, unweighted, Dice over the foreground classes.
 
         DHC's Dice term is ``-mean dice``; ours ``1 - mean dice``: the same gradient."""
-        dice = 1 - soft_dice_per_class(logits, labels, self.settings.dice_smooth)[1:].mean()
-        return weighted_cross_entropy(logits, labels) + dice
+        return dice_ce(logits, labels, smooth=self.settings.dice_smooth)
 
-    def training_step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
+    def training_step(self, batch: Batch, progress: Progress) -> StepResult:
         n = batch.n_labelled
         main, auxiliary = self.net(batch.image, return_auxiliary=True)
         outputs = [main, *auxiliary]
