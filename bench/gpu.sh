@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The prepared GPU check (bench/gpu_check.py): the tiny workflow end to end on CUDA for every
-# registered method, then every method's training step at the protocol's size in fp32 and fp16
-# mixed precision (MICD also without channels-last and compiled). About 5 minutes on an H100
-# or H200; give the device tool's run a timeout of 540 s, which leaves time for a second try.
+# registered method; the peak GPU memory (torch.cuda.max_memory_allocated) of one training step
+# of every method at the protocol's size in fp32 and fp16, the steps bench/memory_benchmark.py
+# estimates on the CPU (about a minute); then every method's step timed at the protocol's size
+# in fp32 and fp16 mixed precision (MICD also without channels-last and compiled). About 6
+# minutes on an H100 or H200; give the device tool's run a timeout of 540 s, which leaves time
+# for a second try (or `--skip steps` for the memory alone).
 #
 # That machine has its own PyTorch but no torchio, nibabel, SimpleITK or snakemake: carry the
 # missing wheels. Here, once, from the repository root:

@@ -6,7 +6,11 @@
    GPU), segments the test cases and is scored. Each method's record says whether its losses
    stayed finite, its seconds, and its test Dice (meaningless after so few steps: it shows that
    inference and scoring ran).
-2. ``steps``: every registered method at ``--size`` (``protocol``: VNet width 32, 64x128x128
+2. ``memory``: the peak GPU memory (``torch.cuda.max_memory_allocated``) of one training step of
+   every registered method at ``--size``'s full patch, in fp32 and fp16 mixed precision: the
+   steps bench/memory_benchmark.py measures on the CPU at reduced depth and extrapolates, so a
+   lent GPU replaces that estimate with a measurement (records with ``"benchmark": "memory"``).
+3. ``steps``: every registered method at ``--size`` (``protocol``: VNet width 32, 64x128x128
    patches, 2 + 2 batch, TorchIO queues with ``--workers`` loader processes): median step time
    split into data wait and compute, iterations per second and peak memory, in fp32 and in
    mixed precision (fp16 with a gradient scaler, the protocol's); MICD also without
@@ -39,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from memory_benchmark import PRECISIONS, measure_in_child, protocol_batches, step_memory  # noqa: E402
+from memory_benchmark import SIZES as MEMORY_SIZES  # noqa: E402
 from step_benchmark import SIZES, make_cases, measure  # noqa: E402
 
 from micd.data.classes import classes_for  # noqa: E402
@@ -113,7 +119,7 @@ def tiny_workflow(root: Path, device: torch.device, methods: list[str], iteratio
         )
         trainer.fit()
         rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-        finite = all(v is not None and math.isfinite(v) for row in rows for k, v in row.items() if k == "loss")
+        finite = all(row["losses"]["loss"] is not None and math.isfinite(row["losses"]["loss"]) for row in rows)
         predict_cases(
             run / "model.pt",
             root / "preprocessed",
@@ -159,6 +165,36 @@ def step_times(root: Path, size: str, methods: list[str], args, log) -> None:
             log({"stage": "steps", **measure("micd", size, precision, data_dir, ids, args, compile=True)})
 
 
+def step_memory_peaks(root: Path, size: str, methods: list[str], args, log) -> None:
+    """Peak memory of one step of each method at the size's patch (bench/memory_benchmark.py): on
+    a GPU ``torch.cuda.max_memory_allocated`` in this process, its peak reset for each step, so
+    the GPU measures what the CPU records extrapolate; elsewhere each step in its own process."""
+    spec = MEMORY_SIZES[size]
+    batches = protocol_batches() if size == "protocol" else {}
+    data_dir = root / f"memory-{size}"
+    ids = make_cases(data_dir, tuple(spec["patch_size"]), n=8) if args.device_type == "cuda" else []
+    for precision in PRECISIONS:
+        for method in methods:
+            job = {"method": method, "precision": precision, "patch": spec["patch_size"]}
+            job |= {"n_filters": spec["n_filters"], "batch": batches.get(method, {})}
+            if args.device_type == "cuda":
+                try:
+                    result = step_memory(
+                        **job,
+                        data_dir=data_dir,
+                        ids=ids,
+                        scratch=root / "memory-runs",
+                        device=args.device,
+                        warmup_patch=None,  # on a GPU the warm-up at the measured patch costs nothing
+                    )
+                except torch.cuda.OutOfMemoryError as exc:
+                    result = {"error": f"out of memory: {str(exc)[:200]}"}
+                    torch.cuda.empty_cache()
+            else:
+                result = measure_in_child(job | {"threads": torch.get_num_threads(), "device": args.device}, 900)
+            log({"stage": "memory", "benchmark": "memory", "kind": "measured", **job, **result})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="protocol", choices=sorted(SIZES), help="size of the step measurements")
@@ -170,7 +206,8 @@ def main() -> None:
     p.add_argument("--samples-per-volume", type=int, default=1)
     p.add_argument("--queue-length", type=int, default=16)
     p.add_argument("--compile", action="store_true", help="also time MICD's step compiled")
-    p.add_argument("--skip", nargs="*", default=[], choices=["workflow", "steps"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["workflow", "memory", "steps"])
+    p.add_argument("--memory-methods", nargs="+", default=list(METHODS), help="methods of the memory stage")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu_check.jsonl")
@@ -195,6 +232,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="micd-gpu-check-") as tmp:
         if "workflow" not in args.skip:
             tiny_workflow(Path(tmp) / "workflow", device, args.methods, args.workflow_iterations, log)
+        if "memory" not in args.skip and args.size in MEMORY_SIZES:
+            step_memory_peaks(Path(tmp), args.size, args.memory_methods, args, log)
         if "steps" not in args.skip:
             step_times(Path(tmp), args.size, args.methods, args, log)
     log({"stage": "done", "seconds": round(time.perf_counter() - started, 1)})

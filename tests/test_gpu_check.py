@@ -17,6 +17,7 @@ def test_the_gpu_check_runs_every_method_through_workflow_and_step_timing(tmp_pa
     out = tmp_path / "gpu_check.jsonl"
     command = [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--size", "tiny", "--threads", "1"]
     command += ["--iterations", "1", "--warmup", "1", "--workflow-iterations", "2", "--out", str(out)]
+    command += ["--memory-methods", "supervised", "micd"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -28,6 +29,11 @@ def test_the_gpu_check_runs_every_method_through_workflow_and_step_timing(tmp_pa
     assert {r["method"] for r in steps} == set(METHODS)
     assert all(r["step_s_median"] > 0 and 0 <= r["data_wait_fraction"] <= 1 for r in steps)
     assert [r["channels_last"] for r in steps if r["method"] == "micd"] == [True, False]
+    memory = [r for r in records if r["stage"] == "memory"]
+    assert [(r["method"], r["precision"]) for r in memory] == [
+        (m, p) for p in ("fp32", "16bit") for m in ("supervised", "micd")
+    ]
+    assert all(r["benchmark"] == "memory" and r["step_mib"] > 0 and r["patch_size"] == [64, 32, 32] for r in memory)
     assert records[-1]["stage"] == "done" and all(r["machine"]["torch"] for r in records)
 
 

@@ -1,0 +1,350 @@
+"""Peak memory of one training step of every registered method, each method in its own process.
+
+For each (size, method, precision) a child process builds the real engine (``micd.engine.Trainer``)
+on random preprocessed volumes, runs one warm-up step on 16x32x32 patches (it creates the
+gradients and the optimisers' momentum buffers and loads the kernels, at little cost; DePL,
+whose state has the patch's shape, warms up at the measured patch: ``--warmup same``), then one
+step at the measured patch, and reports what that step needed:
+
+* on the CPU, ``rss_step_peak - rss_before_model``: the child's peak resident memory during the
+  step (after the warm-up, so the step's peak is the process's) minus its resident memory just
+  before the model was built (Python, torch and the data, about 0.4 GiB). That is the model,
+  gradients, optimiser state, the step's activations and oneDNN's scratch, plus what glibc's
+  allocator keeps: PyTorch has no CPU allocator statistics. The CPU's tensor memory is a lower
+  bound of a GPU's, which adds its CUDA context and the cuDNN workspace.
+* on a GPU, ``torch.cuda.max_memory_allocated`` over the step (bench/gpu_check.py's ``memory``
+  stage runs the same function in one process, resetting the peak between methods).
+
+Precisions: ``fp32``, and ``16bit``: autocast at bf16 on the CPU (the engine never autocasts on
+the CPU; only this benchmark does, to measure the 16-bit activations), fp16 with the gradient
+scaler on a GPU (the protocol's ``train.amp: fp16``). On a CPU without AVX512-BF16 or AMX (the
+machine's ``cpu_capability`` in the record), bf16 convolutions take a slow fallback path,
+slower and larger than fp32: on the 2-core AVX2 machine of 2026-12-03 the lower bound's step at
+16x64x128 took 383 s and 1787 MiB in bf16 against 4.8 s and 1045 MiB in fp32, so there the
+16-bit column waits for a GPU (bench/gpu_check.py).
+
+Sizes: ``protocol`` (config/paper.yaml: VNet width 32, 64x128x128 patches, 2 + 2 batch, fully
+4 + 0, 16 classes as AMOS) is more than a 24 GiB machine holds for the larger methods, so on
+the CPU it is measured at 16x64x128 and 16x128x128 and extrapolated linearly in the patch's
+voxel count to 64x128x128: every feature map of the VNet is the patch divided by a power of two
+(every side divisible by 16), so activations scale with the voxel count and the fit's intercept
+is the model and optimiser state. ``gpu_benchmark`` (config/benchmark_gpu.yaml: width 16,
+32x48x48) is measured at its own patch; ``tiny`` (the test suite's, width 2) is extrapolated like
+the protocol, from 16x32x32 and 32x32x32 to 64x32x32.
+
+    python bench/memory_benchmark.py                           # every method, protocol, fp32 and 16bit
+    python bench/memory_benchmark.py --sizes gpu_benchmark --methods supervised dhc micd
+
+Records (one per measured step and one per extrapolated estimate) are appended to
+``bench/results/memory_benchmark.jsonl`` as they finish, with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import math
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from step_benchmark import NUM_CLASSES, make_cases  # noqa: E402
+
+from micd.engine import TrainData, Trainer, TrainSettings, resolve_device  # noqa: E402
+from micd.methods import METHODS  # noqa: E402
+from micd.provenance import cpu_model  # noqa: E402
+
+SIZES = {
+    "tiny": {"n_filters": 2, "patch_size": [64, 32, 32], "measured": [[16, 32, 32], [32, 32, 32]]},
+    "gpu_benchmark": {"n_filters": 16, "patch_size": [32, 48, 48], "measured": [[32, 48, 48]]},
+    "protocol": {"n_filters": 32, "patch_size": [64, 128, 128], "measured": [[16, 64, 128], [16, 128, 128]]},
+}
+PRECISIONS = ("fp32", "16bit")
+WARMUP_PATCH = [16, 32, 32]  # the smallest whose deepest maps have more than one voxel
+GIB = 2**30
+
+
+def protocol_batches() -> dict[str, dict[str, int]]:
+    """Per-method batch overrides of config/paper.yaml's ``method_train`` (fully: 4 labelled)."""
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    return {
+        name: {k: v for k, v in train.items() if k in ("batch_labelled", "batch_unlabelled")}
+        for name, train in (paper.get("method_train") or {}).items()
+    }
+
+
+def resident_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def state_bytes(trainer: Trainer) -> dict[str, int]:
+    """Bytes of the weights (students and teachers) and of the optimisers' momentum buffers."""
+    tensors = {}
+    for net in [*trainer.method.students().values(), *trainer.method.teachers()]:
+        for t in [*net.parameters(), *net.buffers()]:
+            tensors[t.data_ptr()] = t.numel() * t.element_size()
+    optimiser = sum(
+        t.numel() * t.element_size()
+        for opt in trainer.optimisers.values()
+        for state in opt.state.values()
+        for t in state.values()
+        if torch.is_tensor(t)
+    )
+    return {"weights": sum(tensors.values()), "optimiser_state": optimiser}
+
+
+def step_memory(
+    method: str,
+    precision: str,
+    patch: list[int],
+    n_filters: int,
+    batch: dict[str, int],
+    data_dir: Path,
+    ids: list[str],
+    scratch: Path,
+    device: str = "auto",
+    warmup_patch: list[int] | None = WARMUP_PATCH,
+) -> dict:
+    """One warm-up step at ``warmup_patch`` (None: at ``patch``, for methods keeping state
+    shaped like the patch, as DePL), then the peak memory of one step at ``patch``."""
+    on_cuda = resolve_device(device).type == "cuda"
+    settings = TrainSettings(
+        max_epochs=1000,
+        iterations_per_epoch=10_000,
+        n_filters=n_filters,
+        patch_size=list(warmup_patch or patch),
+        queue_length=4,
+        amp="fp16" if precision == "16bit" else "off",
+        device=device,
+        **batch,
+    )
+    # 4 labelled cases: a queue pass holds one patch per case, so a batch of 4 needs 4 of them
+    data = TrainData(data_dir, labelled=ids[:4], unlabelled=ids[4:], eval=[], num_classes=NUM_CLASSES)
+    if on_cuda:
+        baseline = torch.cuda.memory_allocated()
+    else:
+        baseline = resident_bytes()
+    method_settings = {"mask_block": min(16, patch[0])} if method == "micd" else {}
+    trainer = Trainer(method, method_settings, settings, data, scratch / f"{method}-{precision}", seed=0)
+    if precision == "16bit" and not on_cuda:
+        trainer.amp_dtype = torch.bfloat16  # the engine keeps the CPU in fp32; measured here only
+    trainer.method.initialise(torch.ones(NUM_CLASSES, dtype=torch.float64), len(data.unlabelled))
+    trainer.method.train()
+    trainer.step(trainer.streams(), settings.lr)
+    settings.patch_size = list(patch)
+    streams = trainer.streams()
+    if on_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    row = trainer.step(streams, settings.lr)
+    seconds = time.perf_counter() - started
+    if on_cuda:
+        peak, kind = torch.cuda.max_memory_allocated(), "cuda_max_memory_allocated"
+        extra = {"cuda_max_reserved_mib": round(torch.cuda.max_memory_reserved() / 2**20)}
+    else:
+        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_peak_rss_minus_before_model"
+        extra = {"rss_before_model_mib": round(baseline / 2**20)}
+    states = state_bytes(trainer)
+    loss = row["losses"]["loss"]
+    record = {
+        "method": method,
+        "precision": precision,
+        "amp_dtype": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else None,
+        "n_filters": n_filters,
+        "patch_size": list(patch),
+        "batch": f"{settings.batch_labelled}+{settings.batch_unlabelled if trainer.method.uses_unlabelled else 0}",
+        "num_classes": NUM_CLASSES,
+        "step_mib": round((peak - baseline) / 2**20),
+        "memory_kind": kind,
+        "warmup_patch": list(warmup_patch or patch),
+        **extra,
+        "weights_mib": round(states["weights"] / 2**20),
+        "optimiser_state_mib": round(states["optimiser_state"] / 2**20),
+        "step_s": round(seconds, 2),
+        "finite_loss": loss is not None and math.isfinite(loss),
+    }
+    del trainer, streams
+    gc.collect()
+    if on_cuda:
+        torch.cuda.empty_cache()
+    return record
+
+
+def machine(device: torch.device, threads: int) -> dict:
+    info = {"host": platform.node(), "cpu": cpu_model(), "cpu_threads": threads}
+    info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    info |= {"python": platform.python_version(), "torch": torch.__version__}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["gpu_memory_mib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**20)
+    else:
+        info["memory_gib"] = round(resident_total() / GIB, 1)
+    return info
+
+
+def resident_total() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def child(spec: dict) -> None:
+    """Measure one step in this process and print its record as the last line of stdout."""
+    torch.set_num_threads(spec["threads"])
+    with tempfile.TemporaryDirectory(prefix="micd-memory-") as tmp:
+        grid = tuple(spec["patch"])
+        ids = make_cases(Path(tmp) / "data", grid, n=8)
+        record = step_memory(
+            spec["method"],
+            spec["precision"],
+            spec["patch"],
+            spec["n_filters"],
+            spec["batch"],
+            Path(tmp) / "data",
+            ids,
+            Path(tmp) / "runs",
+            spec["device"],
+            None if spec.get("warmup") == "same" else WARMUP_PATCH,
+        )
+    print(json.dumps(record), flush=True)
+
+
+def measure_in_child(spec: dict, timeout: float) -> dict:
+    command = [sys.executable, __file__, "--child", json.dumps(spec)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result within {timeout:.0f} s"}
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        return {"error": f"exit status {done.returncode}: {' | '.join(tail)}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def extrapolate(points: list[dict], patch: list[int]) -> dict:
+    """The line through (voxels, step_mib) of the measured patches, at ``patch``'s voxel count."""
+    xs = [math.prod(p["patch_size"]) for p in points]
+    ys = [p["step_mib"] for p in points]
+    slope = (ys[-1] - ys[0]) / (xs[-1] - xs[0])
+    intercept = ys[0] - slope * xs[0]
+    return {
+        "step_mib": round(intercept + slope * math.prod(patch)),
+        "intercept_mib": round(intercept),
+        "mib_per_voxel": slope,
+        "extrapolation": "linear in the patch's voxel count through the measured patches",
+        "measured": {"x".join(map(str, p["patch_size"])): p["step_mib"] for p in points},
+    }
+
+
+CARDS_GIB = (16, 24, 32, 40, 48, 80, 141)  # common GPU memory sizes (a "24 GB" card has 24 GiB)
+# on top of the step's tensors: the CUDA context (about 1 GiB) and 10 % for the cuDNN workspace
+# and the caching allocator's fragmentation
+CONTEXT_GIB, WORKSPACE_FRACTION = 1.0, 0.10
+
+
+def card_for(need_gib: float) -> str:
+    fits = [c for c in CARDS_GIB if c >= need_gib * (1 + WORKSPACE_FRACTION) + CONTEXT_GIB]
+    return f"{fits[0]} GB" if fits else f"more than {CARDS_GIB[-1]} GB"
+
+
+def resource_table(path: Path, size: str = "protocol") -> str:
+    """The README's table: per method, the latest estimate at ``size`` in fp32 and 16-bit, and
+    the smallest common card holding each step with the CUDA context and the workspace added
+    (``card_for``); methods without a record are left out."""
+    latest: dict[tuple[str, str], dict] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        kind = "estimate" if len(SIZES[size]["measured"]) > 1 else "measured"
+        if r.get("size") == size and r.get("kind") == kind and "error" not in r:
+            latest[r["method"], r["precision"]] = r
+    rows = ["| method | batch | fp32 | 16-bit | card for 16-bit | card for fp32 |", "|---|---|---:|---:|---|---|"]
+    for method, cls in METHODS.items():
+        fp32, half = latest.get((method, "fp32")), latest.get((method, "16bit"))
+        if not (fp32 or half):
+            continue
+        gib = {k: r["step_mib"] / 1024 if r else None for k, r in (("fp32", fp32), ("16bit", half))}
+        shown = {k: f"{v:.1f} GiB" if v is not None else "not measured" for k, v in gib.items()}
+        cards = {k: card_for(v) if v is not None else "" for k, v in gib.items()}
+        batch = (fp32 or half)["batch"]
+        rows.append(
+            f"| {cls.display_name} (`{method}`) | {batch} | {shown['fp32']} | {shown['16bit']} "
+            f"| {cards['16bit']} | {cards['fp32']} |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", nargs="+", default=["protocol"], choices=sorted(SIZES))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of each child process")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds one child may take")
+    p.add_argument(
+        "--warmup",
+        choices=["small", "same"],
+        default="small",
+        help="warm-up step at 16x32x32 (small) or at the measured patch (same: for DePL, whose state has the patch's shape)",
+    )
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "memory_benchmark.jsonl")
+    p.add_argument("--table", action="store_true", help="print the README's table from --out's records")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return
+    if args.table:
+        print(resource_table(args.out, args.sizes[0]))
+        return
+    device = resolve_device(args.device)
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    host = machine(device, args.threads)
+    batches = protocol_batches()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(record: dict) -> None:
+        record = {"benchmark": "memory", "date": stamp, **record, "machine": host}
+        print(json.dumps({k: v for k, v in record.items() if k != "machine"}), flush=True)
+        with open(args.out, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    for size in args.sizes:
+        spec = SIZES[size]
+        for precision in args.precisions:
+            for method in args.methods:
+                batch = batches.get(method, {}) if size == "protocol" else {}
+                points = []
+                for patch in spec["measured"]:
+                    job = {"method": method, "precision": precision, "patch": patch, "n_filters": spec["n_filters"]}
+                    job |= {"batch": batch, "threads": args.threads, "device": args.device, "warmup": args.warmup}
+                    result = measure_in_child(job, args.timeout)
+                    log({"kind": "measured", "size": size, **job, **result})
+                    if "error" not in result:
+                        points.append(result)
+                if len(spec["measured"]) > 1 and len(points) == len(spec["measured"]):
+                    estimate = {"method": method, "precision": precision, "n_filters": spec["n_filters"]}
+                    estimate |= {"patch_size": spec["patch_size"], "batch": points[0]["batch"]}
+                    log({"kind": "estimate", "size": size, **estimate, **extrapolate(points, spec["patch_size"])})
+
+
+if __name__ == "__main__":
+    main()
