@@ -216,7 +216,7 @@ def _convert_case(case: SourceCase, archive_dir: Path, out_dir: Path, num_labels
     _validate(case, image, label, num_labels)
     source_shape, source_affine = image.data.shape, image.affine
 
-    image, label = _to_canonical(image), _to_canonical(label)
+    image, label = to_canonical(image), to_canonical(label)
     image_dtype = np.int16 if _fits_int16(image.data) else np.float32
     save_nifti(
         out_dir / "images" / f"{case.case_id}.nii.gz",
@@ -283,7 +283,7 @@ def _validate(case: SourceCase, image: Volume, label: Volume, num_labels: int) -
         )
 
 
-def _to_canonical(volume: Volume) -> Volume:
+def to_canonical(volume: Volume) -> Volume:
     """Reorient by axis flips/permutations only to the closest RAS+ orientation."""
     ornt = nib.orientations.io_orientation(volume.affine)
     data = np.ascontiguousarray(nib.orientations.apply_orientation(volume.data, ornt))

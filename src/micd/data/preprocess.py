@@ -132,7 +132,7 @@ def preprocess(
     read from the manifest's folder (``images/``, ``labels/``).
     """
     manifest = Path(manifest)
-    target = _check_target(mode, grid, spacing)
+    target = preprocessing_target(mode, grid, spacing)
     if not hu_window[0] < hu_window[1]:
         raise SettingsError(f"expected hu_window (low, high) with low < high, got {hu_window}")
     rows = read_manifest(manifest)
@@ -148,7 +148,7 @@ def preprocess(
         )
 
 
-def _check_target(mode: str, grid, spacing) -> tuple:
+def preprocessing_target(mode: str, grid, spacing) -> tuple:
     """The mode's target: a grid of three positive sizes, a spacing of three positive mm, or
     nothing (``half_inplane``)."""
     if mode not in MODES:
@@ -170,6 +170,17 @@ def target_shape(mode: str, target: tuple, shape_dhw: tuple[int, ...], spacing_d
         depth, height, width = shape_dhw
         return (depth, height // 2, width // 2)
     return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape_dhw, spacing_dhw, target))
+
+
+def preprocessing_record(data_dir: Path) -> dict | None:
+    """How a preprocessed folder was made (mode, its grid or spacing, HU window), from its
+    ``stats.json``; None for a folder without one. A model trained on the folder keeps this, so
+    that a new scan can be preprocessed the same way (micd.segment)."""
+    path = Path(data_dir) / "stats.json"
+    if not path.is_file():
+        return None
+    stats = json.loads(path.read_text())
+    return {key: stats[key] for key in ("mode", *MODES, "hu_window") if key in stats}
 
 
 def read_cases(data_dir: Path) -> dict[str, dict[str, str]]:
@@ -249,6 +260,39 @@ def _affine(case_row: Mapping[str, str], column: str) -> np.ndarray:
     return parse_affine(text)
 
 
+def preprocess_image(
+    image: Volume, mode: str, target: tuple, hu_window: tuple[float, float]
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A canonical (RAS) image on its preprocessed grid: the (D, H, W) float array in [0, 1] and
+    the grid's shape. ``target`` is :func:`preprocessing_target`'s."""
+    grid = target_shape(mode, target, image.data.shape[::-1], image.spacing[::-1])
+    image_dhw = image.data.transpose(2, 1, 0)
+    if mode == "grid":  # DHC's AMOS: resample the raw HU values, then window the result
+        return window_normalise(resize_image(image_dhw, grid), hu_window), grid
+    # Trilinear weights sum to 1 only up to rounding: clip to stay inside [0, 1].
+    return np.clip(resize_image(window_normalise(image_dhw, hu_window), grid), 0.0, 1.0), grid
+
+
+def transform_columns(
+    mode: str, image: Volume, grid: tuple[int, ...], source_shape: str, source_affine: str
+) -> dict[str, str]:
+    """The ``cases.csv`` columns that take a canonical ``image``'s label map on ``grid`` back to
+    the source file (:func:`restore_original`); ``source_shape`` and ``source_affine`` are the
+    source file's, as the conversion manifest writes them."""
+    shape_dhw, spacing_dhw = image.data.shape[::-1], image.spacing[::-1]
+    grid_spacing = [n * s / g for n, s, g in zip(shape_dhw, spacing_dhw, grid)]
+    return {
+        "mode": mode,
+        "original_shape": _joined(shape_dhw),
+        "original_spacing": _joined(round(s, 4) for s in spacing_dhw),
+        "original_affine": format_affine(image.affine),
+        "grid": _joined(grid),
+        "grid_spacing": _joined(round(s, 4) for s in grid_spacing),
+        "source_shape": source_shape,
+        "source_affine": source_affine,
+    }
+
+
 def _preprocess_case(
     row: dict[str, str],
     canonical_dir: Path,
@@ -261,16 +305,7 @@ def _preprocess_case(
     case_id = row["case_id"]
     image = load_nifti(canonical_dir / "images" / f"{case_id}.nii.gz", case_id)
     label = load_nifti(canonical_dir / "labels" / f"{case_id}.nii.gz", case_id)
-    shape_dhw = image.data.shape[::-1]
-    spacing_dhw = image.spacing[::-1]
-    grid = target_shape(mode, target, shape_dhw, spacing_dhw)
-
-    image_dhw = image.data.transpose(2, 1, 0)
-    if mode == "grid":  # DHC's AMOS: resample the raw HU values, then window the result
-        grid_image = window_normalise(resize_image(image_dhw, grid), hu_window)
-    else:
-        # Trilinear weights sum to 1 only up to rounding: clip to stay inside [0, 1].
-        grid_image = np.clip(resize_image(window_normalise(image_dhw, hu_window), grid), 0.0, 1.0)
+    grid_image, grid = preprocess_image(image, mode, target, hu_window)
     grid_label = resize_label(label.data.transpose(2, 1, 0), grid, label_resampling(mode))
     _save_npy(out_dir / "images" / f"{case_id}.npy", grid_image.astype(np.float32))
     _save_npy(out_dir / "labels" / f"{case_id}.npy", grid_label.astype(np.uint8))
@@ -280,19 +315,11 @@ def _preprocess_case(
     low, high = float(np.nanmin(grid_image)), float(np.nanmax(grid_image))
     ok = not np.isnan(grid_image).any() and 0.0 <= low and high <= 1.0
     ok = ok and min(before) >= 0 and max(before) < num_classes
-    grid_spacing = [n * s / g for n, s, g in zip(shape_dhw, spacing_dhw, grid)]
     return _CaseResult(
         case_row={
             "case_id": case_id,
             "subset": row["subset"],
-            "mode": mode,
-            "original_shape": _joined(shape_dhw),
-            "original_spacing": _joined(round(s, 4) for s in spacing_dhw),
-            "original_affine": format_affine(image.affine),
-            "grid": _joined(grid),
-            "grid_spacing": _joined(round(s, 4) for s in grid_spacing),
-            "source_shape": row["source_shape"],
-            "source_affine": row["source_affine"],
+            **transform_columns(mode, image, grid, row["source_shape"], row["source_affine"]),
         },
         check_row={
             "case_id": case_id,

@@ -41,11 +41,15 @@ class InferenceSettings:
 
 
 def load_model(model_path: Path, device: torch.device) -> tuple[Method, TrainSettings]:
-    saved = torch.load(model_path, map_location=device, weights_only=False)
+    return model_from_saved(torch.load(model_path, map_location=device, weights_only=False), device)
+
+
+def model_from_saved(saved: Mapping, device: torch.device) -> tuple[Method, TrainSettings]:
+    """The method (in eval mode, on ``device``) and train settings of a loaded ``model.pt``."""
     method_name = saved["provenance"]["method"]
     settings = TrainSettings.from_dict(saved["train_settings"])
     method = build_method(
-        method_name, saved["method_settings"], saved["num_classes"], settings.n_filters, settings.dropout
+        method_name, saved["method_settings"], saved["num_classes"], settings.n_filters, settings.dropout, saved=True
     )
     method.load_inference_state_dict(saved["method_state"])
     return method.to(device).eval(), settings
@@ -115,17 +119,26 @@ def predict_cases(
     """Segment every case with sliding windows of the model's training patch and stride."""
     torch_device = resolve_device(device)
     method, train = load_model(model_path, torch_device)
+    segment_volume = volume_segmenter(method, train, settings, torch_device)
+    write_predictions(segment_volume, data_dir, case_ids, out_dir, settings.original_grid)
+
+
+def volume_segmenter(
+    method: Method, train: TrainSettings, settings: InferenceSettings, device: torch.device
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from a preprocessed (D, H, W) image to its label map: sliding windows of the
+    model's training patch and stride."""
 
     def segment_volume(image: np.ndarray) -> np.ndarray:
         labels = segment(
             method.predict,
-            torch.from_numpy(image),
+            torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
             train.patch_size,
             train.window_stride,
             settings.batch_size,
             settings.blending,
-            torch_device,
+            device,
         )
         return labels.numpy()
 
-    write_predictions(segment_volume, data_dir, case_ids, out_dir, settings.original_grid)
+    return segment_volume

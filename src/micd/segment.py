@@ -1,0 +1,271 @@
+"""Segment one's own CT scans with a trained run: ``micd segment``.
+
+Each scan, whatever its orientation and voxel spacing, is reoriented to RAS as the conversion
+does, preprocessed exactly as the run's training data were (HU window, mode, grid or spacing:
+the ``preprocessing`` record its ``model.pt`` carries), segmented with the run's sliding
+windows, and the label map put back on the scan's own voxel grid and affine. Output::
+
+    out_dir/{scan}.nii.gz       uint8 label map, the scan's shape and affine
+    out_dir/volumes.csv         one row per scan and organ: VOLUME_COLUMNS
+    out_dir/segment.json        the model, its preprocessing and the code that segmented
+
+``{scan}`` is the image file's name without ``.nii.gz`` or ``.nii``. The folder is built
+whole in a temporary sibling and renamed into place (all scans or none).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from micd.atomic import atomic_dir, atomic_write
+from micd.data.classes import OrganClass, classes_for
+from micd.data.convert import format_affine, to_canonical
+from micd.data.errors import DataError, case_error
+from micd.data.io import Volume, file_digest, load_nifti, save_nifti, write_csv
+from micd.data.preprocess import preprocess_image, preprocessing_target, restore_original, transform_columns
+from micd.provenance import provenance
+
+VOLUME_COLUMNS = ("scan", "label", "organ", "voxels", "volume_ml")
+VOLUMES_CSV = "volumes.csv"
+RECORD_JSON = "segment.json"
+
+# Hounsfield units: the lowest value a scanner writes is its padding outside the field of view
+# (-3024 on some; air is -1000), and every CT of the trunk holds fat (-100) or air.
+HU_FLOOR = -3100.0
+HU_LOWEST_EXPECTED = -200.0
+
+MODEL_KEYS = ("method_state", "method_settings", "train_settings", "num_classes", "provenance", "preprocessing")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a run's training images were preprocessed (micd.data.preprocess)."""
+
+    mode: str
+    target: tuple  # the grid (D, H, W), the spacing (D, H, W mm), or () for half_inplane
+    hu_window: tuple[float, float]
+
+    @classmethod
+    def from_record(cls, record: Mapping, model_path: Path) -> "Preprocessing":
+        """From a model's ``preprocessing`` record; a missing key is an error naming the file."""
+        mode = record.get("mode")
+        needed = ["mode", "hu_window", *([mode] if mode in ("grid", "spacing") else [])]
+        missing = [key for key in needed if key not in record]
+        if missing:
+            raise _model_error(model_path, f"preprocessing.{missing[0]}")
+        target = preprocessing_target(mode, record.get("grid"), record.get("spacing"))
+        low, high = (float(v) for v in record["hu_window"])
+        return cls(mode, target, (low, high))
+
+    def as_record(self) -> dict:
+        return {
+            "mode": self.mode,
+            **({self.mode: list(self.target)} if self.target else {}),
+            "hu_window": list(self.hu_window),
+        }
+
+
+@dataclass(frozen=True)
+class PreparedScan:
+    """A scan on its preprocessed grid and the transform back to the scan's own grid."""
+
+    image: np.ndarray  # (D, H, W) float32 in [0, 1], RAS-ordered
+    case_row: dict[str, str]  # the cases.csv columns restore_original reads
+
+    def restore(self, labels_dhw: np.ndarray) -> Volume:
+        """A label map on the preprocessed grid put back on the scan's voxel grid and affine."""
+        return restore_original(labels_dhw, self.case_row)
+
+
+def _model_error(model_path: Path, key: str) -> DataError:
+    return case_error(
+        None,
+        model_path,
+        f"the model file has no {key!r}; micd segment needs a model.pt written by `micd train` "
+        "of this version (train the run again to get one)",
+    )
+
+
+def read_model_file(model_path: Path, device) -> tuple[dict, Preprocessing, tuple[OrganClass, ...]]:
+    """A ``model.pt`` checked for what segmenting needs: the loaded file, its preprocessing, and
+    the classes of its family."""
+    import torch
+
+    try:
+        saved = torch.load(model_path, map_location=device, weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # pickle, zip and torch each raise their own kinds
+        raise case_error(None, model_path, f"expected a model.pt written by `micd train` ({exc})") from exc
+    if not isinstance(saved, Mapping):
+        raise case_error(None, model_path, "expected a model.pt written by `micd train`, found no dictionary")
+    for key in MODEL_KEYS:
+        if saved.get(key) is None:
+            raise _model_error(model_path, key)
+    for key in ("method", "family"):
+        if key not in saved["provenance"]:
+            raise _model_error(model_path, f"provenance.{key}")
+    classes = classes_for(saved["provenance"]["family"])
+    if len(classes) != saved["num_classes"]:
+        raise case_error(
+            None,
+            model_path,
+            f"the model has {saved['num_classes']} classes, its family {saved['provenance']['family']!r} {len(classes)}",
+        )
+    return saved, Preprocessing.from_record(saved["preprocessing"], model_path), classes
+
+
+def scan_name(path: Path) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def scan_files(paths: Iterable[Path]) -> list[Path]:
+    """The NIfTI files named, a folder standing for the ``.nii.gz`` and ``.nii`` files in it."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and scan_name(p) != p.name)
+            if not found:
+                raise case_error(None, path, "expected .nii.gz or .nii images in this folder, found none")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise case_error(None, path, "no such image file or folder")
+    names = [scan_name(p) for p in files]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"two images would write the same label map {twice[0]}.nii.gz: rename one of them")
+    return files
+
+
+def check_ct(volume: Volume, name: str, path: Path) -> None:
+    """A DataError unless the values look like CT in Hounsfield units."""
+    data = volume.data
+    if not np.issubdtype(data.dtype, np.number) or data.size == 0:
+        raise case_error(name, path, f"expected a CT in HU, found an empty or non-numeric volume ({data.dtype})")
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        raise case_error(name, path, "expected finite CT values, found NaN or infinite voxels")
+    low, high = float(data.min()), float(data.max())
+    if low < HU_FLOOR or low > HU_LOWEST_EXPECTED:
+        raise case_error(
+            name,
+            path,
+            f"expected a CT in Hounsfield units (air -1000, fat -100, water 0; lowest value between "
+            f"{HU_FLOOR:g} and {HU_LOWEST_EXPECTED:g}), found values {low:g} to {high:g}: is it a CT, "
+            "with its values rescaled to HU (the header's scl_slope and scl_inter)?",
+        )
+
+
+def prepare_scan(volume: Volume, name: str, preprocessing: Preprocessing) -> PreparedScan:
+    """A scan (any orientation) reoriented to RAS and preprocessed as the run's training data."""
+    canonical = to_canonical(volume)
+    image, grid = preprocess_image(canonical, preprocessing.mode, preprocessing.target, preprocessing.hu_window)
+    source_shape = "x".join(str(n) for n in volume.data.shape)
+    columns = transform_columns(preprocessing.mode, canonical, grid, source_shape, format_affine(volume.affine))
+    return PreparedScan(image.astype(np.float32), {"case_id": name, **columns})
+
+
+def organ_volumes(name: str, labels: Volume, classes: Sequence[OrganClass]) -> list[dict[str, object]]:
+    """Voxels and mL of each foreground organ in a label map (0 for one not found)."""
+    voxel_ml = abs(float(np.linalg.det(labels.affine[:3, :3]))) / 1000.0
+    counts = np.bincount(labels.data.ravel(), minlength=len(classes))
+    return [
+        {
+            "scan": name,
+            "label": c.label,
+            "organ": c.name,
+            "voxels": int(counts[c.label]),
+            "volume_ml": round(int(counts[c.label]) * voxel_ml, 3),
+        }
+        for c in classes
+        if c.label != 0
+    ]
+
+
+def check_out_dir(out_dir: Path, scans: Sequence[Path]) -> None:
+    """The output folder is replaced whole: it must be new, empty, or an earlier output."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise case_error(None, out_dir, "expected a folder for the label maps, found a file")
+    inside = [s for s in scans if out_dir.resolve() in s.resolve().parents]
+    if inside:
+        raise case_error(None, out_dir, f"the output folder holds the input {inside[0]}: choose another folder")
+    entries = list(out_dir.iterdir())
+    if entries and not (out_dir / RECORD_JSON).is_file():
+        raise case_error(
+            None, out_dir, "the output folder is not empty and not an earlier micd segment output: choose another"
+        )
+
+
+def segment_scans(
+    scans: Sequence[Path],
+    out_dir: Path,
+    preprocessing: Preprocessing,
+    classes: Sequence[OrganClass],
+    segment_volume: Callable[[np.ndarray], np.ndarray],
+    record: Mapping | None = None,
+) -> list[dict[str, object]]:
+    """Segment each scan file with ``segment_volume`` (a preprocessed (D, H, W) image to its
+    label map) and write the outputs of the module docstring; returns the volume rows."""
+    check_out_dir(out_dir, scans)
+    rows: list[dict[str, object]] = []
+    with atomic_dir(out_dir) as tmp:
+        for path in scans:
+            name = scan_name(path)
+            volume = load_nifti(path, name)
+            check_ct(volume, name, path)
+            prepared = prepare_scan(volume, name, preprocessing)
+            labels = prepared.restore(segment_volume(prepared.image).astype(np.uint8))
+            save_nifti(tmp / f"{name}.nii.gz", labels)
+            organs = organ_volumes(name, labels, classes)
+            rows.extend(organs)
+            print(f"{path}: {sum(r['voxels'] > 0 for r in organs)} organs found", flush=True)
+        write_csv(tmp / VOLUMES_CSV, VOLUME_COLUMNS, rows)
+        scans_record = [{"scan": scan_name(p), "file": str(p), "sha256": file_digest(p)} for p in scans]
+        text = json.dumps(
+            provenance({**(record or {}), "preprocessing": preprocessing.as_record(), "scans": scans_record}),
+            indent=2,
+            sort_keys=True,
+        )
+        atomic_write(tmp / RECORD_JSON, text + "\n")
+    return rows
+
+
+def segment_with_model(
+    model_path: Path,
+    images: Sequence[Path],
+    out_dir: Path,
+    batch_size: int = 2,
+    blending: str = "average",
+    device: str = "auto",
+) -> list[dict[str, object]]:
+    """``micd segment``: every image (or folder of images) segmented by a run's ``model.pt``."""
+    from micd.engine import resolve_device
+    from micd.evaluation.predict import InferenceSettings, model_from_saved, volume_segmenter
+
+    settings = InferenceSettings(batch_size=batch_size, blending=blending, original_grid=False)
+    scans = scan_files(images)
+    torch_device = resolve_device(device)
+    saved, preprocessing, classes = read_model_file(model_path, torch_device)
+    method, train = model_from_saved(saved, torch_device)
+    record = {
+        "model": str(model_path),
+        "model_sha256": file_digest(model_path),
+        "run": {key: saved["provenance"].get(key) for key in ("dataset", "ratio", "variant", "method", "seed")},
+        "inference": {"batch_size": batch_size, "blending": blending, "device": torch_device.type},
+    }
+    return segment_scans(
+        scans, out_dir, preprocessing, classes, volume_segmenter(method, train, settings, torch_device), record
+    )
