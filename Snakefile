@@ -1,6 +1,9 @@
+import sys
+
 from snakemake.utils import min_version, validate
 
-from micd.config_check import check_config
+from micd.config_check import ConfigError, check_config
+from micd.report.landing import landing_words
 
 min_version("9.0")
 
@@ -8,9 +11,15 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-# short messages naming each unknown key, bad value or unregistered method (src/micd/config_check.py)
-check_config(config, workflow.source_path("config/schema.yaml"))
+# short messages naming each unknown key, bad value or unregistered method (src/micd/config_check.py);
+# the message alone, as a raised error would add Snakemake's traceback lines under it
+try:
+    check_config(config, workflow.source_path("config/schema.yaml"))
+except ConfigError as error:
+    sys.exit(f"Error: {error}")
 validate(config, "config/schema.yaml", set_default=True)
+# derived, not a setting: the words of the report's landing page, which can read only the config
+config["report_landing"] = landing_words(config)
 
 
 report: "report/workflow.rst"
@@ -24,6 +33,7 @@ include: "rules/split.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/segment.smk"
 
 
 # Light jobs run where Snakemake runs, not as cluster jobs (docs/cluster.md); so do downloads,
@@ -35,6 +45,7 @@ localrules:
     synthesise,
     split,
     share_every_case_run,
+    report_config,
     report,
     dice_per_class,
     dice_vs_ratio,

@@ -66,7 +66,7 @@ def main() -> None:
         list(archived.values()),
         {name: cell["settings"] for name, cell in grid.items()},
         out.with_suffix(".csv"),
-        out.with_suffix(".png"),
+        [out.with_suffix(".png")],
         {key: config[key] for key in PROVENANCE_KEYS},
     )
     missing = sorted(set(grid) - set(archived))

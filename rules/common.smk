@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import shlex
@@ -248,6 +249,15 @@ def gpu_job_resources(stage):
     }
 
 
+def device_slot_args():
+    """``micd train``/``micd infer``'s options of the job's GPU slot (config `resources.device_slots`)."""
+    slots = config["resources"]["device_slots"]
+    return (
+        f"--device-slots {slots['devices']} --device-wait {slots['wait_minutes']} "
+        f"--device-lock-dir {shlex.quote(slots['lock_dir'])}"
+    )
+
+
 # Report (rules/report.smk): output paths and the helpers of its rules.
 
 TABLE = "results/tables/{dataset}_{table}"
@@ -258,10 +268,37 @@ DICE_VS_RATIO = "results/figures/{dataset}_dice_vs_ratio.png"
 QUALITATIVE = "results/figures/{dataset}_qualitative.png"
 SENSITIVITY_TABLE = "results/tables/{dataset}_mask_sensitivity.csv"
 SENSITIVITY_FIGURE = "results/figures/{dataset}_mask_sensitivity.png"
+REPORT_CONFIG = "results/{dataset}/report_config.json"
 
 
 def sidecars(*paths):
     return [f"{path}.provenance.json" for path in paths]
+
+
+def figure_files(png):
+    """The files of the figure ``png`` (a path ending in .png), one per configured format
+    (config `figures.formats`), the PNG first."""
+    stem = png.removesuffix(".png")
+    return [
+        png,
+        *(f"{stem}.{kind}" for kind in config["figures"]["formats"] if kind != "png"),
+    ]
+
+
+def other_formats(png):
+    """The files of the figure ``png`` but the PNG (which the report shows)."""
+    return figure_files(png)[1:]
+
+
+def in_every_format(*pngs):
+    return [path for png in pngs for path in figure_files(png)]
+
+
+def report_config_digest(wildcards):
+    """SHA-256 of report_config: the parameter that re-runs the job writing it when the settings
+    change (a dry run's reason then names the digest, not the whole configuration twice).
+    """
+    return hashlib.sha256(report_config(wildcards).encode()).hexdigest()
 
 
 def report_config(wildcards):
@@ -279,6 +316,7 @@ def report_config(wildcards):
         "sensitivity",
         "published_results",
         "qualitative_case",
+        "figures",
     ]
     return as_json(
         {"dataset": {wildcards.dataset: dataset_config(wildcards)}}

@@ -3,10 +3,27 @@
 # `snakemake tables` / `snakemake figures` rebuild them alone.
 
 
+# The settings every sidecar records, as a file: as a parameter of each job they would fill a
+# dry run's reasons with the whole configuration, twice per job, after any change.
+rule report_config:
+    output:
+        REPORT_CONFIG,
+    log:
+        "results/logs/{dataset}/report_config.log",
+    params:
+        sha256=report_config_digest,
+    run:
+        from micd.atomic import atomic_write
+
+        atomic_write(output[0], report_config(wildcards) + "\n")
+        atomic_write(log[0], f"{output[0]}: sha256 {params.sha256}\n")
+
+
 rule report:
     input:
         metrics=lambda wc: metrics_files(wc.dataset, table_rows(wc.table)),
         published=published_reference,
+        config=REPORT_CONFIG,
     output:
         md=table_file("md"),
         tex=table_file("tex"),
@@ -24,20 +41,21 @@ rule report:
             "--published", published_reference(wc) or None
         ),
         title=lambda wc: f"{wc.dataset}, {wc.table}: test-set scores of seeds {config['seeds']}. {split_origins(wc)}",
-        config=report_config,
     shell:
         "micd report --metrics {input.metrics} --family {params.family} --methods {params.methods} "
         "--table-md {output.md} --table-tex {output.tex} --table-html {output.html} "
         "--table-csv {output.csv} {params.published} --title {params.title:q} "
-        "--config {params.config:q} > {log} 2>&1"
+        "--config {input.config} > {log} 2>&1"
 
 
 rule dice_per_class:
     input:
-        lambda wc: metrics_files(wc.dataset, table_rows(wc.table)),
+        metrics=lambda wc: metrics_files(wc.dataset, table_rows(wc.table)),
+        config=REPORT_CONFIG,
     output:
         figure=figure(DICE_PER_CLASS, "dice_per_class.rst", "Dice per class ({table})"),
-        provenance=sidecars(DICE_PER_CLASS),
+        formats=other_formats(DICE_PER_CLASS),
+        provenance=sidecars(*figure_files(DICE_PER_CLASS)),
     log:
         "results/logs/{dataset}/dice_per_class_{table}.log",
     conda:
@@ -45,39 +63,41 @@ rule dice_per_class:
     params:
         family=family,
         methods=lambda wc: " ".join(table_rows(wc.table)),
-        config=report_config,
     shell:
-        "micd dice-per-class --metrics {input} --family {params.family} --methods {params.methods} "
-        "--figure {output.figure} --config {params.config:q} > {log} 2>&1"
+        "micd dice-per-class --metrics {input.metrics} --family {params.family} --methods {params.methods} "
+        "--figure {output.figure} {output.formats} --config {input.config} > {log} 2>&1"
 
 
 rule dice_vs_ratio:
     input:
-        lambda wc: metrics_files(wc.dataset),
+        metrics=lambda wc: metrics_files(wc.dataset),
+        config=REPORT_CONFIG,
     output:
         figure=figure(DICE_VS_RATIO, "dice_vs_ratio.rst", "Dice against labelled ratio"),
-        provenance=sidecars(DICE_VS_RATIO),
+        formats=other_formats(DICE_VS_RATIO),
+        provenance=sidecars(*figure_files(DICE_VS_RATIO)),
     log:
         "results/logs/{dataset}/dice_vs_ratio.log",
     conda:
         CONDA_ENV
     params:
         methods=" ".join(config["methods"]),
-        config=report_config,
     shell:
-        "micd dice-vs-ratio --metrics {input} --methods {params.methods} "
-        "--figure {output.figure} --config {params.config:q} > {log} 2>&1"
+        "micd dice-vs-ratio --metrics {input.metrics} --methods {params.methods} "
+        "--figure {output.figure} {output.formats} --config {input.config} > {log} 2>&1"
 
 
 rule training_curves:
     input:
         logs=lambda wc: record_paths(training_runs(wc), "train_log"),
         validation=lambda wc: record_paths(training_runs(wc), "validation"),
+        config=REPORT_CONFIG,
     output:
         figure=figure(
             TRAINING_CURVES, "training_curves.rst", "training curves ({table})"
         ),
-        provenance=sidecars(TRAINING_CURVES),
+        formats=other_formats(TRAINING_CURVES),
+        provenance=sidecars(*figure_files(TRAINING_CURVES)),
     log:
         "results/logs/{dataset}/training_curves_{table}.log",
     conda:
@@ -85,10 +105,9 @@ rule training_curves:
     params:
         runs=lambda wc: as_json(training_runs(wc)),
         methods=lambda wc: " ".join(table_rows(wc.table)),
-        config=report_config,
     shell:
         "micd training-curves --runs {params.runs:q} --methods {params.methods} "
-        "--figure {output.figure} --config {params.config:q} > {log} 2>&1"
+        "--figure {output.figure} {output.formats} --config {input.config} > {log} 2>&1"
 
 
 rule qualitative:
@@ -96,9 +115,11 @@ rule qualitative:
         predictions=lambda wc: record_paths(qualitative_runs(wc), "predictions"),
         data="results/{dataset}/preprocessed",
         cases="results/{dataset}/splits/test.txt",
+        config=REPORT_CONFIG,
     output:
         figure=figure(QUALITATIVE, "qualitative.rst", "qualitative comparison"),
-        provenance=sidecars(QUALITATIVE),
+        formats=other_formats(QUALITATIVE),
+        provenance=sidecars(*figure_files(QUALITATIVE)),
     log:
         "results/logs/{dataset}/qualitative.log",
     conda:
@@ -107,16 +128,16 @@ rule qualitative:
         runs=lambda wc: as_json(qualitative_runs(wc)),
         family=family,
         case=optional_arg("--case", config["qualitative_case"]),
-        config=report_config,
     shell:
         "micd qualitative --runs {params.runs:q} --data-dir {input.data} --cases {input.cases} "
-        "{params.case} --family {params.family} --figure {output.figure} "
-        "--config {params.config:q} > {log} 2>&1"
+        "{params.case} --family {params.family} --figure {output.figure} {output.formats} "
+        "--config {input.config} > {log} 2>&1"
 
 
 rule sensitivity_report:
     input:
-        lambda wc: metrics_files(wc.dataset, list(sensitivity_variants())),
+        metrics=lambda wc: metrics_files(wc.dataset, list(sensitivity_variants())),
+        config=REPORT_CONFIG,
     output:
         table_csv=report(
             SENSITIVITY_TABLE,
@@ -130,7 +151,8 @@ rule sensitivity_report:
             },
         ),
         figure=figure(SENSITIVITY_FIGURE, "mask_sensitivity.rst", "mask sensitivity"),
-        provenance=sidecars(SENSITIVITY_TABLE, SENSITIVITY_FIGURE),
+        formats=other_formats(SENSITIVITY_FIGURE),
+        provenance=sidecars(SENSITIVITY_TABLE, *figure_files(SENSITIVITY_FIGURE)),
     log:
         "results/logs/{dataset}/sensitivity_report.log",
     conda:
@@ -139,11 +161,10 @@ rule sensitivity_report:
         grid=lambda wc: as_json(
             {name: v["settings"] for name, v in sensitivity_variants().items()}
         ),
-        config=report_config,
     shell:
-        "micd sensitivity --metrics {input} --grid {params.grid:q} "
-        "--table-csv {output.table_csv} --figure {output.figure} "
-        "--config {params.config:q} > {log} 2>&1"
+        "micd sensitivity --metrics {input.metrics} --grid {params.grid:q} "
+        "--table-csv {output.table_csv} --figure {output.figure} {output.formats} "
+        "--config {input.config} > {log} 2>&1"
 
 
 rule tables:
@@ -154,7 +175,9 @@ rule tables:
 rule figures:
     input:
         expand(
-            [DICE_PER_CLASS, TRAINING_CURVES, DICE_VS_RATIO, QUALITATIVE],
+            in_every_format(
+                DICE_PER_CLASS, TRAINING_CURVES, DICE_VS_RATIO, QUALITATIVE
+            ),
             dataset=run_datasets(),
             table="results",
         ),
@@ -163,7 +186,7 @@ rule figures:
 rule ablation:
     input:
         expand(
-            TABLE_FILES + [DICE_PER_CLASS, TRAINING_CURVES],
+            TABLE_FILES + in_every_format(DICE_PER_CLASS, TRAINING_CURVES),
             dataset=run_datasets(),
             table="ablation",
         ),

@@ -1,5 +1,7 @@
 """`snakemake --profile slurm`, typed just so from the repository root, plans the default target
-once the account and partition are exported, and says clearly what is missing otherwise."""
+once the account and partition are exported, and says clearly what is missing otherwise. The root
+is a fresh copy of the workflow (copy_workflow), so the checkout's results/ do not matter and
+nothing is written into it."""
 
 from __future__ import annotations
 
@@ -9,25 +11,30 @@ import sys
 from pathlib import Path
 
 import pytest
+from workflow_helpers import ROOT, copy_workflow
 
-ROOT = Path(__file__).resolve().parents[1]
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return copy_workflow(tmp_path_factory.mktemp("root"))
 
 
-def dry_run(**env: str | None) -> subprocess.CompletedProcess:
+def dry_run(root: Path, **env: str | None) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SBATCH_")}
     environment.update({k: v for k, v in env.items() if v is not None})
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
     command = [sys.executable, "-m", "snakemake", "-n", "--profile", "slurm"]
-    return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True, timeout=300)
 
 
-def test_the_root_profile_is_the_slurm_profile():
-    assert (ROOT / "slurm").resolve() == (ROOT / "profiles" / "slurm").resolve()
-    assert (ROOT / "slurm" / "config.yaml").is_file()
+def test_the_root_profile_is_the_slurm_profile(root):
+    for folder in (ROOT, root):
+        assert (folder / "slurm").resolve() == (folder / "profiles" / "slurm").resolve()
+        assert (folder / "slurm" / "config.yaml").is_file()
 
 
-def test_snakemake_profile_slurm_plans_the_default_target_from_the_root():
-    result = dry_run(SBATCH_ACCOUNT="our_account", SBATCH_PARTITION="gpu")
+def test_snakemake_profile_slurm_plans_the_default_target_from_the_root(root):
+    result = dry_run(root, SBATCH_ACCOUNT="our_account", SBATCH_PARTITION="gpu")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "Using profile slurm" in output
@@ -36,15 +43,15 @@ def test_snakemake_profile_slurm_plans_the_default_target_from_the_root():
 
 
 @pytest.mark.parametrize("unset", ["SBATCH_ACCOUNT", "SBATCH_PARTITION"])
-def test_an_unexported_account_or_partition_stops_the_run_with_what_to_do(unset):
+def test_an_unexported_account_or_partition_stops_the_run_with_what_to_do(root, unset):
     exported = {"SBATCH_ACCOUNT": "our_account", "SBATCH_PARTITION": "gpu", unset: None}
-    result = dry_run(**exported)
+    result = dry_run(root, **exported)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert f"and {unset} is not exported: export SBATCH_ACCOUNT=<account> SBATCH_PARTITION=<partition>" in output
     assert "rule train:" not in output
 
 
-def test_an_empty_account_means_none_and_plans():
-    result = dry_run(SBATCH_ACCOUNT="", SBATCH_PARTITION="")
+def test_an_empty_account_means_none_and_plans(root):
+    result = dry_run(root, SBATCH_ACCOUNT="", SBATCH_PARTITION="")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from workflow_helpers import copy_workflow, snakemake_env
 
 from micd.config_check import ConfigError, check_config
 
@@ -53,6 +55,8 @@ def test_the_shipped_configurations_pass(config):
         ({"method_settings": {"micd": {"mask_ration": 0.3}}}, "did you mean 'mask_ratio'?"),
         ({"train.lr": -1}, "train.lr: -1 is less than or equal to the minimum of 0"),
         ({"preprocess.mode": "dhc"}, "preprocess.mode: 'dhc' is not one of ['grid', 'half_inplane', 'spacing']"),
+        ({"figures.formats": ["pdf"]}, "figures.formats: ['pdf'] must include 'png'"),
+        ({"figures.formats": ["png", "eps"]}, "figures.formats.1: 'eps' is not one of ['png', 'pdf', 'svg']"),
     ],
 )
 def test_each_kind_of_mistake_is_named_with_the_nearest_valid_name(changes, expected):
@@ -76,14 +80,56 @@ def test_every_problem_is_reported_at_once():
     assert message.startswith("2 problems in the configuration:")
 
 
-def test_the_workflow_stops_at_load_with_the_short_message(tmp_path):
-    (tmp_path / "typo.yaml").write_text("ratio: [5]\ntrain: {max_epoch: 3}\n")
-    command = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile")]
-    command += ["--directory", str(ROOT), "--configfile", str(tmp_path / "typo.yaml")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+def _dry_run(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """``snakemake -n ARGS`` as a user types it in the root of a copy of the workflow."""
+    command = [sys.executable, "-m", "snakemake", "-n", *args]
+    return subprocess.run(command, cwd=root, env=snakemake_env(), capture_output=True, text=True, timeout=300)
+
+
+def test_the_workflow_stops_at_load_with_the_short_message_alone(tmp_path):
+    root = copy_workflow(tmp_path / "root")
+    (root / "typo.yaml").write_text("ratio: [5]\ntrain: {max_epoch: 3}\n")
+    result = _dry_run(root, "--configfile", "typo.yaml")
     assert result.returncode != 0
-    output = result.stdout + result.stderr
-    assert "ratio: unknown key; did you mean 'ratios'?" in output
-    assert "train.max_epoch: unknown key; did you mean 'max_epochs'?" in output
-    assert "properties" not in output  # no schema dump
-    assert len(output.splitlines()) < 15
+    assert result.stderr.splitlines() == [
+        "Error: 2 problems in the configuration:",
+        "  ratio: unknown key; did you mean 'ratios'?",
+        "  train.max_epoch: unknown key; did you mean 'max_epochs'?",
+    ]
+    assert 'File "' not in result.stdout + result.stderr  # no traceback lines, no schema dump
+    assert not (root / ".snakemake").exists() or not any((root / ".snakemake").rglob("*.lock"))
+
+
+def test_targets_go_before_configfile_or_the_file_is_given_with_an_equals_sign(tmp_path):
+    """Snakemake's --configfile takes every following word as a file and opens each before the
+    workflow is read, so a target after it fails in Snakemake itself (README, "Run"); the two
+    forms the README gives instead plan the target."""
+    root = copy_workflow(tmp_path / "root")
+    (root / "my.yaml").write_text("seeds: [1]\n")
+    for args in (["figures", "--configfile", "my.yaml"], ["--configfile=my.yaml", "figures"]):
+        result = _dry_run(root, *args)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "rule dice_vs_ratio:" in result.stdout and "rule report:" not in result.stdout
+    misplaced = _dry_run(root, "--configfile", "my.yaml", "figures")
+    assert misplaced.returncode != 0
+    assert "No such file or directory: 'figures'" in misplaced.stdout + misplaced.stderr
+
+
+def test_a_setting_the_method_lacks_is_refused_with_its_settings_at_load(tmp_path):
+    """Issue 28: CLD has none of MICD's keys; the dry run names cld, the nearest key if one is
+    close, and cld's settings; a variant's settings are checked against its method alike."""
+    from micd.methods import METHODS
+
+    cld = ", ".join(sorted(f.name for f in dataclasses.fields(METHODS["cld"].Settings)))
+    root = copy_workflow(tmp_path / "root")
+    (root / "cld.yaml").write_text("method_settings: {cld: {masking: true}}\n")
+    result = _dry_run(root, "--configfile", "cld.yaml")
+    assert result.returncode != 0
+    assert f"  method_settings.cld.masking: cld has no setting 'masking' (cld's settings: {cld})" in (
+        result.stderr.splitlines()
+    )
+    message = problems_of({"variants": {"mine": {"method": "cld", "settings": {"sampling_gama": 0.3}}}})
+    assert (
+        f"variants.mine.settings.sampling_gama: cld has no setting 'sampling_gama'; did you mean 'sampling_gamma'? "
+        f"(cld's settings: {cld})" in message
+    )

@@ -298,7 +298,7 @@ def test_the_command_line_names_a_bad_setting_without_a_traceback(data_dir, tmp_
     command = train_command(data_dir, tmp_path / "o", lists, "micd", method_settings='{"mask_ration": 0.3}')
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
-    assert "micd train: error: method 'micd' has no setting(s) ['mask_ration']" in result.stderr
+    assert "micd train: error: micd has no setting 'mask_ration'; did you mean 'mask_ratio'?" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -312,10 +312,10 @@ class PoisonedFrom(Trainer):
         original = self.method.training_step
 
         def poisoned(batch, progress):
-            terms = original(batch, progress)
+            result = original(batch, progress)
             if progress.iteration >= self.poison_from:
-                terms["loss"] = terms["loss"] * float("nan")
-            return terms
+                result.losses["loss"] = result.loss * float("nan")
+            return result
 
         self.method.training_step = poisoned
         weights = {k: v.clone() for k, v in self.method.state_dict().items() if "running" not in k}
@@ -344,7 +344,9 @@ def test_a_non_finite_loss_changes_no_weight_is_logged_and_a_run_of_them_stops(d
     with pytest.raises(TrainingError, match=r"iteration 4 \(epoch 1\): 3 steps in a row skipped.*non-finite loss"):
         trainer.fit()
     assert [row["iteration"] for row in trainer.skipped_rows] == [2, 3]  # the third raised
-    assert all(row["loss"] is None and row["skipped"].startswith("non-finite loss") for row in trainer.skipped_rows)
+    assert all(
+        row["losses"]["loss"] is None and row["skipped"].startswith("non-finite loss") for row in trainer.skipped_rows
+    )
     assert "iteration 2: update skipped, non-finite loss" in capsys.readouterr().out
     assert not (tmp_path / "model.pt").exists()
 
@@ -360,7 +362,7 @@ def test_a_single_bad_step_is_skipped_and_training_goes_on(data_dir, tmp_path):
     assert trainer.fit()
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [row["iteration"] for row in log if "skipped" in row] == [3]
-    assert len(log) == 8 and all(row["loss"] is not None for row in log if "skipped" not in row)
+    assert len(log) == 8 and all(row["losses"]["loss"] is not None for row in log if "skipped" not in row)
 
 
 def test_epochs_learning_rate_and_validation_follow_dhcs_loop(data_dir, tmp_path):

@@ -20,6 +20,7 @@ FIGURES = [
     f"figures/synthetic_{name}.png"
     for name in ("results_dice_per_class", "results_training_curves", "dice_vs_ratio", "qualitative")
 ]
+PDFS = [figure.removesuffix(".png") + ".pdf" for figure in FIGURES]  # config figures.formats: [png, pdf]
 
 
 def test_dry_run_plans_the_default_target_and_lint_is_clean(tmp_path):
@@ -73,7 +74,9 @@ def test_tiny_workflow_writes_table_and_figure_from_its_own_numbers(tiny_run: Pa
     for figure in FIGURES:
         with Image.open(results / figure) as image:
             image.verify()
-    for output in TABLES + FIGURES:
+    for pdf in PDFS:
+        assert (results / pdf).read_bytes().startswith(b"%PDF-")
+    for output in TABLES + FIGURES + PDFS:
         provenance = json.loads((results / f"{output}.provenance.json").read_text())
         assert provenance["output"] == Path(output).name and provenance["config"]["seeds"] == [0]
         assert provenance["packages"]["micd"] and provenance["code_version"]
@@ -106,8 +109,10 @@ def test_each_run_keeps_a_checkpoint_a_log_and_its_provenance(tiny_run: Path):
     assert model["provenance"]["method"] == "micd" and model["provenance"]["seed"] == 0
     assert model["provenance"]["labelled_cases"] and model["train_settings"]["n_filters"] == 2
     assert (run / "state" / "checkpoint.pt").is_file()
-    log = pd.read_json(run / "train_log.jsonl", lines=True)
-    assert len(log) == 4 and {"sup", "mcpc", "cfc", "cmd", "data_s", "compute_s"} <= set(log.columns)
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 4 and all({"data_s", "compute_s"} <= set(row) for row in log)
+    assert all(set(row["losses"]) == {"loss", "sup", "mcpc", "cfc", "cmd"} for row in log)
+    assert all(set(row["diagnostics"]) == {"beta"} for row in log)
     predicted = sorted(p.name.removesuffix(".nii.gz") for p in (run / "predictions").glob("*.nii.gz"))
     test_ids = sorted((tiny_run / "results" / "synthetic" / "splits" / "test.txt").read_text().split())
     assert predicted == test_ids
@@ -117,6 +122,11 @@ def test_the_report_holds_every_table_and_figure(tiny_run: Path):
     snakemake(tiny_run, "--report", "report.html")
     page = (tiny_run / "report.html").read_text()
     assert "MICD and its baselines under DHC" in page  # report/workflow.rst
+    landing = page[page.index("Data sets: ") :].split("</p>")[0].replace("\\n", " ")
+    assert landing == (  # prose, not Python lists
+        "Data sets: synthetic; labelled ratios: 5 %, 10 %; methods: V-Net (fully), V-Net (labelled only), MICD; "
+        "seeds: 0."
+    )
     assert "Wilcoxon signed-rank" in page and "Qualitative comparison" in page  # captions
     for output in TABLES + FIGURES:
         assert Path(output).name in page
@@ -148,3 +158,19 @@ def test_rebuilding_the_figures_runs_no_training(tiny_run: Path):
 def test_a_second_run_has_nothing_to_do(tiny_run: Path):
     dry = snakemake(tiny_run, "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_a_changed_report_setting_replans_the_report_with_short_reasons(tiny_run: Path):
+    """The settings the sidecars record reach the report jobs as a file whose job has their
+    digest as its parameter: a change re-runs them all, and the reasons stay one line each."""
+    (tiny_run / "no_published.yaml").write_text("published_results: null\n")
+    dry = snakemake(tiny_run, "-n", configfiles=("config.yaml", "no_published.yaml"))
+    out = dry.stdout + dry.stderr
+    for rule in ("report_config", *REPORT_RULES):
+        assert f"rule {rule}:" in out
+    for rule in ("train", "infer", "metrics"):
+        assert f"rule {rule}:" not in out
+    reasons = [line for line in out.splitlines() if line.strip().startswith("reason:")]
+    assert len(reasons) == len(REPORT_RULES) + 2  # and the `all` job
+    assert max(len(line) for line in reasons) < 2000 and "method_settings" not in out
+    assert "Params have changed" in out and len(out) < 12_000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -38,6 +39,25 @@ TINY_CONFIG = {
     },
     "method_settings": {"micd": {"mask_block": 8}},
 }
+
+
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "report", "envs", "profiles", "slurm")
+"""What a copy of the workflow needs to run as from the repository root (``slurm`` is a link)."""
+
+
+def copy_workflow(destination: Path) -> Path:
+    """A copy of the workflow's files (not results/ or .snakemake/) in ``destination``, so a
+    test can run snakemake there exactly as a user types it in the root, leaving the checkout as it is."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        source = ROOT / name
+        if source.is_symlink():
+            (destination / name).symlink_to(os.readlink(source))
+        elif source.is_dir():
+            shutil.copytree(source, destination / name)
+        else:
+            shutil.copy2(source, destination / name)
+    return destination
 
 
 def snakemake_command(workdir: Path, *args: str, configfiles: Sequence[str | Path] = ("config.yaml",)) -> list[str]:

@@ -31,6 +31,14 @@ def _json_list(text: str) -> list:
     return _json_of(list, text)
 
 
+def _json_file(text: str) -> dict:
+    try:
+        content = Path(text).read_text()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror}") from None
+    return _json_of(dict, content)
+
+
 def cmd_synthesise(args: argparse.Namespace) -> None:
     from micd.data.synthetic import generate_archive
 
@@ -124,12 +132,24 @@ def split_origin(split_file: Path) -> str:
     return "unknown (no origin.csv beside the split file)"
 
 
+def take_device_slot(args: argparse.Namespace) -> None:
+    """A GPU of the job's own on a workstation (micd.devices), before anything initialises CUDA."""
+    from micd.devices import DeviceBusyError, claim_device, parse_devices
+
+    try:
+        claim_device(parse_devices(args.device_slots), args.device_lock_dir, args.device_wait)
+    except (DeviceBusyError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
+    take_device_slot(args)
     import torch
 
     from micd.data.classes import classes_for
     from micd.data.io import read_case_list
     from micd.engine import TrainData, Trainer, TrainSettings
+    from micd.memory import out_of_memory_message
     from micd.methods import METHODS, trains_on_every_case
 
     torch.set_num_threads(args.threads)
@@ -148,6 +168,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     run_info = {
         "dataset": args.dataset,
+        "family": args.family,  # its class names, for micd segment's volume table
         "ratio": args.ratio,
         "variant": args.variant or args.method,
         "labelled_cases": labelled,
@@ -162,13 +183,19 @@ def cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         run_info=run_info,
     )
-    if not trainer.fit():
+    try:
+        finished = trainer.fit()
+    except torch.cuda.OutOfMemoryError:
+        # the last checkpoint is whole and the declared outputs unwritten: the job can be rerun
+        sys.exit(out_of_memory_message(trainer))
+    if not finished:
         # stopped by SIGTERM after a checkpoint: a non-zero exit lets the scheduler requeue the
         # job, and the next run resumes from the checkpoint
         sys.exit(143)
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
+    take_device_slot(args)
     import torch
 
     from micd.data.io import read_case_list
@@ -177,6 +204,15 @@ def cmd_infer(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     settings = InferenceSettings(batch_size=args.batch_size, blending=args.blending, original_grid=args.original_grid)
     predict_cases(args.model, args.data_dir, read_case_list(args.cases), args.out, settings, device=args.device)
+
+
+def cmd_segment(args: argparse.Namespace) -> None:
+    import torch
+
+    from micd.segment import segment_with_model
+
+    torch.set_num_threads(args.threads)
+    segment_with_model(args.model, args.images, args.out, args.batch_size, args.blending, args.device)
 
 
 def cmd_metrics(args: argparse.Namespace) -> None:
@@ -235,103 +271,208 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     build_mask_sensitivity(args.metrics, args.grid, args.table_csv, args.figure, args.config)
 
 
+def add_device_slot_options(s: argparse.ArgumentParser) -> None:
+    """The job's device slot on a workstation with several GPUs (micd.devices, docs/cluster.md)."""
+    from micd.devices import DEFAULT_LOCK_DIR
+
+    s.add_argument(
+        "--device-slots",
+        default="none",
+        help="GPUs this job may take one of, locked for its lifetime: auto (every GPU CUDA sees), none "
+        "(take no slot; the default) or comma-separated ids in nvidia-smi's order, e.g. 0,2,3",
+    )
+    s.add_argument(
+        "--device-wait",
+        type=float,
+        default=10.0,
+        help="minutes to wait for a free slot before failing, e.g. 10; 0: fail at once (default: 10)",
+    )
+    s.add_argument(
+        "--device-lock-dir",
+        type=Path,
+        default=DEFAULT_LOCK_DIR,
+        help=f"folder of the per-GPU lock files, shared by every job of the machine (default: {DEFAULT_LOCK_DIR})",
+    )
+
+
+FAMILY_HELP = "data-set family, which names the organ classes: amos, synapse or synthetic"
+CASE_LIST_HELP = "path to a text file of case ids, one per line"
+SETTINGS_HELP = "JSON object of {} settings (config/schema.yaml: {}); unset keys take their defaults"
+METRICS_HELP = "paths of metrics.csv files (micd metrics), one per run"
+
+
 def _report_parser(sub: argparse._SubParsersAction, name: str, help: str, func) -> argparse.ArgumentParser:
     """A report subcommand: each writes a ``{file}.provenance.json`` beside every file it writes."""
     s = sub.add_parser(name, help=help)
-    s.add_argument("--config", type=_json, default={}, help="JSON: workflow settings for the provenance sidecars")
+    s.add_argument(
+        "--config",
+        type=_json_file,
+        default={},
+        help="path to a JSON file of the workflow settings to record in the provenance sidecars "
+        "(the workflow's results/<dataset>/report_config.json; default: none recorded)",
+    )
     s.set_defaults(func=func)
     return s
 
 
+def _figure_argument(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--figure",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="paths of the figure to write, one per format, named by the extension: .png (300 dpi), .pdf or .svg",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
+    from micd import __version__
+
     p = argparse.ArgumentParser(prog="micd", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synthesise", help="generate the synthetic multi-organ CT archive (AMOS layout)")
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--n-train", type=int, required=True)
-    s.add_argument("--n-validation", type=int, required=True)
-    s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--options", type=_json, default={}, help="JSON of further generator options")
+    s.add_argument("--out", type=Path, required=True, help="folder to write the archive to (imagesTr/, imagesVa/, ...)")
+    s.add_argument("--n-train", type=int, required=True, help="number of training cases (imagesTr/)")
+    s.add_argument(
+        "--n-validation", type=int, required=True, help="number of validation cases (imagesVa/, the test set)"
+    )
+    s.add_argument("--seed", type=int, required=True, help="integer seed; the same arguments give the same files")
+    s.add_argument(
+        "--options",
+        type=_json,
+        default={},
+        help='JSON object of size options, e.g. {"inplane": [40, 48], "slices": [18, 24]} '
+        "(config/schema.yaml: datasets.<name>.synthetic.options)",
+    )
     s.set_defaults(func=cmd_synthesise)
 
     s = sub.add_parser("fetch-zenodo", help="download a file of a Zenodo record (resumable, md5 checked)")
-    s.add_argument("--api-url", required=True, help="https://zenodo.org/api/records/<id>")
+    s.add_argument("--api-url", required=True, help="the record's API URL, https://zenodo.org/api/records/<id>")
     s.add_argument("--file", required=True, help="file name in the record, e.g. amos22.zip")
-    s.add_argument("--md5", help="expected md5 (checked against the record's)")
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--licence", required=True)
-    s.add_argument("--licence-accepted", action="store_true")
-    s.add_argument("--retries", type=int, default=5)
+    s.add_argument("--md5", help="expected md5 as hex (checked against the record's)")
+    s.add_argument("--out", type=Path, required=True, help="path of the file to write (a partial <out>.part resumes)")
+    s.add_argument(
+        "--dataset", required=True, help="data set name, as in the config's datasets, for the licence message"
+    )
+    s.add_argument("--licence", required=True, help="the licence's name, e.g. 'CC BY 4.0', for the licence message")
+    s.add_argument("--licence-accepted", action="store_true", help="the licence was read and accepted; else stop")
+    s.add_argument("--retries", type=int, default=5, help="attempts after a dropped connection or timeout (default: 5)")
     s.set_defaults(func=cmd_fetch_zenodo)
 
     s = sub.add_parser("fetch-synapse", help="Synapse's RawData.zip: a placed copy or a download with a token")
-    s.add_argument("--entity", required=True)
-    s.add_argument("--md5", required=True)
+    s.add_argument("--entity", required=True, help="Synapse id of the archive, e.g. syn3379050")
+    s.add_argument("--md5", required=True, help="expected md5 of the archive, as hex")
     s.add_argument("--placed", type=Path, help="where the user may have placed the archive")
-    s.add_argument("--token-env", default="SYNAPSE_AUTH_TOKEN", help="environment variable holding the token")
-    s.add_argument("--out", type=Path, required=True)
+    s.add_argument(
+        "--token-env",
+        default="SYNAPSE_AUTH_TOKEN",
+        help="name of the environment variable holding the personal access token (default: SYNAPSE_AUTH_TOKEN)",
+    )
+    s.add_argument("--out", type=Path, required=True, help="path of the archive to write")
     s.set_defaults(func=cmd_fetch_synapse)
 
     s = sub.add_parser("fetch-splits", help="download published split files, each sha256 checked")
-    s.add_argument("--base-url", required=True)
-    s.add_argument("--sha256", type=_json, required=True, help="JSON: file name -> sha256")
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--retries", type=int, default=5)
+    s.add_argument("--base-url", required=True, help="URL of the folder holding the files: each is <base-url>/<name>")
+    s.add_argument(
+        "--sha256",
+        type=_json,
+        required=True,
+        help='JSON object of file name to sha256 hex, e.g. {"train.txt": "ab12..."}',
+    )
+    s.add_argument("--out", type=Path, required=True, help="folder to write the files and their sources.csv to")
+    s.add_argument("--retries", type=int, default=5, help="attempts per file after a dropped connection (default: 5)")
     s.set_defaults(func=cmd_fetch_splits)
 
     s = sub.add_parser("extract", help="extract a zip archive safely (no escaping paths, no macOS junk)")
-    s.add_argument("--archive", type=Path, required=True)
-    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--archive", type=Path, required=True, help="path of the zip file")
+    s.add_argument("--out", type=Path, required=True, help="folder to extract into (appears complete or not at all)")
     s.set_defaults(func=cmd_extract)
 
     s = sub.add_parser("convert", help="validate an extracted archive into the canonical layout")
-    s.add_argument("--archive", type=Path, required=True)
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--layout", choices=["amos", "synapse"], default="amos")
-    s.add_argument("--modality", choices=["all", "ct"], default="all")
+    s.add_argument("--archive", type=Path, required=True, help="folder of the extracted archive")
+    s.add_argument(
+        "--out", type=Path, required=True, help="folder of the canonical layout to write (manifest.csv, ...)"
+    )
+    s.add_argument(
+        "--layout",
+        choices=["amos", "synapse"],
+        default="amos",
+        help="the archive's file layout: amos (dataset.json, imagesTr/, ...) or synapse (Training/img/, ...)",
+    )
+    s.add_argument("--modality", choices=["all", "ct"], default="all", help="ct: only AMOS's CT cases (ids up to 500)")
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("preprocess", help="HU window, normalise and resample every case once")
-    s.add_argument("--manifest", type=Path, required=True)
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--family", required=True)
-    s.add_argument("--mode", choices=["grid", "half_inplane", "spacing"], default="grid")
+    s.add_argument("--manifest", type=Path, required=True, help="manifest.csv of the converted data set (micd convert)")
+    s.add_argument("--out", type=Path, required=True, help="folder to write the preprocessed arrays and cases.csv to")
+    s.add_argument("--family", required=True, help=FAMILY_HELP)
+    s.add_argument(
+        "--mode",
+        choices=["grid", "half_inplane", "spacing"],
+        default="grid",
+        help="resize to --grid, halve the in-plane size, or resample to --spacing (default: grid)",
+    )
     s.add_argument("--grid", type=int, nargs=3, metavar=("D", "H", "W"), help="mode grid: the fixed grid")
     s.add_argument("--spacing", type=float, nargs=3, metavar=("D", "H", "W"), help="mode spacing: voxel size, mm")
-    s.add_argument("--hu-window", type=float, nargs=2, required=True, metavar=("LOW", "HIGH"))
+    s.add_argument(
+        "--hu-window", type=float, nargs=2, required=True, metavar=("LOW", "HIGH"), help="HU window, e.g. -75 275"
+    )
     s.set_defaults(func=cmd_preprocess)
 
     s = sub.add_parser("split", help="published or seeded train/eval/test and labelled/unlabelled lists, validated")
     s.add_argument("--cases", type=Path, required=True, help="cases.csv of the preprocessed set")
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--ratios", type=int, nargs="+", required=True)
-    s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--eval-fraction", type=float, required=True)
-    s.add_argument("--test-fraction", type=float, default=0.2, help="when the data has no test subset")
+    s.add_argument("--out", type=Path, required=True, help="folder to write the case lists (.txt) and origin.csv to")
+    s.add_argument("--ratios", type=int, nargs="+", required=True, help="labelled ratios in %%, e.g. 5 10")
+    s.add_argument("--seed", type=int, required=True, help="integer seed of the generated lists")
+    s.add_argument(
+        "--eval-fraction", type=float, required=True, help="fraction (0 to 1) of the training cases kept for validation"
+    )
+    s.add_argument(
+        "--test-fraction", type=float, default=0.2, help="fraction of the cases tested when the data has no test subset"
+    )
     s.add_argument("--published", type=Path, help="folder of published split files (DHC's names)")
     s.set_defaults(func=cmd_split)
 
     s = sub.add_parser("train", help="train one method on one split with one seed")
-    for name in ("data-dir", "train", "labelled", "unlabelled", "eval", "out-dir"):
-        s.add_argument(f"--{name}", type=Path, required=True)
-    s.add_argument("--method", required=True, help="registered method name")
+    train_paths = {
+        "data-dir": "folder of the preprocessed data set (micd preprocess)",
+        "train": f"{CASE_LIST_HELP}: every training case (read by the methods that ignore the split)",
+        "labelled": f"{CASE_LIST_HELP}: the labelled training cases",
+        "unlabelled": f"{CASE_LIST_HELP}: the unlabelled training cases",
+        "eval": f"{CASE_LIST_HELP}: the validation cases",
+        "out-dir": "the run's folder: model.pt, train_log.jsonl, validation.csv and state/ are written there",
+    }
+    for name, text in train_paths.items():
+        s.add_argument(f"--{name}", type=Path, required=True, help=text)
+    s.add_argument("--method", required=True, help="registered method name (micd.methods.METHODS), e.g. micd")
     s.add_argument("--variant", help="name of this configuration of the method (default: the method)")
-    s.add_argument("--method-settings", type=_json, default={})
-    s.add_argument("--train-settings", type=_json, default={})
-    s.add_argument("--family", required=True)
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--ratio", type=int, required=True)
-    s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--threads", type=int, default=1)
+    s.add_argument(
+        "--method-settings",
+        type=_json,
+        default={},
+        help=SETTINGS_HELP.format("the method's", "method_settings; docs/methods.md") + ', e.g. {"mask_block": 8}',
+    )
+    s.add_argument(
+        "--train-settings",
+        type=_json,
+        default={},
+        help=SETTINGS_HELP.format("training", "train") + ', e.g. {"max_epochs": 8, "lr": 0.01}',
+    )
+    s.add_argument("--family", required=True, help=FAMILY_HELP)
+    s.add_argument("--dataset", required=True, help="data set name, recorded in the model's provenance")
+    s.add_argument("--ratio", type=int, required=True, help="labelled ratio in %%, recorded in the provenance")
+    s.add_argument("--seed", type=int, required=True, help="integer seed of the model and the data streams")
+    s.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default: 1)")
+    add_device_slot_options(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("infer", help="sliding-window predictions of a trained model")
-    s.add_argument("--model", type=Path, required=True)
-    s.add_argument("--data-dir", type=Path, required=True)
-    s.add_argument("--cases", type=Path, required=True)
-    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--model", type=Path, required=True, help="model.pt of a finished run (micd train)")
+    s.add_argument("--data-dir", type=Path, required=True, help="folder of the preprocessed data set")
+    s.add_argument("--cases", type=Path, required=True, help=f"{CASE_LIST_HELP}: the cases to segment")
+    s.add_argument("--out", type=Path, required=True, help="folder to write <case_id>.nii.gz label maps to")
     s.add_argument("--blending", default="average", help="overlapping windows: average (the protocol), hann or crop")
     s.add_argument("--batch-size", type=int, default=2, help="windows per forward pass")
     s.add_argument(
@@ -340,63 +481,87 @@ def parser() -> argparse.ArgumentParser:
         default=True,
         help="also write predictions on the source file's grid (predictions/original/)",
     )
-    s.add_argument("--device", default="auto")
-    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--device", default="auto", help="a PyTorch device, e.g. cpu or cuda:0; auto: a GPU if there is one")
+    s.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default: 1)")
+    add_device_slot_options(s)
     s.set_defaults(func=cmd_infer)
 
+    s = sub.add_parser(
+        "segment",
+        help="segment one's own CT scans with a trained run (label maps on each scan's grid, organ volumes)",
+    )
+    s.add_argument("images", type=Path, nargs="+", help="CT images in HU (.nii.gz or .nii), or folders of them")
+    s.add_argument("--model", type=Path, required=True, help="path: a run's model.pt, as `micd train` writes it")
+    s.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="folder (new, empty or an earlier output): {scan}.nii.gz, volumes.csv, segment.json",
+    )
+    s.add_argument("--blending", default="average", help="word: how overlapping windows blend: average, hann or crop")
+    s.add_argument("--batch-size", type=int, default=2, help="integer: windows per forward pass (default 2)")
+    s.add_argument("--device", default="auto", help="word: auto (a GPU if there is one), cpu, cuda or cuda:N")
+    s.add_argument("--threads", type=int, default=1, help="integer: CPU threads for PyTorch (default 1)")
+    s.set_defaults(func=cmd_segment)
+
     s = sub.add_parser("metrics", help="per-case, per-class Dice and ASD of one run's predictions")
-    s.add_argument("--predictions", type=Path, required=True)
-    s.add_argument("--data-dir", type=Path, required=True)
-    s.add_argument("--cases", type=Path, required=True)
-    s.add_argument("--family", required=True)
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--ratio", type=int, required=True)
-    s.add_argument("--method", required=True)
-    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--predictions", type=Path, required=True, help="folder of the run's label maps (micd infer)")
+    s.add_argument("--data-dir", type=Path, required=True, help="folder of the preprocessed data set (the truth)")
+    s.add_argument("--cases", type=Path, required=True, help=f"{CASE_LIST_HELP}: the test cases to score")
+    s.add_argument("--family", required=True, help=FAMILY_HELP)
+    for name, text in (("dataset", "data set name"), ("method", "method or variant name")):
+        s.add_argument(f"--{name}", required=True, help=f"{text}, written in each row")
+    s.add_argument("--ratio", type=int, required=True, help="labelled ratio in %%, written in each row")
+    s.add_argument("--seed", type=int, required=True, help="the run's seed, written in each row")
     s.add_argument("--both-empty-dice", type=float, default=100.0, help="Dice (%%) of a class absent from both")
     s.add_argument("--empty-asd", type=float, default=128.0, help="ASD (voxels) of a class absent from one")
-    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--out", type=Path, required=True, help="path of the metrics.csv to write")
     s.set_defaults(func=cmd_metrics)
 
     s = _report_parser(sub, "report", "results or ablation table of a data set: md, LaTeX, HTML, CSV", cmd_report)
-    s.add_argument("--metrics", type=Path, nargs="+", required=True)
-    s.add_argument("--family", required=True)
-    s.add_argument("--methods", nargs="+", required=True, help="row order")
-    for fmt in ("md", "tex", "html", "csv"):
-        s.add_argument(f"--table-{fmt}", type=Path, required=True)
+    s.add_argument("--metrics", type=Path, nargs="+", required=True, help=METRICS_HELP)
+    s.add_argument("--family", required=True, help=FAMILY_HELP)
+    s.add_argument("--methods", nargs="+", required=True, help="method names, in row order")
+    for fmt, kind in (("md", "Markdown"), ("tex", "LaTeX"), ("html", "HTML"), ("csv", "CSV")):
+        s.add_argument(f"--table-{fmt}", type=Path, required=True, help=f"path of the {kind} table to write")
     s.add_argument("--published", type=Path, help="published results (long CSV) to show beside ours")
     s.add_argument("--title", default="", help="first sentence of the caption")
 
     s = _report_parser(sub, "dice-per-class", "figure: Dice per organ class, methods side by side", cmd_dice_per_class)
-    s.add_argument("--metrics", type=Path, nargs="+", required=True)
-    s.add_argument("--family", required=True)
-    s.add_argument("--methods", nargs="+", required=True, help="legend order")
-    s.add_argument("--figure", type=Path, required=True)
+    s.add_argument("--metrics", type=Path, nargs="+", required=True, help=METRICS_HELP)
+    s.add_argument("--family", required=True, help=FAMILY_HELP)
+    s.add_argument("--methods", nargs="+", required=True, help="method names, in legend order")
+    _figure_argument(s)
 
     s = _report_parser(sub, "dice-vs-ratio", "figure: mean Dice against the labelled ratio", cmd_dice_vs_ratio)
-    s.add_argument("--metrics", type=Path, nargs="+", required=True)
-    s.add_argument("--methods", nargs="+", required=True, help="legend order")
-    s.add_argument("--figure", type=Path, required=True)
+    s.add_argument("--metrics", type=Path, nargs="+", required=True, help=METRICS_HELP)
+    s.add_argument("--methods", nargs="+", required=True, help="method names, in legend order")
+    _figure_argument(s)
 
     runs_help = "JSON list of runs: dataset, ratio, method, seed and the paths of their files"
     s = _report_parser(sub, "training-curves", "figure: loss terms and validation Dice per method", cmd_training_curves)
     s.add_argument("--runs", type=_json_list, required=True, help=f"{runs_help} (train_log, validation)")
-    s.add_argument("--methods", nargs="+", required=True, help="row order")
-    s.add_argument("--figure", type=Path, required=True)
+    s.add_argument("--methods", nargs="+", required=True, help="method names, in row order")
+    _figure_argument(s)
 
     s = _report_parser(sub, "qualitative", "figure: one axial slice segmented by each method", cmd_qualitative)
     s.add_argument("--runs", type=_json_list, required=True, help=f"{runs_help} (predictions)")
     s.add_argument("--data-dir", type=Path, required=True, help="the preprocessed data set")
-    s.add_argument("--cases", type=Path, required=True, help="the test case list")
+    s.add_argument("--cases", type=Path, required=True, help=f"{CASE_LIST_HELP}: the test cases")
     s.add_argument("--case", help="test case to show (default: the first by id)")
-    s.add_argument("--family", required=True)
-    s.add_argument("--figure", type=Path, required=True)
+    s.add_argument("--family", required=True, help=FAMILY_HELP)
+    _figure_argument(s)
 
     s = _report_parser(sub, "sensitivity", "MICD's mask-sensitivity table and heat map", cmd_sensitivity)
-    s.add_argument("--metrics", type=Path, nargs="+", required=True)
-    s.add_argument("--grid", type=_json, required=True, help="JSON: variant -> {mask_ratio, mask_block}")
-    s.add_argument("--table-csv", type=Path, required=True)
-    s.add_argument("--figure", type=Path, required=True)
+    s.add_argument("--metrics", type=Path, nargs="+", required=True, help=METRICS_HELP)
+    s.add_argument(
+        "--grid",
+        type=_json,
+        required=True,
+        help='JSON object of variant name to its mask, e.g. {"micd_r0.5_b16": {"mask_ratio": 0.5, "mask_block": 16}}',
+    )
+    s.add_argument("--table-csv", type=Path, required=True, help="path of the CSV table to write")
+    _figure_argument(s)
     return p
 
 

@@ -65,7 +65,10 @@ def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[
     for error in validator.iter_errors(config):
         if error.validator == "additionalProperties":
             continue
-        problems.append(f"{_where(tuple(map(str, error.absolute_path)))}: {error.message}")
+        message = error.message
+        if error.validator == "contains" and "const" in error.validator_value:  # jsonschema's words say less
+            message = f"{error.instance} must include {error.validator_value['const']!r}"
+        problems.append(f"{_where(tuple(map(str, error.absolute_path)))}: {message}")
     return sorted(problems)
 
 
@@ -75,6 +78,7 @@ def _fields(settings_class: type) -> set[str]:
 
 def method_problems(config: Mapping[str, Any], methods: Mapping[str, Any], train_fields: set[str]) -> list[str]:
     """Methods, variants and their settings that the registry does not know."""
+    from micd.methods.base import unknown_setting
     from micd.methods.micd import builtin_variants
 
     variants = {**builtin_variants(), **(config.get("variants") or {})}
@@ -102,9 +106,7 @@ def method_problems(config: Mapping[str, Any], methods: Mapping[str, Any], train
         known = _fields(methods[method].Settings)
         for key in variant.get("settings") or {}:
             if key not in known:
-                problems.append(
-                    f"variants.{name}.settings.{key}: {method} has no such setting{_suggestion(key, known)}"
-                )
+                problems.append(f"variants.{name}.settings.{key}: {unknown_setting(method, key, known)}")
     for name, settings in (config.get("method_settings") or {}).items():
         if name not in methods:
             problems.append(f"method_settings.{name}: not a registered method{_suggestion(name, methods)}")
@@ -112,7 +114,7 @@ def method_problems(config: Mapping[str, Any], methods: Mapping[str, Any], train
         known = _fields(methods[name].Settings)
         for key in settings or {}:
             if key not in known:
-                problems.append(f"method_settings.{name}.{key}: {name} has no such setting{_suggestion(key, known)}")
+                problems.append(f"method_settings.{name}.{key}: {unknown_setting(name, key, known)}")
     for name, settings in (config.get("method_train") or {}).items():
         if base_method(name) not in methods:
             known = [*methods, *variants]

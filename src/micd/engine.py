@@ -3,7 +3,7 @@
 The engine owns data streams, optimisers (SGD with Nesterov momentum, one per student),
 the poly learning-rate schedule, mixed precision, EMA calls, validation with best-model
 selection and early stopping, checkpoints and the per-iteration log. A method only turns a
-batch into loss terms (see ``micd.methods.base``).
+batch into loss terms and diagnostics (``micd.methods.base.StepResult``).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from micd.data.loaders import (
     load_subject,
     patch_stream,
 )
+from micd.data.preprocess import preprocessing_record
 from micd.errors import RunInUseError, SettingsError
 from micd.evaluation.inference import segment
 from micd.evaluation.metrics import dhc_centre_crop, dhc_validation_dice, mean_foreground_dice
@@ -429,6 +430,8 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "best_eval_dice": self.best_dice,
             "provenance": provenance(self.run_info),
+            # how the training images were preprocessed: micd segment does the same to a new scan
+            "preprocessing": preprocessing_record(self.data.data_dir),
         }
 
     # ----- validation -----------------------------------------------------------------
@@ -531,7 +534,7 @@ class Trainer:
                     row = self.step(streams, lr)
                     log.write(json.dumps(row) + "\n")
                     self.done_in_epoch += 1
-                    bar.set_postfix(loss=row["loss"], refresh=False)
+                    bar.set_postfix(loss=row["losses"]["loss"], refresh=False)
                     bar.update()
                     if self._stop_requested or self.iteration % s.checkpoint_every == 0:
                         log.flush()
@@ -571,12 +574,12 @@ class Trainer:
         progress = Progress(self.epoch, self.settings.max_epochs, self.iteration, self.iterations_per_epoch())
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with autocast:
-            terms = self.method.training_step(batch, progress)
+            result = self.method.training_step(batch, progress)
         for optimiser in self.optimisers.values():
             optimiser.zero_grad(set_to_none=True)
-        skipped = self._skip_reason(terms["loss"])
+        skipped = self._skip_reason(result.loss)
         if skipped is None:
-            self.scaler.scale(terms["loss"]).backward()
+            self.scaler.scale(result.loss).backward()
             if not self.scaler.is_enabled():
                 skipped = self._skip_reason_of_gradients()
         if skipped is None:
@@ -593,7 +596,7 @@ class Trainer:
             if self.bad_steps >= self.settings.max_bad_steps:
                 raise TrainingError(
                     f"iteration {self.iteration + 1} (epoch {self.epoch}): {self.bad_steps} steps in a row skipped, "
-                    f"the last for {skipped}; terms {_finite_or_none(terms)}. Lower train.lr, or set train.amp "
+                    f"the last for {skipped}; terms {_finite_or_none(result.losses)}. Lower train.lr, or set train.amp "
                     "to 'fp16' (a gradient scaler) or 'off'."
                 )
         if self.device.type == "cuda":
@@ -604,7 +607,8 @@ class Trainer:
             "epoch": self.epoch,
             "iteration": self.iteration,
             "lr": lr,
-            **_finite_or_none(terms),
+            "losses": _finite_or_none(result.losses),
+            "diagnostics": _finite_or_none(result.diagnostics),
             "data_s": round(data_ready - started, 5),
             "compute_s": round(finished - data_ready, 5),
         }
@@ -625,7 +629,7 @@ class Trainer:
 
 
 def _finite_or_none(terms: dict[str, torch.Tensor]) -> dict[str, float | None]:
-    """Loss terms for the JSON log, rounded; a non-finite value becomes null."""
+    """Logged values of a step for the JSON log, rounded; a non-finite value becomes null."""
     values = {k: float(v.detach()) for k, v in terms.items()}
     return {k: round(v, 6) if math.isfinite(v) else None for k, v in values.items()}
 

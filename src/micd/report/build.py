@@ -2,11 +2,13 @@
 
 Each ``build_*`` function is one ``micd`` subcommand. ``config`` is the workflow configuration the
 rule passes for the sidecar; ``runs`` are records naming one run (``dataset, ratio, method,
-seed``) with the paths of its files, as the rule lists them.
+seed``) with the paths of its files, as the rule lists them. ``figures`` are the files of one
+figure, one per format, each named by its extension (``.png``, ``.pdf``, ``.svg``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,6 @@ import pandas as pd
 from micd.data.classes import classes_for
 from micd.evaluation.metrics import RUN_KEYS
 from micd.report.figures import (
-    BOOKKEEPING_COLUMNS,
     plot_dice_per_class,
     plot_dice_vs_ratio,
     plot_mask_sensitivity,
@@ -36,6 +37,7 @@ from micd.report.tables import (
 
 Config = Mapping[str, Any]
 RunFiles = Sequence[Mapping[str, Any]]
+Figures = Sequence[Path]
 
 
 def read_per_case(metrics_csvs: Sequence[Path]) -> pd.DataFrame:
@@ -71,27 +73,27 @@ def build_tables(
 
 
 def build_dice_per_class(
-    metrics_csvs: Sequence[Path], family: str, method_order: Sequence[str], out_png: Path, config: Config
+    metrics_csvs: Sequence[Path], family: str, method_order: Sequence[str], figures: Figures, config: Config
 ) -> None:
     per_case = read_per_case(metrics_csvs)
-    plot_dice_per_class(per_case, classes_for(family), out_png, method_order=method_order)
-    write_provenance([out_png], config, per_case)
+    plot_dice_per_class(per_case, classes_for(family), figures, method_order=method_order)
+    write_provenance(figures, config, per_case)
 
 
 def build_dice_vs_ratio(
-    metrics_csvs: Sequence[Path], method_order: Sequence[str], out_png: Path, config: Config
+    metrics_csvs: Sequence[Path], method_order: Sequence[str], figures: Figures, config: Config
 ) -> None:
     per_case = read_per_case(metrics_csvs)
-    plot_dice_vs_ratio(per_case, out_png, method_order=method_order)
-    write_provenance([out_png], config, per_case)
+    plot_dice_vs_ratio(per_case, figures, method_order=method_order)
+    write_provenance(figures, config, per_case)
 
 
 def build_mask_sensitivity(
-    metrics_csvs: Sequence[Path], grid: dict[str, dict], out_csv: Path, out_png: Path, config: Config
+    metrics_csvs: Sequence[Path], grid: dict[str, dict], out_csv: Path, figures: Figures, config: Config
 ) -> None:
     per_case = read_per_case(metrics_csvs)
-    plot_mask_sensitivity(per_case, grid, out_csv, out_png)
-    write_provenance([out_csv, out_png], config, per_case, mask_grid=grid)
+    plot_mask_sensitivity(per_case, grid, out_csv, figures)
+    write_provenance([out_csv, *figures], config, per_case, mask_grid=grid)
 
 
 def _run_keys(run: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,21 +101,30 @@ def _run_keys(run: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_training(runs: RunFiles) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Long loss terms and validation Dice of runs with ``train_log`` and ``validation`` paths."""
+    """Long loss terms (a log line's ``losses``; a skipped step's are null and left out) and
+    validation Dice of runs with ``train_log`` and ``validation`` paths."""
     losses, validation = [], []
     for run in runs:
-        log = pd.read_json(run["train_log"], lines=True)
-        terms = [c for c in log.columns if c not in BOOKKEEPING_COLUMNS]
-        long = log.melt(id_vars=["iteration"], value_vars=terms, var_name="term").dropna(subset=["value"])
+        with open(run["train_log"]) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        long = pd.DataFrame(
+            [
+                {"iteration": row["iteration"], "term": term, "value": value}
+                for row in rows
+                for term, value in row["losses"].items()
+                if value is not None
+            ],
+            columns=["iteration", "term", "value"],
+        )
         losses.append(long.assign(**_run_keys(run)))
         validation.append(pd.read_csv(run["validation"]).assign(**_run_keys(run)))
     return pd.concat(losses, ignore_index=True), pd.concat(validation, ignore_index=True)
 
 
-def build_training_curves(runs: RunFiles, method_order: Sequence[str], out_png: Path, config: Config) -> None:
+def build_training_curves(runs: RunFiles, method_order: Sequence[str], figures: Figures, config: Config) -> None:
     losses, validation = read_training(runs)
-    plot_training_curves(losses, validation, out_png, method_order=method_order)
-    write_provenance([out_png], config, pd.DataFrame(runs))
+    plot_training_curves(losses, validation, figures, method_order=method_order)
+    write_provenance(figures, config, pd.DataFrame(runs))
 
 
 def choose_case(cases_file: Path, case_id: str | None) -> str:
@@ -133,7 +144,7 @@ def build_qualitative(
     data_dir: Path,
     cases_file: Path,
     family: str,
-    out_png: Path,
+    figures: Figures,
     config: Config,
     case_id: str | None = None,
 ) -> int:
@@ -151,8 +162,10 @@ def build_qualitative(
     }
     seeds = sorted({run["seed"] for run in runs})
     title = f"{runs[0]['dataset']}, test case {case_id}, seed {', '.join(map(str, seeds))}"
+    if family == "synthetic":  # its cases carry AMOS-like ids: say that it is no patient
+        title = f"Synthetic phantom (not a patient): {title}"
     depth = plot_qualitative(
-        np.load(image_path), np.load(label_path), predictions, classes_for(family), out_png, title=title
+        np.load(image_path), np.load(label_path), predictions, classes_for(family), figures, title=title
     )
-    write_provenance([out_png], config, pd.DataFrame(runs), case_id=case_id, axial_slice=depth)
+    write_provenance(figures, config, pd.DataFrame(runs), case_id=case_id, axial_slice=depth)
     return depth
