@@ -161,9 +161,11 @@ def build_qualitative(
         for run in runs
     }
     seeds = sorted({run["seed"] for run in runs})
-    title = f"{runs[0]['dataset']}, test case {case_id}, seed {', '.join(map(str, seeds))}"
+    dataset = runs[0]["dataset"]
     if family == "synthetic":  # its cases carry AMOS-like ids: say that it is no patient
-        title = f"Synthetic phantom (not a patient): {title}"
+        phantom = "synthetic phantom (not a patient)"
+        dataset = phantom.capitalize() if dataset == "synthetic" else f"{dataset}, a {phantom}"
+    title = f"{dataset}, test case {case_id}, seed {', '.join(map(str, seeds))}"
     depth = plot_qualitative(
         np.load(image_path), np.load(label_path), predictions, classes_for(family), figures, title=title
     )
