@@ -249,13 +249,18 @@ def gpu_job_resources(stage):
     }
 
 
-def device_slot_args():
-    """``micd train``/``micd infer``'s options of the job's GPU slot (config `resources.device_slots`)."""
+def export_device_slots():
+    """Config `resources.device_slots` into the environment that local jobs inherit, where
+    ``micd train`` and ``micd infer`` take their slot options' defaults (micd.devices).
+    """
+    from micd.devices import SLOT_ENVIRONMENT
+
     slots = config["resources"]["device_slots"]
-    return (
-        f"--device-slots {slots['devices']} --device-wait {slots['wait_minutes']} "
-        f"--device-lock-dir {shlex.quote(slots['lock_dir'])}"
-    )
+    for key, name in SLOT_ENVIRONMENT.items():
+        os.environ[name] = str(slots[key])
+
+
+export_device_slots()
 
 
 # Report (rules/report.smk): output paths and the helpers of its rules.

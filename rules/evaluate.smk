@@ -20,11 +20,10 @@ rule infer:
             if config["evaluation"]["original_grid"]
             else "--no-original-grid"
         ),
-        device_slot=device_slot_args(),
     shell:
         "micd infer --model {input.model} --data-dir {input.data} --cases {input.cases} "
         "--out {output} --blending {params.blending} --batch-size {params.batch_size} "
-        "{params.original_grid} --threads {threads} {params.device_slot} > {log} 2>&1"
+        "{params.original_grid} --threads {threads} > {log} 2>&1"
 
 
 rule metrics:

@@ -24,7 +24,6 @@ rule train:
         method=lambda wc: method_spec(wc.method)[0],
         method_settings=lambda wc: as_json(method_spec(wc.method)[1]),
         train_settings=lambda wc: as_json(train_settings(wc)),
-        device_slot=device_slot_args(),
     # exec: SIGTERM (preemption, time limit) must reach micd, which checkpoints before it exits;
     # a shell in between would die at once and take the job down without the checkpoint.
     shell:
@@ -33,7 +32,7 @@ rule train:
         "--method {params.method} --variant {wildcards.method} --method-settings {params.method_settings:q} "
         "--train-settings {params.train_settings:q} --family {params.family} "
         "--dataset {wildcards.dataset} --ratio {wildcards.ratio} --seed {wildcards.seed} "
-        "--threads {threads} {params.device_slot} > {log} 2>&1"
+        "--threads {threads} > {log} 2>&1"
 
 
 # The upper bound trains on every training case whatever the labelled ratio: it is trained once,

@@ -138,3 +138,20 @@ def test_micd_train_and_infer_take_a_slot_before_anything_else(tmp_path):
         assert done.stdout.splitlines()[0].startswith("device slot: GPU 5 of 5,6"), done.stdout + done.stderr
         assert "CUDA_VISIBLE_DEVICES=5" in done.stdout
     assert (lock_dir / "gpu5.lock").read_text().startswith("pid ")
+
+
+def test_the_slot_options_default_to_what_the_workflow_puts_in_the_environment(tmp_path):
+    """The workflow hands `resources.device_slots` to its jobs in the environment, so the rules'
+    commands (and with them Snakemake's rerun triggers) do not change with it."""
+    from micd.devices import SLOT_ENVIRONMENT
+
+    lock_dir = tmp_path / "locks"
+    env = {k: v for k, v in os.environ.items() if k not in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES")}
+    slots = {"devices": "3", "wait_minutes": "0", "lock_dir": str(lock_dir)}
+    env |= {SLOT_ENVIRONMENT[key]: value for key, value in slots.items()}
+    missing = str(tmp_path / "missing")
+    options = ["--model", missing, "--data-dir", missing, "--cases", missing, "--out", missing]
+    done = subprocess.run([str(MICD), "infer", *options], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode != 0
+    assert done.stdout.splitlines()[0].startswith("device slot: GPU 3 of 3"), done.stdout + done.stderr
+    assert (lock_dir / "gpu3.lock").is_file()

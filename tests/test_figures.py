@@ -132,6 +132,20 @@ def test_read_training_melts_every_loss_term(tmp_path: Path) -> None:
     assert validation["eval_mean_dice"].tolist() == [40.0]
 
 
+def test_read_training_reads_the_flat_lines_of_a_log_from_before_losses_were_nested(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    flat = {"epoch": 0, "lr": 0.03, "loss": 3.0, "sup": 2.0, "cmd": 1.0, "beta": 0.1, "data_s": 0.1, "compute_s": 1}
+    lines = [{**flat, "iteration": 1}, train_log_line(2, {"loss": 3.0, "sup": 2.0, "cmd": 1.0}, {"beta": 0.1})]
+    (run / "train_log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (run / "validation.csv").write_text("epoch,iteration,eval_mean_dice\n1,2,40.0\n")
+    record = {"dataset": "d", "ratio": 5, "method": "micd", "seed": 0}
+    losses, _ = read_training([{**record, "train_log": run / "train_log.jsonl", "validation": run / "validation.csv"}])
+    assert sorted(zip(losses["iteration"], losses["term"])) == [
+        (i, term) for i in (1, 2) for term in ("cmd", "loss", "sup")
+    ]
+
+
 def test_a_log_with_skipped_steps_draws_its_training_curves(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()

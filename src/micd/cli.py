@@ -272,26 +272,33 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
 
 
 def add_device_slot_options(s: argparse.ArgumentParser) -> None:
-    """The job's device slot on a workstation with several GPUs (micd.devices, docs/cluster.md)."""
-    from micd.devices import DEFAULT_LOCK_DIR
+    """The job's device slot on a workstation with several GPUs (micd.devices, docs/cluster.md).
+    Each default comes from the environment the workflow sets (micd.devices.SLOT_ENVIRONMENT)."""
+    import os
 
+    from micd.devices import DEFAULT_LOCK_DIR, SLOT_ENVIRONMENT
+
+    env = {option: os.environ.get(name) for option, name in SLOT_ENVIRONMENT.items()}
     s.add_argument(
         "--device-slots",
-        default="none",
+        default=env["devices"] or "none",
         help="GPUs this job may take one of, locked for its lifetime: auto (every GPU CUDA sees), none "
-        "(take no slot; the default) or comma-separated ids in nvidia-smi's order, e.g. 0,2,3",
+        "(take no slot) or comma-separated ids in nvidia-smi's order, e.g. 0,2,3 "
+        f"(default: ${SLOT_ENVIRONMENT['devices']}, else none)",
     )
     s.add_argument(
         "--device-wait",
         type=float,
-        default=10.0,
-        help="minutes to wait for a free slot before failing, e.g. 10; 0: fail at once (default: 10)",
+        default=float(env["wait_minutes"] or 10.0),
+        help="minutes to wait for a free slot before failing, e.g. 10; 0: fail at once "
+        f"(default: ${SLOT_ENVIRONMENT['wait_minutes']}, else 10)",
     )
     s.add_argument(
         "--device-lock-dir",
         type=Path,
-        default=DEFAULT_LOCK_DIR,
-        help=f"folder of the per-GPU lock files, shared by every job of the machine (default: {DEFAULT_LOCK_DIR})",
+        default=Path(env["lock_dir"] or DEFAULT_LOCK_DIR),
+        help="folder of the per-GPU lock files, shared by every job of the machine "
+        f"(default: ${SLOT_ENVIRONMENT['lock_dir']}, else {DEFAULT_LOCK_DIR})",
     )
 
 

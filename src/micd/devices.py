@@ -29,6 +29,14 @@ from pathlib import Path
 
 DEFAULT_LOCK_DIR = Path(tempfile.gettempdir()) / "micd-device-slots"
 POLL_SECONDS = 5.0
+# The workflow hands config `resources.device_slots` to its jobs through the environment, not the
+# rules' commands: how a job finds its GPU changes nothing it computes, so it must not make
+# Snakemake's code and params triggers plan finished trainings again.
+SLOT_ENVIRONMENT = {
+    "devices": "MICD_DEVICE_SLOTS",
+    "wait_minutes": "MICD_DEVICE_WAIT",
+    "lock_dir": "MICD_DEVICE_LOCK_DIR",
+}
 
 
 class DeviceBusyError(RuntimeError):

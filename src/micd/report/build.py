@@ -100,6 +100,18 @@ def _run_keys(run: Mapping[str, Any]) -> dict[str, Any]:
     return {key: run[key] for key in RUN_KEYS}
 
 
+# What a train_log.jsonl line held beside its loss terms before they were nested under "losses":
+# a run trained then, or resumed since from such a checkpoint, still has lines of that form.
+FLAT_LOG_BOOKKEEPING = frozenset({"epoch", "iteration", "lr", "beta", "data_s", "compute_s", "skipped"})
+
+
+def logged_losses(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The loss terms of one train_log.jsonl line, of either form."""
+    if "losses" in row:
+        return row["losses"]
+    return {key: value for key, value in row.items() if key not in FLAT_LOG_BOOKKEEPING}
+
+
 def read_training(runs: RunFiles) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Long loss terms (a log line's ``losses``; a skipped step's are null and left out) and
     validation Dice of runs with ``train_log`` and ``validation`` paths."""
@@ -111,7 +123,7 @@ def read_training(runs: RunFiles) -> tuple[pd.DataFrame, pd.DataFrame]:
             [
                 {"iteration": row["iteration"], "term": term, "value": value}
                 for row in rows
-                for term, value in row["losses"].items()
+                for term, value in logged_losses(row).items()
                 if value is not None
             ],
             columns=["iteration", "term", "value"],
