@@ -4,8 +4,7 @@ The grid's nine MICD runs take longer than one session here, and a session's ``r
 not always kept, so the grid is trained in parts (``bench/benchmark_parts.sh grid1 ... grid5``) and
 each finished cell's per-case ``metrics.csv`` is archived by ``bench/benchmark_summary.py``.
 This draws what the workflow's ``sensitivity`` target draws, from the archive: the same grid
-names and settings (micd.methods.micd.mask_sensitivity_variants on the resolved workflow
-config), the same table and figure code. Cells not archived yet are listed and left blank.
+names and settings (micd.runs.sensitivity_variants on the resolved workflow config), the same table and figure code. Cells not archived yet are listed and left blank.
 
     python bench/archived_sensitivity.py [--ratio 5] [--out bench/results/synthetic_benchmark_mask_sensitivity]
 """
@@ -19,8 +18,8 @@ from pathlib import Path
 import yaml
 from snakemake.utils import update_config, validate
 
-from micd.methods.micd import mask_sensitivity_variants
 from micd.report.build import build_mask_sensitivity
+from micd.runs import sensitivity_variants
 
 ROOT = Path(__file__).resolve().parents[1]
 # the settings the provenance sidecars record, as the workflow's report_config does
@@ -36,15 +35,6 @@ def resolved_config(configfiles: list[Path]) -> dict:
     return config
 
 
-def configured_grid(config: dict) -> dict[str, dict]:
-    """The grid's cells, by the workflow's run names, for a resolved config."""
-    return mask_sensitivity_variants(
-        config["sensitivity"]["mask_ratios"],
-        config["sensitivity"]["mask_blocks"],
-        config["method_settings"].get("micd", {}),
-    )
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configfile", type=Path, nargs="+", default=[ROOT / "config" / "benchmark.yaml"])
@@ -55,7 +45,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="path without suffix (default: <archive>/<dataset>_mask_sensitivity)")
     args = p.parse_args()
     config = resolved_config(args.configfile)
-    grid = configured_grid(config)
+    grid = sensitivity_variants(config)
     runs = args.archive / args.dataset / "runs" / f"{args.ratio}p"
     metrics = {name: runs / name / f"seed{args.seed}" / "metrics.csv" for name in grid}
     archived = {name: path for name, path in metrics.items() if path.is_file()}

@@ -23,32 +23,29 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import yaml
-
 from micd.provenance import cpu_model
+from micd.runs import Run, layered_config, resolve_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "bench" / "results" / "calibration.jsonl"
 
 
-def layered(files: list[Path]) -> dict:
-    """The ``train`` settings and the first run data set of the layered config files."""
-    train, dataset = {}, None
-    for path in files:
-        config = yaml.safe_load(path.read_text())
-        train.update(config.get("train") or {})
-        dataset = (config.get("run_datasets") or list(config.get("datasets", {})) or [dataset])[0]
-    return {"train": train, "dataset": dataset}
+def first_dataset(config: dict) -> str:
+    return (config.get("run_datasets") or list(config["datasets"]))[0]
 
 
-def run(name: str, method: str, ratio: int, settings: dict, dataset: str, out_root: Path) -> dict:
+def run(name: str, spec: Run, ratio: int, extra: dict, dataset: str, out_root: Path) -> dict:
+    """Train ``spec`` (a method or variant as the layered config resolves it) with the train
+    settings ``extra`` on top."""
+    settings = {**spec.train_settings, **extra}
     splits = ROOT / "results" / dataset / "splits"
     out = out_root / name
     command = [
         sys.executable, "-m", "micd.cli", "train", "--data-dir", str(ROOT / "results" / dataset / "preprocessed"),
         "--train", str(splits / "train.txt"), "--labelled", str(splits / f"labelled_{ratio}p.txt"),
         "--unlabelled", str(splits / f"unlabelled_{ratio}p.txt"), "--eval", str(splits / "eval.txt"),
-        "--out-dir", str(out), "--method", method, "--train-settings", json.dumps(settings),
+        "--out-dir", str(out), "--method", spec.method, "--variant", spec.name,
+        "--method-settings", json.dumps(spec.method_settings), "--train-settings", json.dumps(settings),
         "--family", "synthetic", "--dataset", dataset, "--ratio", str(ratio), "--seed", "0", "--threads", "1",
     ]  # fmt: skip
     started = time.time()
@@ -67,8 +64,9 @@ def run(name: str, method: str, ratio: int, settings: dict, dataset: str, out_ro
         "machine": {"host": platform.node(), "cpu": cpu_model(), "threads": 1},
         "name": name,
         "dataset": dataset,
-        "method": method,
+        "method": spec.name,
         "ratio": ratio,
+        "method_settings": spec.method_settings,
         "train_settings": settings,
         "wall_s": round(wall),
         "s_per_iteration": round(wall / max(iterations, 1), 3),
@@ -110,11 +108,12 @@ def main() -> None:
     if args.figure:
         figure(args.figure, args.names)
         return
-    base = layered(args.base)
+    config = layered_config(args.base)
+    dataset = first_dataset(config)
     with ThreadPoolExecutor(args.jobs) as pool:
         jobs = [
             pool.submit(
-                run, name, method, int(ratio), {**base["train"], **json.loads(extra)}, base["dataset"], args.out_root
+                run, name, resolve_run(config, dataset, method), int(ratio), json.loads(extra), dataset, args.out_root
             )
             for name, method, ratio, extra in args.candidate
         ]

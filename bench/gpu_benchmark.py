@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -37,28 +36,14 @@ from micd.engine import TrainData, Trainer, TrainSettings, resolve_device  # noq
 from micd.evaluation.metrics import summarise  # noqa: E402
 from micd.evaluation.predict import InferenceSettings, predict_cases  # noqa: E402
 from micd.evaluation.score import score_run  # noqa: E402
-from micd.methods import METHODS  # noqa: E402
+from micd.runs import layered_config, resolve_run, training_cases  # noqa: E402
 
 CONFIGS = ("config/config.yaml", "config/benchmark.yaml", "config/benchmark_gpu.yaml")
 
 
-def layered_config(files=CONFIGS) -> dict:
-    """The configuration files merged as Snakemake merges them (nested dicts key by key)."""
-
-    def merge(into: dict, new: dict) -> dict:
-        for key, value in new.items():
-            into[key] = merge(dict(into.get(key) or {}), value) if isinstance(value, dict) else value
-        return into
-
-    config: dict = {}
-    for name in files:
-        merge(config, yaml.safe_load((ROOT / name).read_text()) or {})
-    return config
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--methods", nargs="+", default=None, help="default: the configuration's rows")
+    p.add_argument("--methods", nargs="+", default=None, help="methods or variants; default: the configuration's rows")
     p.add_argument("--epochs", type=int, default=None, help="override train.max_epochs (a smoke run)")
     p.add_argument("--iterations", type=int, default=None, help="override the iterations per epoch (a smoke run)")
     p.add_argument("--device", default="auto")
@@ -67,19 +52,18 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = layered_config()
+    config = layered_config(ROOT / path for path in CONFIGS)
     name, dataset = (
         next(iter(config["datasets"].items()))
         if not config.get("run_datasets")
         else (config["run_datasets"][0], config["datasets"][config["run_datasets"][0]])
     )
     device = resolve_device(args.device)
-    train = {**config["train"], **(dataset.get("train") or {}), "device": str(device)}
+    overrides = {"device": str(device)}
     if args.epochs is not None:
-        train["max_epochs"] = args.epochs
+        overrides["max_epochs"] = args.epochs
     if args.iterations is not None:
-        train["iterations_per_epoch"] = args.iterations
-    settings = TrainSettings.from_dict(train)
+        overrides["iterations_per_epoch"] = args.iterations
     machine = device_info(device)
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     classes = classes_for(dataset["family"])
@@ -99,14 +83,14 @@ def main() -> None:
             splits = make_splits(train_ids, test_ids, [ratio], split.get("seed", 0), split.get("eval_fraction", 0.1))
             for method in args.methods or config["methods"]:
                 started = time.perf_counter()
-                everyone = METHODS[method].labelled_set == "train"
-                labelled = splits["train"] if everyone else splits[f"labelled_{ratio}p"]
-                unlabelled = [] if everyone else splits[f"unlabelled_{ratio}p"]
+                spec = resolve_run(config, name, method)
+                settings = TrainSettings.from_dict({**spec.train_settings, **overrides})
+                labelled, unlabelled = training_cases(
+                    spec.method, splits["train"], splits[f"labelled_{ratio}p"], splits[f"unlabelled_{ratio}p"]
+                )
                 data = TrainData(root / "preprocessed", labelled, unlabelled, splits["eval"], len(classes))
                 run = root / "runs" / f"{ratio}p" / method
-                trainer = Trainer(
-                    method, (config.get("method_settings") or {}).get(method, {}), settings, data, run, seed=0
-                )
+                trainer = Trainer(spec.method, spec.method_settings, settings, data, run, seed=0)
                 trainer.fit()
                 trained = time.perf_counter() - started
                 predict_cases(

@@ -57,6 +57,7 @@ from micd.evaluation.predict import InferenceSettings, predict_cases  # noqa: E4
 from micd.evaluation.score import score_run  # noqa: E402
 from micd.methods import METHODS  # noqa: E402
 from micd.provenance import package_versions  # noqa: E402
+from micd.runs import training_cases  # noqa: E402
 
 WORKFLOW_GRID = (32, 48, 48)
 RATIO = 25  # labelled percent of the tiny set
@@ -109,8 +110,9 @@ def tiny_workflow(root: Path, device: torch.device, methods: list[str], iteratio
             amp="fp16",
             device=str(device),
         )
-        labelled = splits["train"] if METHODS[method].labelled_set == "train" else splits[f"labelled_{RATIO}p"]
-        unlabelled = [] if METHODS[method].labelled_set == "train" else splits[f"unlabelled_{RATIO}p"]
+        labelled, unlabelled = training_cases(
+            method, splits["train"], splits[f"labelled_{RATIO}p"], splits[f"unlabelled_{RATIO}p"]
+        )
         data = TrainData(root / "preprocessed", labelled, unlabelled, splits["eval"], len(classes))
         run = root / "runs" / method
         settings_of = {"mask_block": 8} if method == "micd" else {}

@@ -3,8 +3,7 @@ import json
 import os
 import shlex
 
-from micd.methods import trains_on_every_case as method_trains_on_every_case
-from micd.methods.micd import builtin_variants, mask_sensitivity_variants
+from micd import runs
 
 
 wildcard_constraints:
@@ -54,16 +53,8 @@ def family(wildcards):
 
 
 def train_settings(wildcards):
-    """The top-level train settings, then the data set's overrides, then the method's
-    (config `method_train`: by registered method, then by variant name)."""
-    method = method_spec(wildcards.method)[0]
-    per_method = config["method_train"]
-    return {
-        **config["train"],
-        **dataset_config(wildcards)["train"],
-        **per_method.get(method, {}),
-        **per_method.get(wildcards.method, {}),
-    }
+    """The run's train settings (micd.runs.train_settings)."""
+    return runs.train_settings(config, wildcards.dataset, wildcards.method)
 
 
 def preprocess_settings(wildcards):
@@ -85,32 +76,20 @@ def as_json(value):
 
 
 def sensitivity_variants():
-    """The mask-sensitivity grid as named MICD variants (see mask_sensitivity_variants)."""
-    grid = config["sensitivity"]
-    return mask_sensitivity_variants(
-        grid["mask_ratios"],
-        grid["mask_blocks"],
-        config["method_settings"].get("micd", {}),
-    )
+    """The mask-sensitivity grid as named MICD variants (micd.runs.sensitivity_variants)."""
+    return runs.sensitivity_variants(config)
 
 
 def method_spec(name):
     """(registered method, its settings) of a method or variant name (the {method} wildcard)."""
-    grid = {
-        k: v for k, v in sensitivity_variants().items() if k != "micd"
-    }  # micd: itself
-    variant = {**builtin_variants(), **grid, **config["variants"]}.get(name)
-    if variant is None:
-        return name, config["method_settings"].get(name, {})
-    base = config["method_settings"].get(variant["method"], {})
-    return variant["method"], {**base, **variant.get("settings", {})}
+    return runs.method_spec(config, name)
 
 
 def trains_on_every_case(name):
     """Whether a method or variant ignores the labelled split and trains on every training case
     (the upper bound): its run is the same at every ratio, so the workflow trains it once.
     """
-    return method_trains_on_every_case(method_spec(name)[0])
+    return runs.trains_on_every_case(method_spec(name)[0])
 
 
 def every_case_runs():

@@ -145,9 +145,11 @@ def test_the_grid_parts_train_every_cell_of_the_configured_grid_once():
     workflow's names of config/benchmark.yaml's grid, each once, or a part would train a run the
     heat map never reads."""
     sys.path.insert(0, str(ROOT / "bench"))
-    from archived_sensitivity import configured_grid, resolved_config
+    from archived_sensitivity import resolved_config
 
-    grid = configured_grid(resolved_config([ROOT / "config" / "benchmark.yaml"]))
+    from micd.runs import sensitivity_variants
+
+    grid = sensitivity_variants(resolved_config([ROOT / "config" / "benchmark.yaml"]))
     script = (ROOT / "bench" / "benchmark_parts.sh").read_text()
     cells = re.search(r"^GRID=\(([^)]*)\)", script, re.MULTILINE).group(1).split()
     assert sorted(cells) == sorted(grid) and len(cells) == len(set(cells)) == 9

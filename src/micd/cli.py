@@ -150,15 +150,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     from micd.data.io import read_case_list
     from micd.engine import TrainData, Trainer, TrainSettings
     from micd.memory import out_of_memory_message
-    from micd.methods import METHODS, trains_on_every_case
+    from micd.methods import METHODS
+    from micd.runs import training_cases
 
     torch.set_num_threads(args.threads)
     if args.method not in METHODS:
         sys.exit(f"error: unknown method {args.method!r}; registered: {sorted(METHODS)}")
-    if trains_on_every_case(args.method):
-        labelled, unlabelled = read_case_list(args.train), []
-    else:
-        labelled, unlabelled = read_case_list(args.labelled), read_case_list(args.unlabelled)
+    lists = (read_case_list(path) for path in (args.train, args.labelled, args.unlabelled))
+    labelled, unlabelled = training_cases(args.method, *lists)
     data = TrainData(
         data_dir=args.data_dir,
         labelled=labelled,

@@ -41,6 +41,7 @@ from micd.errors import RunInUseError, SettingsError
 from micd.evaluation.inference import segment
 from micd.evaluation.metrics import dhc_centre_crop, dhc_validation_dice, mean_foreground_dice
 from micd.methods import Batch, Method, Progress, build_method
+from micd.model_file import model_record, read_model, save_model
 from micd.provenance import atomic_torch_save, cpu_model, provenance
 
 
@@ -421,18 +422,18 @@ class Trainer:
         )
         return True
 
-    def _model_payload(self) -> dict[str, Any]:
-        return {
-            "method_state": self.method.inference_state_dict(),
-            "method_settings": self.method_settings,
-            "train_settings": asdict(self.settings),
-            "num_classes": self.data.num_classes,
-            "best_epoch": self.best_epoch,
-            "best_eval_dice": self.best_dice,
-            "provenance": provenance(self.run_info),
-            # how the training images were preprocessed: micd segment does the same to a new scan
-            "preprocessing": preprocessing_record(self.data.data_dir),
-        }
+    def _model_record(self) -> dict[str, Any]:
+        return model_record(
+            method=self.run_info["method"],
+            method_state=self.method.inference_state_dict(),
+            method_settings=self.method_settings,
+            train_settings=asdict(self.settings),
+            num_classes=self.data.num_classes,
+            best_epoch=self.best_epoch,
+            best_eval_dice=self.best_dice,
+            provenance=provenance(self.run_info),
+            preprocessing=preprocessing_record(self.data.data_dir),
+        )
 
     # ----- validation -----------------------------------------------------------------
     def validate(self) -> float:
@@ -476,7 +477,7 @@ class Trainer:
         print(f"epoch {epoch}/{s.max_epochs}: eval mean Dice {dice:.2f}", flush=True)
         if dice > self.best_dice:
             self.best_dice, self.best_epoch = dice, epoch
-            atomic_torch_save(self._model_payload(), self.state_dir / "best.pt")
+            save_model(self._model_record(), self.state_dir / "best.pt")
             return False
         if s.early_stop_patience is not None and epoch - self.best_epoch >= s.early_stop_patience:
             print(f"early stop: no better eval Dice since epoch {self.best_epoch}", flush=True)
@@ -559,8 +560,7 @@ class Trainer:
 
     def _write_outputs(self) -> None:
         best = self.state_dir / "best.pt"
-        payload = torch.load(best, weights_only=False) if best.is_file() else self._model_payload()
-        atomic_torch_save(payload, self.out_dir / "model.pt")
+        save_model(read_model(best) if best.is_file() else self._model_record(), self.out_dir / "model.pt")
         for name in ("train_log.jsonl", "validation.csv"):
             atomic_write(self.out_dir / name, (self.state_dir / name).read_text())
 

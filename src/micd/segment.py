@@ -28,6 +28,7 @@ from micd.data.convert import format_affine, to_canonical
 from micd.data.errors import DataError, case_error
 from micd.data.io import Volume, file_digest, load_nifti, save_nifti, write_csv
 from micd.data.preprocess import preprocess_image, preprocessing_target, restore_original, transform_columns
+from micd.model_file import method_from_record, missing_key_error, read_model
 from micd.provenance import provenance
 
 VOLUME_COLUMNS = ("scan", "label", "organ", "voxels", "volume_ml")
@@ -38,8 +39,6 @@ RECORD_JSON = "segment.json"
 # (-3024 on some; air is -1000), and every CT of the trunk holds fat (-100) or air.
 HU_FLOOR = -3100.0
 HU_LOWEST_EXPECTED = -200.0
-
-MODEL_KEYS = ("method_state", "method_settings", "train_settings", "num_classes", "provenance", "preprocessing")
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class Preprocessing:
         needed = ["mode", "hu_window", *([mode] if mode in ("grid", "spacing") else [])]
         missing = [key for key in needed if key not in record]
         if missing:
-            raise _model_error(model_path, f"preprocessing.{missing[0]}")
+            raise missing_key_error(model_path, f"preprocessing.{missing[0]}")
         target = preprocessing_target(mode, record.get("grid"), record.get("spacing"))
         low, high = (float(v) for v in record["hu_window"])
         return cls(mode, target, (low, high))
@@ -82,34 +81,14 @@ class PreparedScan:
         return restore_original(labels_dhw, self.case_row)
 
 
-def _model_error(model_path: Path, key: str) -> DataError:
-    return case_error(
-        None,
-        model_path,
-        f"the model file has no {key!r}; micd segment needs a model.pt written by `micd train` "
-        "of this version (train the run again to get one)",
-    )
-
-
 def read_model_file(model_path: Path, device) -> tuple[dict, Preprocessing, tuple[OrganClass, ...]]:
-    """A ``model.pt`` checked for what segmenting needs: the loaded file, its preprocessing, and
+    """A ``model.pt`` checked for what segmenting needs: the read file, its preprocessing, and
     the classes of its family."""
-    import torch
-
-    try:
-        saved = torch.load(model_path, map_location=device, weights_only=False)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # pickle, zip and torch each raise their own kinds
-        raise case_error(None, model_path, f"expected a model.pt written by `micd train` ({exc})") from exc
-    if not isinstance(saved, Mapping):
-        raise case_error(None, model_path, "expected a model.pt written by `micd train`, found no dictionary")
-    for key in MODEL_KEYS:
-        if saved.get(key) is None:
-            raise _model_error(model_path, key)
-    for key in ("method", "family"):
-        if key not in saved["provenance"]:
-            raise _model_error(model_path, f"provenance.{key}")
+    saved = read_model(model_path, device)
+    if saved.get("preprocessing") is None:
+        raise missing_key_error(model_path, "preprocessing")
+    if "family" not in saved["provenance"]:
+        raise missing_key_error(model_path, "provenance.family")
     classes = classes_for(saved["provenance"]["family"])
     if len(classes) != saved["num_classes"]:
         raise case_error(
@@ -253,13 +232,13 @@ def segment_with_model(
 ) -> list[dict[str, object]]:
     """``micd segment``: every image (or folder of images) segmented by a run's ``model.pt``."""
     from micd.engine import resolve_device
-    from micd.evaluation.predict import InferenceSettings, model_from_saved, volume_segmenter
+    from micd.evaluation.predict import InferenceSettings, volume_segmenter
 
     settings = InferenceSettings(batch_size=batch_size, blending=blending, original_grid=False)
     scans = scan_files(images)
     torch_device = resolve_device(device)
     saved, preprocessing, classes = read_model_file(model_path, torch_device)
-    method, train = model_from_saved(saved, torch_device)
+    method, train = method_from_record(saved, torch_device)
     record = {
         "model": str(model_path),
         "model_sha256": file_digest(model_path),

@@ -23,7 +23,8 @@ from micd.data.loaders import case_paths
 from micd.data.preprocess import grid_affine, read_cases, restore_original
 from micd.engine import TrainSettings, resolve_device
 from micd.evaluation.inference import check_inference_settings, segment
-from micd.methods import Method, build_method
+from micd.methods import Method
+from micd.model_file import load_model
 
 ORIGINAL_GRID_DIR = "original"
 
@@ -38,21 +39,6 @@ class InferenceSettings:
 
     def __post_init__(self) -> None:
         check_inference_settings(self.batch_size, self.blending)
-
-
-def load_model(model_path: Path, device: torch.device) -> tuple[Method, TrainSettings]:
-    return model_from_saved(torch.load(model_path, map_location=device, weights_only=False), device)
-
-
-def model_from_saved(saved: Mapping, device: torch.device) -> tuple[Method, TrainSettings]:
-    """The method (in eval mode, on ``device``) and train settings of a loaded ``model.pt``."""
-    method_name = saved["provenance"]["method"]
-    settings = TrainSettings.from_dict(saved["train_settings"])
-    method = build_method(
-        method_name, saved["method_settings"], saved["num_classes"], settings.n_filters, settings.dropout, saved=True
-    )
-    method.load_inference_state_dict(saved["method_state"])
-    return method.to(device).eval(), settings
 
 
 def prediction_path(prediction_dir: Path, case_id: str) -> Path:
