@@ -49,3 +49,13 @@ def test_every_option_of_every_subcommand_has_help(name):
     assert not silent, f"micd {name}: options without help: {silent}"
     text = subcommands()[name].format_help()  # argparse %-formats each help: a stray % raises here
     assert all(a.option_strings[0] in text for a in options)
+
+
+def test_a_figure_of_an_unknown_format_is_refused_before_anything_runs(tmp_path):
+    """A usage error naming the file and the formats, not a traceback after the drawing."""
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text("")
+    result = micd("dice-vs-ratio", "--metrics", str(metrics), "--methods", "micd", "--figure", str(tmp_path / "f.jpg"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{tmp_path / 'f.jpg'}: a figure file ends in one of .png, .pdf, .svg" in result.stderr
+    assert list(tmp_path.iterdir()) == [metrics]

@@ -31,6 +31,17 @@ def _json_list(text: str) -> list:
     return _json_of(list, text)
 
 
+def _figure_path(text: str) -> Path:
+    from micd.report.figures import FORMATS  # matplotlib: only where a figure is drawn
+
+    path = Path(text)
+    if path.suffix.lstrip(".").lower() not in FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"{text}: a figure file ends in one of {', '.join('.' + f for f in FORMATS)}, which names its format"
+        )
+    return path
+
+
 def _json_file(text: str) -> dict:
     try:
         content = Path(text).read_text()
@@ -324,7 +335,7 @@ def _report_parser(sub: argparse._SubParsersAction, name: str, help: str, func) 
 def _figure_argument(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--figure",
-        type=Path,
+        type=_figure_path,
         nargs="+",
         required=True,
         help="paths of the figure to write, one per format, named by the extension: .png (300 dpi), .pdf or .svg",
