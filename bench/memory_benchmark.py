@@ -1,34 +1,40 @@
 """Peak memory of one training step of every registered method, each method in its own process.
 
 For each (size, method, precision) a child process builds the real engine (``micd.engine.Trainer``)
-on random preprocessed volumes, runs one warm-up step on 16x32x32 patches (it creates the
+on random preprocessed volumes, runs a warm-up step on 16x32x32 patches (it creates the
 gradients and the optimisers' momentum buffers and loads the kernels, at little cost; DePL,
-whose state has the patch's shape, warms up at the measured patch: ``--warmup same``), then one
-step at the measured patch, and reports what that step needed:
+whose state has the patch's shape, warms up at the measured patch: ``--warmup same``; a skipped
+warm-up is repeated), loads the next batch, then runs one step at the measured patch and
+reports what that step needed:
 
-* on the CPU, ``rss_step_peak - rss_before_model``: the child's peak resident memory during the
-  step (after the warm-up, so the step's peak is the process's) minus its resident memory just
-  before the model was built (Python, torch and the data, about 0.4 GiB). That is the model,
-  gradients, optimiser state, the step's activations and oneDNN's scratch, plus what glibc's
-  allocator keeps: PyTorch has no CPU allocator statistics. The CPU's tensor memory is a lower
-  bound of a GPU's, which adds its CUDA context and the cuDNN workspace.
-* on a GPU, ``torch.cuda.max_memory_allocated`` over the step (bench/gpu_check.py's ``memory``
-  stage runs the same function in one process, resetting the peak between methods).
+* ``step_mib``, on the CPU: the peak of the bytes of live tensors during the step
+  (``LiveTensorBytes``, ``memory_kind: live_tensor_peak``): the weights (and teachers), the last
+  step's gradients, SGD momentum, the batch, activations, the autocast copies of the weights and
+  every temporary, each storage counted while it lives. That is what
+  ``torch.cuda.max_memory_allocated`` counts on a GPU, which adds its CUDA context, the cuDNN
+  workspace and its allocator's rounding and fragmentation. ``rss_step_mib`` beside it is the
+  host's view: the child's peak resident memory minus that before the model was built, which
+  adds oneDNN's scratch and what glibc's allocator keeps.
+* on a GPU, ``step_mib`` is ``torch.cuda.max_memory_allocated`` over the step, and
+  ``tensor_peak_mib`` the same count as the CPU's (bench/gpu_check.py's ``memory`` stage runs
+  this function in one process, resetting the peak between methods).
 
 Precisions: ``fp32``, and ``16bit``: autocast at bf16 on the CPU (the engine never autocasts on
 the CPU; only this benchmark does, to measure the 16-bit activations), fp16 with the gradient
-scaler on a GPU (the protocol's ``train.amp: fp16``). On a CPU without AVX512-BF16 or AMX (the
-machine's ``cpu_capability`` in the record), bf16 convolutions take a slow fallback path,
-slower and larger than fp32: on the 2-core AVX2 machine of 2026-12-03 the lower bound's step at
-16x64x128 took 383 s and 1787 MiB in bf16 against 4.8 s and 1045 MiB in fp32, so there the
-16-bit column waits for a GPU (bench/gpu_check.py).
+scaler on a GPU (the protocol's ``train.amp: fp16``). bf16 and fp16 tensors have the same size.
+Only a CPU with bf16 instructions (AVX512-BF16 or AMX: the record's ``machine.cpu_bf16``) gives a
+16-bit number worth keeping: without them bf16 convolutions take a slow fallback path, slower
+and larger than fp32 (on an AVX2 machine, 2026-12-03, the lower bound's step at 16x64x128 took
+383 s and 1787 MiB in bf16 against 4.8 s and 1045 MiB in fp32), and the README's table leaves
+such records out.
 
 Sizes: ``protocol`` (config/paper.yaml: VNet width 32, 64x128x128 patches, 2 + 2 batch, fully
 4 + 0, 16 classes as AMOS) is more than a 24 GiB machine holds for the larger methods, so on
 the CPU it is measured at 16x64x128 and 16x128x128 and extrapolated linearly in the patch's
 voxel count to 64x128x128: every feature map of the VNet is the patch divided by a power of two
 (every side divisible by 16), so activations scale with the voxel count and the fit's intercept
-is the model and optimiser state. ``gpu_benchmark`` (config/benchmark_gpu.yaml: width 16,
+is the model and optimiser state; ``protocol_full`` measures the protocol's patch itself, for
+the methods whose step fits the machine, as a check of the line. ``gpu_benchmark`` (config/benchmark_gpu.yaml: width 16,
 32x48x48) is measured at its own patch; ``tiny`` (the test suite's, width 2) is extrapolated like
 the protocol, from 16x32x32 and 32x32x32 to 64x32x32.
 
@@ -52,10 +58,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 import torch
-import yaml
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -64,25 +72,31 @@ sys.path.insert(0, str(ROOT / "bench"))
 from step_benchmark import NUM_CLASSES, make_cases  # noqa: E402
 
 from micd.engine import TrainData, Trainer, TrainSettings, resolve_device  # noqa: E402
+from micd.memory import usable  # noqa: E402
 from micd.methods import METHODS  # noqa: E402
 from micd.provenance import cpu_model  # noqa: E402
+from micd.runs import layered_config, resolve_run  # noqa: E402
 
 SIZES = {
     "tiny": {"n_filters": 2, "patch_size": [64, 32, 32], "measured": [[16, 32, 32], [32, 32, 32]]},
     "gpu_benchmark": {"n_filters": 16, "patch_size": [32, 48, 48], "measured": [[32, 48, 48]]},
     "protocol": {"n_filters": 32, "patch_size": [64, 128, 128], "measured": [[16, 64, 128], [16, 128, 128]]},
+    # the protocol's patch itself, for the methods that fit the machine: a check of the line
+    "protocol_full": {"n_filters": 32, "patch_size": [64, 128, 128], "measured": [[64, 128, 128]]},
 }
 PRECISIONS = ("fp32", "16bit")
 WARMUP_PATCH = [16, 32, 32]  # the smallest whose deepest maps have more than one voxel
+MAX_ATTEMPTS = 12
 GIB = 2**30
 
 
 def protocol_batches() -> dict[str, dict[str, int]]:
-    """Per-method batch overrides of config/paper.yaml's ``method_train`` (fully: 4 labelled)."""
-    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    """Each method's batch sizes in config/paper.yaml's AMOS runs (fully: 4 labelled)."""
+    paper = layered_config([ROOT / "config" / "config.yaml", ROOT / "config" / "paper.yaml"])
+    batch_keys = ("batch_labelled", "batch_unlabelled")
     return {
-        name: {k: v for k, v in train.items() if k in ("batch_labelled", "batch_unlabelled")}
-        for name, train in (paper.get("method_train") or {}).items()
+        name: {k: v for k, v in resolve_run(paper, "amos", name).train_settings.items() if k in batch_keys}
+        for name in METHODS
     }
 
 
@@ -91,6 +105,74 @@ def resident_bytes() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """Bytes of the tensor storages alive on one device type, and their peak, while the mode is
+    on: what ``torch.cuda.max_memory_allocated`` counts on a GPU (less its rounding to 512-byte
+    blocks), counted alike on any device and free of the host allocator's slack and oneDNN's
+    scratch. Every operator's outputs are counted once per storage until the storage dies;
+    storages alive before are counted from ``add`` on."""
+
+    def __init__(self, device_type: str) -> None:
+        super().__init__()
+        self.device_type = device_type
+        self.live: dict[int, int] = {}
+        self.current = self.peak = 0
+
+    def add(self, tensor: torch.Tensor) -> None:
+        if tensor.device.type != self.device_type:
+            return
+        storage = tensor.untyped_storage()
+        key = storage._cdata  # the storage's address: views share it
+        if key in self.live:
+            return
+        self.live[key] = storage.nbytes()
+        self.current += self.live[key]
+        self.peak = max(self.peak, self.current)
+        weakref.finalize(storage, self._release, key)
+
+    def _release(self, key: int) -> None:
+        self.current -= self.live.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for value in tree_flatten(out)[0]:
+            if isinstance(value, torch.Tensor):
+                self.add(value)
+        return out
+
+
+def held_tensors(trainer: Trainer, batch) -> list[torch.Tensor]:
+    """What is alive when a step begins: weights, buffers, the last step's gradients, the
+    optimisers' momentum, tensors the method keeps as attributes, the batch."""
+    nets = [trainer.method, *trainer.method.students().values(), *trainer.method.teachers()]
+    tensors = [t for net in nets for t in (*net.parameters(), *net.buffers())]
+    tensors += [p.grad for net in nets for p in net.parameters() if p.grad is not None]
+    tensors += [t for opt in trainer.optimisers.values() for st in opt.state.values() for t in st.values()]
+    for module in trainer.method.modules():
+        for value in vars(module).values():
+            tensors += [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
+    return [t for t in [*tensors, batch.image, batch.label] if isinstance(t, torch.Tensor)]
+
+
+def measured_step(trainer: Trainer, lr: float) -> tuple[dict, LiveTensorBytes, float]:
+    """One step at the trainer's patch with its tensors counted (the batch loaded before the
+    count: on a GPU only the batch itself is on the device); its log row, count and seconds."""
+    streams = trainer.streams()
+    batch = trainer._next_batch(streams)
+    trainer._next_batch = lambda _streams: batch
+    tensors = LiveTensorBytes(trainer.device.type)
+    for t in held_tensors(trainer, batch):
+        tensors.add(t)
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    with tensors:
+        row = trainer.step(streams, lr)
+    del trainer._next_batch
+    return row, tensors, time.perf_counter() - started
 
 
 def state_bytes(trainer: Trainer) -> dict[str, int]:
@@ -141,26 +223,36 @@ def step_memory(
     else:
         baseline = resident_bytes()
     method_settings = {"mask_block": min(16, patch[0])} if method == "micd" else {}
-    trainer = Trainer(method, method_settings, settings, data, scratch / f"{method}-{precision}", seed=0)
-    if precision == "16bit" and not on_cuda:
-        trainer.amp_dtype = torch.bfloat16  # the engine keeps the CPU in fp32; measured here only
-    trainer.method.initialise(torch.ones(NUM_CLASSES, dtype=torch.float64), len(data.unlabelled))
-    trainer.method.train()
-    trainer.step(trainer.streams(), settings.lr)
-    settings.patch_size = list(patch)
-    streams = trainer.streams()
-    if on_cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    row = trainer.step(streams, settings.lr)
-    seconds = time.perf_counter() - started
-    if on_cuda:
-        peak, kind = torch.cuda.max_memory_allocated(), "cuda_max_memory_allocated"
-        extra = {"cuda_max_reserved_mib": round(torch.cuda.max_memory_reserved() / 2**20)}
+    # A skipped step changes no weight and leaves no gradients: the step after it would begin
+    # without them, and one skipped for its loss has no backward pass. On the CPU in bf16 a deep
+    # convolution's weight gradient is now and then not finite, at random (a kernel's, seen on
+    # 2026-12-04 with the VNet alone), and a non-finite forward pass leaves BatchNorm statistics
+    # that spoil every later step; so each try builds the trainer afresh, warms it up and
+    # measures with another seed, until neither step was skipped.
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        settings.patch_size = list(warmup_patch or patch)
+        run = scratch / f"{method}-{precision}-{attempt}"
+        trainer = Trainer(method, method_settings, settings, data, run, seed=attempt - 1)  # a fresh draw each try
+        if precision == "16bit" and not on_cuda:
+            trainer.amp_dtype = torch.bfloat16  # the engine keeps the CPU in fp32; measured here only
+        trainer.method.initialise(torch.ones(NUM_CLASSES, dtype=torch.float64), len(data.unlabelled))
+        trainer.method.train()
+        warmed = "skipped" not in trainer.step(trainer.streams(), settings.lr)
+        settings.patch_size = list(patch)
+        if warmed:
+            row, tensors, seconds = measured_step(trainer, settings.lr)
+            if "skipped" not in row:
+                break
     else:
-        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_peak_rss_minus_before_model"
-        extra = {"rss_before_model_mib": round(baseline / 2**20)}
+        raise RuntimeError(f"{method} {precision} at {patch}: a step was skipped in each of {MAX_ATTEMPTS} tries")
+    extra = {"tensor_peak_mib": round(tensors.peak / 2**20)}
+    if on_cuda:
+        peak, kind = torch.cuda.max_memory_allocated() - baseline, "cuda_max_memory_allocated"
+        extra["cuda_max_reserved_mib"] = round(torch.cuda.max_memory_reserved() / 2**20)
+    else:
+        peak, kind = tensors.peak, "live_tensor_peak"
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        extra |= {"rss_step_mib": round((rss - baseline) / 2**20), "rss_before_model_mib": round(baseline / 2**20)}
     states = state_bytes(trainer)
     loss = row["losses"]["loss"]
     record = {
@@ -171,16 +263,17 @@ def step_memory(
         "patch_size": list(patch),
         "batch": f"{settings.batch_labelled}+{settings.batch_unlabelled if trainer.method.uses_unlabelled else 0}",
         "num_classes": NUM_CLASSES,
-        "step_mib": round((peak - baseline) / 2**20),
+        "step_mib": round(peak / 2**20),
         "memory_kind": kind,
         "warmup_patch": list(warmup_patch or patch),
+        "attempts": attempt,  # trainers built, warmed up and measured until neither step was skipped
         **extra,
         "weights_mib": round(states["weights"] / 2**20),
         "optimiser_state_mib": round(states["optimiser_state"] / 2**20),
         "step_s": round(seconds, 2),
         "finite_loss": loss is not None and math.isfinite(loss),
     }
-    del trainer, streams
+    del trainer
     gc.collect()
     if on_cuda:
         torch.cuda.empty_cache()
@@ -190,6 +283,7 @@ def step_memory(
 def machine(device: torch.device, threads: int) -> dict:
     info = {"host": platform.node(), "cpu": cpu_model(), "cpu_threads": threads}
     info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    info["cpu_bf16"] = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})  # bf16 convolutions in hardware
     info |= {"python": platform.python_version(), "torch": torch.__version__}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -197,6 +291,13 @@ def machine(device: torch.device, threads: int) -> dict:
     else:
         info["memory_gib"] = round(resident_total() / GIB, 1)
     return info
+
+
+def cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
 
 
 def resident_total() -> int:
@@ -273,7 +374,7 @@ def resource_table(path: Path, size: str = "protocol") -> str:
     for line in path.read_text().splitlines():
         r = json.loads(line)
         kind = "estimate" if len(SIZES[size]["measured"]) > 1 else "measured"
-        if r.get("size") == size and r.get("kind") == kind and "error" not in r:
+        if r.get("size") == size and r.get("kind") == kind and "error" not in r and usable(r):
             latest[r["method"], r["precision"]] = r
     rows = ["| method | batch | fp32 | 16-bit | card for 16-bit | card for fp32 |", "|---|---|---:|---:|---|---|"]
     for method, cls in METHODS.items():
@@ -331,7 +432,7 @@ def main() -> None:
         spec = SIZES[size]
         for precision in args.precisions:
             for method in args.methods:
-                batch = batches.get(method, {}) if size == "protocol" else {}
+                batch = batches.get(method, {}) if size.startswith("protocol") else {}
                 points = []
                 for patch in spec["measured"]:
                     job = {"method": method, "precision": precision, "patch": patch, "n_filters": spec["n_filters"]}

@@ -20,13 +20,21 @@ RECORDS = tuple(
 GIB = 2**30
 
 
+def usable(record: dict) -> bool:
+    """Whether a memory record says what a GPU needs: any GPU's, a CPU's in fp32, and a CPU's
+    in 16-bit only where the CPU has bf16 instructions (without them its bf16 convolutions take
+    a fallback path that needs more memory than fp32, bench/memory_benchmark.py)."""
+    machine = record.get("machine") or {}
+    return record["precision"] != "16bit" or "gpu" in machine or bool(machine.get("cpu_bf16"))
+
+
 def _memory_records(paths: tuple[Path, ...]) -> list[dict]:
     records = []
     for path in paths:
         if path.is_file():
             for line in path.read_text().splitlines():
                 record = json.loads(line) if line.strip() else {}
-                if record.get("benchmark") == "memory" and "error" not in record:
+                if record.get("benchmark") == "memory" and "error" not in record and usable(record):
                     records.append(record)
     return records
 
