@@ -121,4 +121,6 @@ def test_the_readme_and_cluster_tables_are_the_recorded_ones():
 
     table = resource_table(ROOT / "bench" / "results" / "memory_benchmark.jsonl")
     for doc in ("README.md", "docs/cluster.md"):
-        assert table in (ROOT / doc).read_text(), f"{doc}: its table is not the records' (bench/memory_benchmark.py --table)"
+        assert table in (ROOT / doc).read_text(), (
+            f"{doc}: its table is not the records' (bench/memory_benchmark.py --table)"
+        )
