@@ -102,7 +102,7 @@ class ClassIndicators(nn.Module):
     @torch.no_grad()
     def record(self, logits: Tensor, labels: Tensor) -> None:
         """Add one iteration's indicators from the student's logits (B, C, ...) on the labelled cases."""
-        probs = logits.detach().float().softmax(1).flatten(2)  # (B, C, V)
+        probs = logits.detach().to(self.indicators.dtype).softmax(1).flatten(2)  # (B, C, V)
         labels = labels.reshape(labels.shape[0], -1)  # (B, V)
         log_sum = torch.log(probs + LOG_EPS).sum(1)  # (B, V)
         top = probs.amax(1)
@@ -112,7 +112,7 @@ class ClassIndicators(nn.Module):
                 p_true = probs[case].gather(0, target.unsqueeze(0)).squeeze(0)  # p_k where labelled k
                 for row, values in enumerate((p_true * log_sum[case], p_true, top[case] - p_true)):
                     sums[row].index_add_(0, target, values)
-        counts = torch.bincount(labels.reshape(-1), minlength=self.num_classes).float()
+        counts = torch.bincount(labels.reshape(-1), minlength=self.num_classes).to(sums.dtype)
         self.indicators += sums / (counts + COUNT_EPS)
         self.recorded += 1
 
@@ -127,7 +127,7 @@ class ClassIndicators(nn.Module):
         penalised = ranks == self.rank_penalty  # DHC tests the value, not the membership
         kept = torch.where(penalised, torch.full_like(normalised, self.score_penalty), normalised)
         fused = ranks.sum(0) * (1 - kept.sum(0) / len(self.INDICATORS))
-        fused = (fused / fused.max()).float()
+        fused = (fused / fused.max()).to(self.score.dtype)
         self.score.mul_(self.momentum).add_((1 - self.momentum) * fused)
         unsure = 1 - self.score
         self.rates.copy_((unsure / (unsure.max() + RATE_EPS)) ** self.power)
@@ -145,13 +145,13 @@ def sampling_weights(
     """
     logits = logits.detach()
     predicted = hard_labels(logits)
-    top = logits.float().softmax(1).amax(1)
+    top = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(1).amax(1)  # fp16: in fp32
     floor = torch.full_like(rates, min_rate)
     floor[0] = 0.0
     rate = torch.maximum(rates, floor)[predicted]
     if uniform is None:
         uniform = torch.rand(predicted.shape, device=logits.device)
-    return (uniform > 1 - rate).float() * top**power
+    return (uniform > 1 - rate).to(top.dtype) * top**power
 
 
 class ACISIS(StudentWithTeacher):
