@@ -24,14 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from micd.provenance import cpu_model
-from micd.runs import Run, layered_config, resolve_run
+from micd.runs import Run, first_run_dataset, layered_config, resolve_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "bench" / "results" / "calibration.jsonl"
-
-
-def first_dataset(config: dict) -> str:
-    return (config.get("run_datasets") or list(config["datasets"]))[0]
 
 
 def run(name: str, spec: Run, ratio: int, extra: dict, dataset: str, out_root: Path) -> dict:
@@ -109,7 +105,7 @@ def main() -> None:
         figure(args.figure, args.names)
         return
     config = layered_config(args.base)
-    dataset = first_dataset(config)
+    dataset = first_run_dataset(config)
     with ThreadPoolExecutor(args.jobs) as pool:
         jobs = [
             pool.submit(

@@ -36,7 +36,7 @@ from micd.engine import TrainData, Trainer, TrainSettings, resolve_device  # noq
 from micd.evaluation.metrics import summarise  # noqa: E402
 from micd.evaluation.predict import InferenceSettings, predict_cases  # noqa: E402
 from micd.evaluation.score import score_run  # noqa: E402
-from micd.runs import layered_config, resolve_run, training_cases  # noqa: E402
+from micd.runs import first_run_dataset, layered_config, resolve_run, training_cases  # noqa: E402
 
 CONFIGS = ("config/config.yaml", "config/benchmark.yaml", "config/benchmark_gpu.yaml")
 
@@ -53,11 +53,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = layered_config(ROOT / path for path in CONFIGS)
-    name, dataset = (
-        next(iter(config["datasets"].items()))
-        if not config.get("run_datasets")
-        else (config["run_datasets"][0], config["datasets"][config["run_datasets"][0]])
-    )
+    name = first_run_dataset(config)
+    dataset = config["datasets"][name]
     device = resolve_device(args.device)
     overrides = {"device": str(device)}
     if args.epochs is not None:

@@ -8,7 +8,15 @@ from pathlib import Path
 import yaml
 from snakemake.utils import update_config
 
-from micd.runs import layered_config, method_spec, resolve_run, sensitivity_variants, training_cases, variants
+from micd.runs import (
+    first_run_dataset,
+    layered_config,
+    method_spec,
+    resolve_run,
+    sensitivity_variants,
+    training_cases,
+    variants,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,3 +69,8 @@ def test_layered_config_merges_as_snakemake_merges_config_files() -> None:
     for path in files[1:]:
         update_config(expected, yaml.safe_load(path.read_text()))
     assert layered_config(files) == expected
+
+
+def test_the_first_run_dataset_is_the_first_selected_else_the_first_configured() -> None:
+    assert first_run_dataset(CONFIG) == "amos"
+    assert first_run_dataset({**CONFIG, "run_datasets": ["plain"]}) == "plain"

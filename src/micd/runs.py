@@ -91,6 +91,11 @@ def training_cases(
     return list(labelled), list(unlabelled)
 
 
+def first_run_dataset(config: Mapping[str, Any]) -> str:
+    """The data set a single-data-set tool runs on: the first of ``run_datasets``, else of ``datasets``."""
+    return (config.get("run_datasets") or list(config["datasets"]))[0]
+
+
 def layered_config(files: Iterable[Path | str]) -> dict[str, Any]:
     """Configuration files merged in order as Snakemake merges ``--configfile``s: nested
     mappings key by key, anything else replaced. (The schema's defaults are not filled in.)"""
