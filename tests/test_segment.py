@@ -21,8 +21,9 @@ from micd.data.classes import AMOS_CLASSES
 from micd.data.convert import to_canonical
 from micd.data.io import Volume, load_nifti, save_nifti
 from micd.data.preprocess import label_resampling, resize_label
+from micd.data.scan_checks import check_ct
 from micd.data.totalsegmentator import real_ct_dir, to_amos
-from micd.segment import PreparedScan, Preprocessing, check_ct, prepare_scan
+from micd.segment import PreparedScan, Preprocessing, prepare_scan
 
 REAL_CT = real_ct_dir(ROOT)
 pytestmark = pytest.mark.skipif(

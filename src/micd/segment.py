@@ -28,17 +28,13 @@ from micd.data.convert import format_affine, to_canonical
 from micd.data.errors import DataError, case_error
 from micd.data.io import Volume, file_digest, load_nifti, save_nifti, write_csv
 from micd.data.preprocess import preprocess_image, preprocessing_target, restore_original, transform_columns
+from micd.data.scan_checks import check_scan_to_segment
 from micd.model_file import method_from_record, missing_key_error, read_model
 from micd.provenance import provenance
 
 VOLUME_COLUMNS = ("scan", "label", "organ", "voxels", "volume_ml")
 VOLUMES_CSV = "volumes.csv"
 RECORD_JSON = "segment.json"
-
-# Hounsfield units: the lowest value a scanner writes is its padding outside the field of view
-# (-3024 on some; air is -1000), and every CT of the trunk holds fat (-100) or air.
-HU_FLOOR = -3100.0
-HU_LOWEST_EXPECTED = -200.0
 
 
 @dataclass(frozen=True)
@@ -120,29 +116,21 @@ def scan_files(paths: Iterable[Path]) -> list[Path]:
             files.append(path)
         else:
             raise case_error(None, path, "no such image file or folder")
-    names = [scan_name(p) for p in files]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise DataError(f"two images would write the same label map {twice[0]}.nii.gz: rename one of them")
+    first: dict[str, Path] = {}
+    for path in files:
+        earlier = first.setdefault(scan_name(path), path)
+        if earlier != path:
+            raise DataError(
+                f"{earlier} and {path} would write the same label map {scan_name(path)}.nii.gz: rename one of them"
+            )
     return files
 
 
-def check_ct(volume: Volume, name: str, path: Path) -> None:
-    """A DataError unless the values look like CT in Hounsfield units."""
-    data = volume.data
-    if not np.issubdtype(data.dtype, np.number) or data.size == 0:
-        raise case_error(name, path, f"expected a CT in HU, found an empty or non-numeric volume ({data.dtype})")
-    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
-        raise case_error(name, path, "expected finite CT values, found NaN or infinite voxels")
-    low, high = float(data.min()), float(data.max())
-    if low < HU_FLOOR or low > HU_LOWEST_EXPECTED:
-        raise case_error(
-            name,
-            path,
-            f"expected a CT in Hounsfield units (air -1000, fat -100, water 0; lowest value between "
-            f"{HU_FLOOR:g} and {HU_LOWEST_EXPECTED:g}), found values {low:g} to {high:g}: is it a CT, "
-            "with its values rescaled to HU (the header's scl_slope and scl_inter)?",
-        )
+def check_scans(scans: Sequence[Path]) -> None:
+    """Every scan read and checked (micd.data.scan_checks) before the first is segmented, so a
+    bad one among many stops the command before any work is done."""
+    for path in scans:
+        check_scan_to_segment(load_nifti(path, scan_name(path)), scan_name(path), path)
 
 
 def prepare_scan(volume: Volume, name: str, preprocessing: Preprocessing) -> PreparedScan:
@@ -199,13 +187,12 @@ def segment_scans(
     """Segment each scan file with ``segment_volume`` (a preprocessed (D, H, W) image to its
     label map) and write the outputs of the module docstring; returns the volume rows."""
     check_out_dir(out_dir, scans)
+    check_scans(scans)
     rows: list[dict[str, object]] = []
     with atomic_dir(out_dir) as tmp:
         for path in scans:
             name = scan_name(path)
-            volume = load_nifti(path, name)
-            check_ct(volume, name, path)
-            prepared = prepare_scan(volume, name, preprocessing)
+            prepared = prepare_scan(load_nifti(path, name), name, preprocessing)
             labels = prepared.restore(segment_volume(prepared.image).astype(np.uint8))
             save_nifti(tmp / f"{name}.nii.gz", labels)
             organs = organ_volumes(name, labels, classes)

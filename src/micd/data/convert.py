@@ -33,6 +33,7 @@ from micd.data.io import (
     save_nifti,
     write_csv,
 )
+from micd.data.scan_checks import check_geometry, check_training_image
 from micd.errors import SettingsError
 
 AFFINE_TOLERANCE_MM = 1e-3
@@ -128,6 +129,7 @@ def find_cases(archive_dir: Path, modality: str = "all") -> list[SourceCase]:
     if modality not in MODALITIES:
         raise SettingsError(f"expected modality in {MODALITIES}, got {modality!r}")
     cases: list[SourceCase] = []
+    seen: dict[str, Path] = {}  # case id -> its image, across imagesTr/ and imagesVa/
     for tag, subset in _SUBSETS:
         images = _nifti_files(archive_dir / f"images{tag}")
         labels = _nifti_files(archive_dir / f"labels{tag}")
@@ -139,6 +141,7 @@ def find_cases(archive_dir: Path, modality: str = "all") -> list[SourceCase]:
                 f"label without an image in images{tag}/ (all such: {orphans})",
             )
         for case_id, image in sorted(images.items()):
+            _refuse_twice(case_id, seen.setdefault(case_id, image), image)
             case_modality = _modality_of(case_id, image)
             label = labels.get(case_id, archive_dir / f"labels{tag}" / image.name)
             if modality in ("all", case_modality):
@@ -155,6 +158,7 @@ def find_cases(archive_dir: Path, modality: str = "all") -> list[SourceCase]:
 def find_synapse_cases(root: Path) -> list[SourceCase]:
     """Pair ``Training/img/imgNNNN`` with ``Training/label/labelNNNN``; every case is CT and in ``train``."""
     cases = []
+    _nifti_files(root / "Training" / "label")  # a label twice (.nii and .nii.gz) is refused there
     for name, image in sorted(_nifti_files(root / "Training" / "img").items()):
         match = _SYNAPSE_IMAGE.match(image.name)
         if match is None:
@@ -182,18 +186,32 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
 
 
 def _nifti_files(directory: Path) -> dict[str, Path]:
-    """Case id -> file for the NIfTI files of a directory, skipping dot-files (macOS junk)."""
+    """Case id -> file for the NIfTI files of a directory, skipping dot-files (macOS junk); one
+    case id twice (``.nii`` and ``.nii.gz``) is an error naming both files."""
     if not directory.is_dir():
         return {}
-    files = {}
-    for path in directory.iterdir():
+    files: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()):
         name = path.name
         if name.startswith(".") or not path.is_file():
             continue
         for suffix in (".nii.gz", ".nii"):
             if name.endswith(suffix):
-                files[name[: -len(suffix)]] = path
+                case_id = name[: -len(suffix)]
+                _refuse_twice(case_id, files.setdefault(case_id, path), path)
+                break
     return files
+
+
+def _refuse_twice(case_id: str, first: Path, second: Path) -> None:
+    """One case id in two files would pair one file's image with the other's label."""
+    if first != second:
+        raise case_error(
+            case_id,
+            second,
+            f"the case is also in {first}; expected each case id once (in one of .nii/.nii.gz, in one of "
+            "imagesTr/imagesVa): remove one of the two files",
+        )
 
 
 def _modality_of(case_id: str, path: Path) -> str:
@@ -252,6 +270,8 @@ def parse_affine(text: str) -> np.ndarray:
 
 def _validate(case: SourceCase, image: Volume, label: Volume, num_labels: int) -> None:
     """Raise DataError unless image and label match and hold sensible values."""
+    check_training_image(image, case.case_id, case.image, case.modality)
+    check_geometry(label, case.case_id, case.label)
     if image.data.shape != label.data.shape:
         raise case_error(
             case.case_id,
