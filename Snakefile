@@ -1,8 +1,11 @@
 import sys
+from pathlib import Path
 
+import yaml
 from snakemake.utils import min_version, validate
 
 from micd.config_check import ConfigError, check_config
+from micd.config_strings import typed_config
 from micd.report.landing import landing_words
 
 min_version("9.0")
@@ -11,6 +14,8 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# `--config seeds=[0,1]` gives the text "0" and "1" below the top level: typed as the schema says
+config.update(typed_config(config, yaml.safe_load(Path(workflow.source_path("config/schema.yaml")).read_text())))
 # short messages naming each unknown key, bad value or unregistered method (src/micd/config_check.py);
 # the message alone, as a raised error would add Snakemake's traceback lines under it
 try:

@@ -27,7 +27,7 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
 def test_micd_version_prints_the_package_version():
     result = micd("--version")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"micd {version('micd')}"
+    assert result.stdout.startswith(f"micd {version('micd')} (")  # and the commit: tests/test_command_line.py
 
 
 def test_micd_train_help_describes_each_option_and_the_json_settings():

@@ -162,11 +162,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     from micd.engine import TrainData, Trainer, TrainSettings
     from micd.memory import out_of_memory_message
     from micd.methods import METHODS
+    from micd.methods.base import settings_from_dict
+    from micd.names import nearest
     from micd.runs import training_cases
 
     torch.set_num_threads(args.threads)
     if args.method not in METHODS:
-        sys.exit(f"error: unknown method {args.method!r}; registered: {sorted(METHODS)}")
+        close = nearest(args.method, METHODS)
+        hint = f"; did you mean {close!r}?" if close else ""
+        sys.exit(f"micd train: error: unknown method {args.method!r}{hint} (registered: {', '.join(sorted(METHODS))})")
+    settings_from_dict(METHODS[args.method].Settings, args.method_settings, args.method)  # a typo: before any data
     lists = (read_case_list(path) for path in (args.train, args.labelled, args.unlabelled))
     labelled, unlabelled = training_cases(args.method, *lists)
     data = TrainData(
@@ -342,11 +347,35 @@ def _figure_argument(s: argparse.ArgumentParser) -> None:
     )
 
 
-def parser() -> argparse.ArgumentParser:
-    from micd import __version__
+class _VersionAction(argparse.Action):
+    """``micd --version``: the version and the commit (micd.version), looked up only when asked."""
 
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from micd.version import version_text
+
+        print(f"{parser.prog} {version_text()}")
+        parser.exit()
+
+
+class _MethodListFormatter(argparse.HelpFormatter):
+    """Help that names the registered methods where it says {methods}: micd.methods loads PyTorch,
+    so it is imported only when the help is shown."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = super()._get_help_string(action) or ""
+        if "{methods}" in text:
+            from micd.methods import METHODS
+
+            text = text.replace("{methods}", ", ".join(sorted(METHODS)))
+        return text
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="micd", description=__doc__.splitlines()[0])
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--version", action=_VersionAction, help="show the version and the git commit, then exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synthesise", help="generate the synthetic multi-organ CT archive (AMOS layout)")
@@ -452,7 +481,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--published", type=Path, help="folder of published split files (DHC's names)")
     s.set_defaults(func=cmd_split)
 
-    s = sub.add_parser("train", help="train one method on one split with one seed")
+    s = sub.add_parser(
+        "train", help="train one method on one split with one seed", formatter_class=_MethodListFormatter
+    )
     train_paths = {
         "data-dir": "folder of the preprocessed data set (micd preprocess)",
         "train": f"{CASE_LIST_HELP}: every training case (read by the methods that ignore the split)",
@@ -463,7 +494,7 @@ def parser() -> argparse.ArgumentParser:
     }
     for name, text in train_paths.items():
         s.add_argument(f"--{name}", type=Path, required=True, help=text)
-    s.add_argument("--method", required=True, help="registered method name (micd.methods.METHODS), e.g. micd")
+    s.add_argument("--method", required=True, help="registered method (docs/methods.md): {methods}")
     s.add_argument("--variant", help="name of this configuration of the method (default: the method)")
     s.add_argument(
         "--method-settings",

@@ -15,7 +15,6 @@ per-method train setting that does not exist.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,17 @@ from typing import Any
 import jsonschema
 import yaml
 
+from micd.config_values import value_problems
+from micd.names import nearest
+
 
 class ConfigError(ValueError):
     """The configuration cannot run; the message lists every problem, one per line."""
 
 
 def _suggestion(key: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+    close = nearest(key, known)
+    return f"; did you mean {close!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
 
 
 def _where(path: tuple[str, ...]) -> str:
@@ -141,6 +143,7 @@ def check_config(config: Mapping[str, Any], schema_path: Path | str) -> None:
     schema = yaml.safe_load(Path(schema_path).read_text())
     problems = unknown_keys(config, schema) + schema_errors(config, schema)
     problems += method_problems(config, METHODS, _fields(TrainSettings))
+    problems += value_problems(config, schema)
     if problems:
         count = f"{len(problems)} problems" if len(problems) > 1 else "1 problem"
         raise ConfigError(f"{count} in the configuration:\n  " + "\n  ".join(problems))

@@ -10,7 +10,6 @@ checkpoints, validation and logging.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from micd.errors import SettingsError
+from micd.names import nearest
 from micd.nets.derived import derived_network
 
 
@@ -170,8 +170,8 @@ def unknown_setting(method: str, key: str, known: Iterable[str]) -> str:
     """What to tell a user who gave ``method`` a setting it does not have: the nearest of its
     settings, if one is close, and all of them."""
     known = sorted(known)
-    nearest = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
+    close = nearest(key, known)
+    hint = f"; did you mean {close!r}?" if close else ""
     return f"{method} has no setting {key!r}{hint} ({method}'s settings: {', '.join(known)})"
 
 
