@@ -13,11 +13,13 @@ from micd.methods.cotraining import CPS
 from micd.methods.depl_adsh import Adsh, DePL
 from micd.methods.dhc import DHC, DiffDWOnly, DistDWOnly
 from micd.methods.dst import DST
+from micd.methods.ga import GACPS
 from micd.methods.mean_teacher import UAMT, MeanTeacher
 from micd.methods.micd import MICD, ablation_display_name
 from micd.methods.rebalancing import CReST, SimiS
 from micd.methods.retired import current_settings
 from micd.methods.ssnet import SSNet
+from micd.methods.stac import DHCSTAC
 from micd.methods.supervised import Fully, Supervised
 from micd.methods.urpc import URPC
 from micd.nets import VNet
@@ -43,6 +45,8 @@ METHODS: dict[str, type[Method]] = {
         DHC,
         DistDWOnly,
         DiffDWOnly,
+        GACPS,
+        DHCSTAC,
         MICD,
     )
 }
