@@ -32,6 +32,8 @@ BASES: dict[str, dict] = {
     "depl": {"confidence_threshold": 0.0},
     # an untrained teacher is unsure of nearly every voxel at ln 2: ln 4 lets some through
     "uamt": {"threshold_classes": 0},
+    # the record's epoch 6 is before STAC's epoch 40: its unlabelled patches are transformed from epoch 0
+    "dhc_stac": {"unlabelled_start_epoch": 0},
 }
 
 # values to try, the first unlike the default, for keys that no rule below changes into
@@ -61,6 +63,10 @@ METHOD_CHOICES: dict[tuple[str, str], object] = {
     ("depl", "confidence_threshold"): 0.5,
     ("depl", "tau"): 50.0,
     ("ssnet", "memory_per_class"): 4,
+    ("ga_cps", "cross_top_percent"): 50.0,
+    ("dhc_stac", "unlabelled_start_epoch"): 40,
+    ("dhc_stac", "deformed_classes"): [1, 2],
+    ("dhc_stac", "distance_pairs"): "own",
 }
 
 
