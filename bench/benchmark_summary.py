@@ -40,9 +40,9 @@ ARCHIVED_FILES = ("validation.csv", "metrics.csv")
 
 def run_provenance(run: Path) -> dict:
     """The provenance a finished run's ``model.pt`` carries: settings, code, data, host."""
-    import torch
+    from micd.torch_files import load_weights_only  # torch: only where a model is read
 
-    return torch.load(run / "model.pt", map_location="cpu", weights_only=False).get("provenance", {})
+    return load_weights_only(run / "model.pt").get("provenance", {})
 
 
 def summarise_run(run: Path, benchmarks: Path, provenance: dict) -> dict:

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from default_run import machine, tree_rss_bytes
 
 from micd.atomic import atomic_write
@@ -38,6 +37,7 @@ from micd.data.io import Volume, file_digest, load_nifti
 from micd.data.preprocess import window_normalise
 from micd.data.totalsegmentator import REAL_CT_SOURCE, real_ct_dir, to_amos
 from micd.evaluation.metrics import dice_percent
+from micd.model_file import read_model
 from micd.provenance import code_version, provenance
 from micd.report.figures import plot_label_maps
 from micd.report.sidecar import sidecar_path
@@ -131,7 +131,7 @@ def score(prediction: np.ndarray, reference: np.ndarray, voxel_ml: float) -> lis
 
 
 def benchmark(model: Path, note: str) -> None:
-    saved = torch.load(model, map_location="cpu", weights_only=False)
+    saved = read_model(model)  # weights only: the file runs no code
     reference, labels = reference_labels()
     with tempfile.TemporaryDirectory(prefix="micd-segment-") as tmp:
         out_dir = Path(tmp) / "segmented"

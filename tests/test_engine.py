@@ -96,7 +96,7 @@ class StopAt(Trainer):
 
 
 def final_state(out_dir: Path) -> dict:
-    return torch.load(out_dir / "state" / "checkpoint.pt", weights_only=False)["method"]
+    return torch.load(out_dir / "state" / "checkpoint.pt", weights_only=True)["method"]
 
 
 @pytest.mark.parametrize("method", ["micd", "supervised"])
@@ -135,7 +135,7 @@ def test_outputs_carry_provenance_and_the_best_epoch(data_dir, tmp_path):
         run_info={"dataset": "tiny", "ratio": 5},
     )
     trainer.fit()
-    model = torch.load(tmp_path / "model.pt", weights_only=False)
+    model = torch.load(tmp_path / "model.pt", weights_only=True)
     assert model["provenance"]["dataset"] == "tiny" and model["provenance"]["seed"] == 0
     assert {"code_version", "packages", "host"} <= set(model["provenance"])
     # what the run read and where it computed, to trace two runs that part
@@ -189,7 +189,7 @@ def test_sigterm_checkpoints_and_the_rerun_resumes_above_step_zero(data_dir, tmp
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 143, output
     assert "stopped at iteration" in output
-    stopped_at = torch.load(out / "state" / "checkpoint.pt", weights_only=False)["iteration"]
+    stopped_at = torch.load(out / "state" / "checkpoint.pt", weights_only=True)["iteration"]
     assert 0 < stopped_at < 125
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
@@ -473,7 +473,7 @@ def test_a_checkpoint_of_other_data_is_not_resumed(data_dir, tmp_path, capsys):
 def test_a_checkpoint_from_before_data_fingerprints_is_resumed(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert not StopAt("supervised", {}, tiny_settings(), tiny_data(data_dir), out, seed=1).fit()
-    checkpoint = torch.load(out / "state" / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(out / "state" / "checkpoint.pt", weights_only=True)
     del checkpoint["run_identity"]["data_sha256"]
     torch.save(checkpoint, out / "state" / "checkpoint.pt")
     assert Trainer("supervised", {}, tiny_settings(), tiny_data(data_dir), out, seed=1).fit()

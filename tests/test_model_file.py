@@ -80,7 +80,7 @@ def test_a_file_that_is_no_model_is_named_with_what_it_lacks(tmp_path: Path, con
     with pytest.raises(DataError, match=f"file {path}: {expected}".replace("(", r"\(").replace(")", r"\)")):
         read_model(path)
     path.write_text("not a zip")
-    with pytest.raises(DataError, match=f"file {path}: expected a model.pt written by `micd train`"):
+    with pytest.raises(DataError, match=f"{path} is not a micd model file \\(a PyTorch file\\)"):
         read_model(path)
     record = record_of("supervised")
     del record["method"], record["provenance"]["method"]

@@ -65,7 +65,7 @@ def test_out_of_memory_names_method_size_device_needs_and_levers_and_the_run_res
         assert expected in message, message
     run = tmp_path / "run"
     assert not (run / "model.pt").exists() and not (run / "train_log.jsonl").exists()
-    assert torch.load(run / "state" / "checkpoint.pt", weights_only=False)["iteration"] == 2
+    assert torch.load(run / "state" / "checkpoint.pt", weights_only=True)["iteration"] == 2
 
     monkeypatch.setattr(Supervised, "training_step", real_step)
     capsys.readouterr()

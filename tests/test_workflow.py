@@ -90,7 +90,7 @@ def test_the_upper_bound_is_trained_once_and_scored_at_every_ratio(tiny_run: Pat
     copied into the larger ratios' folders."""
     runs = tiny_run / "results" / "synthetic" / "runs"
     trained, shared = runs / "5p" / "fully" / "seed0", runs / "10p" / "fully" / "seed0"
-    model = torch.load(trained / "model.pt", weights_only=False)
+    model = torch.load(trained / "model.pt", weights_only=True)
     train_ids = (tiny_run / "results" / "synthetic" / "splits" / "train.txt").read_text().split()
     assert sorted(model["provenance"]["labelled_cases"]) == sorted(train_ids)
     logs = tiny_run / "results" / "logs" / "synthetic"
@@ -105,7 +105,7 @@ def test_the_upper_bound_is_trained_once_and_scored_at_every_ratio(tiny_run: Pat
 
 def test_each_run_keeps_a_checkpoint_a_log_and_its_provenance(tiny_run: Path):
     run = tiny_run / "results" / "synthetic" / "runs" / "5p" / "micd" / "seed0"
-    model = torch.load(run / "model.pt", weights_only=False)
+    model = torch.load(run / "model.pt", weights_only=True)
     assert model["provenance"]["method"] == "micd" and model["provenance"]["seed"] == 0
     assert model["provenance"]["labelled_cases"] and model["train_settings"]["n_filters"] == 2
     assert (run / "state" / "checkpoint.pt").is_file()

@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 import torchio as tio
+from tqdm import tqdm
 
 from micd.atomic import atomic_write
+from micd.data.errors import DataError
 from micd.data.loaders import (
     QueueSettings,
     case_paths,
@@ -42,7 +44,7 @@ from micd.evaluation.metrics import dhc_centre_crop, dhc_validation_dice, mean_f
 from micd.methods import Batch, Method, Progress, build_method
 from micd.model_file import model_record, read_model, save_model
 from micd.provenance import atomic_torch_save, cpu_model, provenance
-from micd.train_console import TrainingConsole, start_line
+from micd.torch_files import UnreadableTorchFile, load_weights_only
 
 
 @dataclass
@@ -354,10 +356,12 @@ class Trainer:
         return self.state_dir / "checkpoint.pt"
 
     def _random_states(self) -> dict[str, Any]:
+        # NumPy's and Python's states as tensors, numbers and lists: a checkpoint loads with
+        # weights_only=True (micd.torch_files), which refuses NumPy arrays
         states = {
             "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
-            "python": random.getstate(),
+            "numpy": numpy_random_state(),
+            "python": python_random_state(),
             "epoch_data": self.epoch_data_state,
         }
         if self.device.type == "cuda":
@@ -389,7 +393,9 @@ class Trainer:
         """
         if not self.checkpoint_path.is_file():
             return False
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        state = self._read_checkpoint()
+        if state is None:
+            return False
         # checkpoints written before runs fingerprinted their data are judged on the rest
         written = {"data_sha256": self.run_identity["data_sha256"], **state.get("run_identity", self.run_identity)}
         changed = _differences(written, self.run_identity)
@@ -401,18 +407,26 @@ class Trainer:
             )
             (self.state_dir / "best.pt").unlink(missing_ok=True)
             return False
-        self.method.load_state_dict(state["method"])
-        for name, optimiser in self.optimisers.items():
-            optimiser.load_state_dict(state["optimisers"][name])
-        self.scaler.load_state_dict(state["scaler"])
+        try:
+            self.method.load_state_dict(state["method"])
+            for name, optimiser in self.optimisers.items():
+                optimiser.load_state_dict(state["optimisers"][name])
+            self.scaler.load_state_dict(state["scaler"])
+            rs = state["random"]
+            torch.set_rng_state(rs["torch"])
+            set_numpy_random_state(rs["numpy"])
+            set_python_random_state(rs["python"])
+            if "cuda" in rs:
+                torch.cuda.set_rng_state(rs["cuda"], self.device)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            # part of the state may be loaded already: this process cannot start afresh cleanly
+            aside = self._set_checkpoint_aside()
+            raise DataError(
+                f"file {self.checkpoint_path}: its content does not fit this run ({type(exc).__name__}: {exc}); "
+                f"it was set aside as {aside.name}: run the same command again to train afresh"
+            ) from None
         self.epoch, self.done_in_epoch, self.iteration = state["epoch"], state["done_in_epoch"], state["iteration"]
         self.best_dice, self.best_epoch = state["best_dice"], state["best_epoch"]
-        rs = state["random"]
-        torch.set_rng_state(rs["torch"])
-        np.random.set_state(rs["numpy"])
-        random.setstate(rs["python"])
-        if "cuda" in rs:
-            torch.cuda.set_rng_state(rs["cuda"], self.device)
         self.data_random.state = rs["epoch_data"]
         # drop log lines of iterations after the checkpoint: they are trained again
         _keep_rows(self.state_dir / "train_log.jsonl", lambda line: json.loads(line)["iteration"] <= self.iteration)
@@ -421,6 +435,38 @@ class Trainer:
             lambda line: line.startswith("epoch") or int(line.split(",")[1]) <= self.iteration,
         )
         return True
+
+    def _read_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint's dictionary; None, after setting the file aside, if it is damaged,
+        unsafe to load or lacks what resuming needs."""
+        try:
+            state = load_weights_only(self.checkpoint_path, self.device, "a training checkpoint")
+        except UnreadableTorchFile as exc:
+            reason = str(exc)
+        else:
+            missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+            if not missing and not isinstance(state["random"], dict):
+                missing = ["random states"]
+            missing += [f"random.{key}" for key in RANDOM_KEYS if not missing and key not in state["random"]]
+            if not missing:
+                return state
+            reason = f"it has no {', '.join(missing)}"
+        aside = self._set_checkpoint_aside()
+        print(f"setting aside {self.checkpoint_path} as {aside.name}: {reason}; training afresh", flush=True)
+        return None
+
+    def _set_checkpoint_aside(self) -> Path:
+        """Rename the checkpoint (never delete it: it may be the only copy of days of training)
+        and drop the best model of that progress; returns the new path."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.checkpoint_path.with_name(f"{self.checkpoint_path.name}.corrupt-{stamp}")
+        taken = 1
+        while aside.exists():  # an earlier one set aside in the same second is kept too
+            taken += 1
+            aside = aside.with_name(f"{self.checkpoint_path.name}.corrupt-{stamp}-{taken}")
+        os.replace(self.checkpoint_path, aside)
+        (self.state_dir / "best.pt").unlink(missing_ok=True)
+        return aside
 
     def _model_record(self) -> dict[str, Any]:
         return model_record(
@@ -470,12 +516,11 @@ class Trainer:
         validate and keep the best model. True: stop early."""
         s = self.settings
         if not self.data.eval or epoch % s.validate_every:
-            self.console.epoch_line(epoch)
             return False
         dice = self.validate()
         validation_log.write(f"{epoch},{self.iteration},{dice:.4f}\n")
         validation_log.flush()
-        self.console.epoch_line(epoch, f"eval mean Dice {dice:.2f}")
+        print(f"epoch {epoch}/{s.max_epochs}: eval mean Dice {dice:.2f}", flush=True)
         if dice > self.best_dice:
             self.best_dice, self.best_epoch = dice, epoch
             save_model(self._model_record(), self.state_dir / "best.pt")
@@ -508,8 +553,6 @@ class Trainer:
             (self.state_dir / "validation.csv").write_text("epoch,iteration,eval_mean_dice\n")
             (self.state_dir / "train_log.jsonl").write_text("")
         per_epoch = self.iterations_per_epoch()
-        self.console = TrainingConsole(s.max_epochs, per_epoch, done=self.iteration)
-        self.console.say(start_line(self.run_info, self.run_info["compute"], s.max_epochs, per_epoch, self.iteration))
         with (
             open(self.state_dir / "train_log.jsonl", "a") as log,
             open(self.state_dir / "validation.csv", "a") as validation_log,
@@ -525,13 +568,21 @@ class Trainer:
                 for optimiser in self.optimisers.values():
                     for group in optimiser.param_groups:
                         group["lr"] = lr
-                # a progress bar on a terminal, plain progress lines in a job's log file
-                self.console.begin_epoch(self.epoch, self.done_in_epoch)
+                # a progress bar on a terminal; none in a job's log file
+                bar = tqdm(
+                    total=per_epoch,
+                    initial=self.done_in_epoch,
+                    desc=f"epoch {self.epoch}/{s.max_epochs}",
+                    disable=None,
+                    leave=False,
+                    dynamic_ncols=True,
+                )
                 while self.done_in_epoch < per_epoch:
                     row = self.step(streams, lr)
                     log.write(json.dumps(row) + "\n")
                     self.done_in_epoch += 1
-                    self.console.after_iteration(row)
+                    bar.set_postfix(loss=row["losses"]["loss"], refresh=False)
+                    bar.update()
                     if self._stop_requested or self.iteration % s.checkpoint_every == 0:
                         log.flush()
                         self.save_checkpoint()
@@ -540,7 +591,7 @@ class Trainer:
                                 f"stopped at iteration {self.iteration}; checkpoint {self.checkpoint_path}", flush=True
                             )
                             return False
-                self.console.end_epoch()
+                bar.close()
                 finished = self.epoch
                 self.epoch += 1
                 self.done_in_epoch = 0
@@ -621,6 +672,48 @@ class Trainer:
             if grads and not bool(torch.isfinite(torch.stack([g.detach().abs().sum() for g in grads])).all()):
                 return f"non-finite gradient in {name}"
         return None
+
+
+CHECKPOINT_KEYS = (
+    "method",
+    "optimisers",
+    "scaler",
+    "epoch",
+    "done_in_epoch",
+    "iteration",
+    "best_dice",
+    "best_epoch",
+    "random",
+)
+RANDOM_KEYS = ("torch", "numpy", "python", "epoch_data")
+
+
+def numpy_random_state() -> dict[str, Any]:
+    """NumPy's global random state in types a weights-only load accepts."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "kind": kind,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "position": int(position),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
+
+
+def set_numpy_random_state(state: dict[str, Any]) -> None:
+    keys = state["keys"].cpu().numpy().astype(np.uint32)
+    np.random.set_state((state["kind"], keys, state["position"], state["has_gauss"], state["cached_gaussian"]))
+
+
+def python_random_state() -> list[Any]:
+    """Python's random state as lists: [version, [internal state...], gauss_next]."""
+    version, internal, gauss_next = random.getstate()
+    return [version, list(internal), gauss_next]
+
+
+def set_python_random_state(state: list[Any]) -> None:
+    version, internal, gauss_next = state
+    random.setstate((version, tuple(internal), gauss_next))
 
 
 def _finite_or_none(terms: dict[str, torch.Tensor]) -> dict[str, float | None]:

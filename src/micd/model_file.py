@@ -1,7 +1,8 @@
 """The model file, ``model.pt``: written by ``micd train``, read by ``micd infer``,
 ``micd segment``, the report's tools and ``bench/``. Its format is written and read here only.
 
-A dictionary saved with ``torch.save``:
+A dictionary saved with ``torch.save`` that holds only tensors and plain values (numbers, strings,
+lists, dicts, None), so that it loads with ``weights_only=True``:
 
     format           MODEL_FORMAT (files written before this key existed are format 0)
     method           the registered method (format 0: ``provenance.method``)
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from micd.data.errors import case_error
 from micd.provenance import atomic_torch_save
+from micd.torch_files import load_weights_only
 
 if TYPE_CHECKING:
     import torch
@@ -71,16 +73,10 @@ def save_model(record: Mapping[str, Any], path: Path) -> None:
 
 def read_model(path: Path, device: "torch.device | str" = "cpu") -> dict[str, Any]:
     """A model file's dictionary, its tensors on ``device``, with ``method`` set for files of
-    format 0. A file that is not a model file is an error naming it and what it lacks."""
-    import torch
-
+    format 0. A file that is not a model file, or holds anything but tensors and plain values, is an
+    error naming it and what it lacks (micd.torch_files)."""
     path = Path(path)
-    try:
-        saved = torch.load(path, map_location=device, weights_only=False)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # pickle, zip and torch each raise their own kinds
-        raise case_error(None, path, f"expected a model.pt written by `micd train` ({exc})") from exc
+    saved = load_weights_only(path, device, "a micd model file")  # never runs code the file names
     if not isinstance(saved, Mapping):
         raise case_error(None, path, "expected a model.pt written by `micd train`, found no dictionary")
     missing = [key for key in REQUIRED_KEYS if saved.get(key) is None]
