@@ -174,7 +174,7 @@ def test_inference_is_the_mean_of_the_two_students_or_teachers():
     assert torch.allclose(teachers.predict(x), (teachers.teacher_a(x) + teachers.teacher_b(x)) / 2)
 
 
-TWO_BRANCH_ROWS = ["cps", "cld", "dhc", "distdw", "diffdw", "depl", "adsh", "crest", "simis", "micd"]
+TWO_BRANCH_ROWS = ["cps", "cld", "dhc", "distdw", "diffdw", "depl", "adsh", "crest", "simis", "ga_cps", "dhc_stac", "micd"]
 
 
 def test_two_branch_rows_build_on_the_cotraining_core_with_their_own_weightings():
@@ -191,6 +191,8 @@ def test_two_branch_rows_build_on_the_cotraining_core_with_their_own_weightings(
         "adsh": ("ClassWeighting", "ClassWeighting"),
         "crest": ("CReSTWeighting", "CReSTWeighting"),
         "simis": ("SimiSWeighting", "SimiSWeighting"),
+        "ga_cps": ("ClassWeighting", "ClassWeighting"),
+        "dhc_stac": ("DiffDW", "DistDW"),
         "micd": ("DiffDW", "DistDW"),
     }
     assert sorted(weightings) == sorted(TWO_BRANCH_ROWS)
