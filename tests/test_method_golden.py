@@ -9,6 +9,11 @@ with ``tests/data/golden_method_steps.json`` to 1e-9 relative. A change that is 
 these numbers records them again and says so in its commit:
 
     .venv/bin/python tests/test_method_golden.py --record
+
+A new method or variant records its own cases alone, leaving every other case as recorded
+(docs/methods.md, "Adding a method"):
+
+    .venv/bin/python tests/test_method_golden.py --record mine
 """
 
 from __future__ import annotations
@@ -130,12 +135,42 @@ def _run_case(method_name: str, settings: dict, dtype_name: str) -> dict:
     }
 
 
-def record() -> None:
-    golden = {name: run_case(method, settings) for name, (method, settings) in golden_cases().items()}
+RECORD_COMMAND = ".venv/bin/python tests/test_method_golden.py --record"
+
+
+def record(names: list[str] | None = None, path: Path = GOLDEN) -> None:
+    """Record every case (``names`` None), or only the named ones, keeping the rest of ``path``;
+    a case no method or variant has any more is dropped."""
+    cases = golden_cases()
+    unknown = sorted(set(names or []) - set(cases))
+    if unknown:
+        sys.exit(f"not a registered method or built-in variant: {', '.join(unknown)}")
+    kept = json.loads(path.read_text()) if names and path.is_file() else {}
+    golden = {name: kept[name] for name in kept if name in cases}
+    golden |= {name: run_case(*cases[name]) for name in (names or cases)}
     # one line per case: a re-record's diff names the cases it changed
     lines = [f"{json.dumps(name)}: {json.dumps(golden[name], sort_keys=True)}" for name in sorted(golden)]
-    GOLDEN.write_text("{\n" + ",\n".join(lines) + "\n}\n")
-    print(f"recorded {len(golden)} cases in {GOLDEN}")
+    path.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+    print(f"recorded {len(names or cases)} of the {len(golden)} cases in {path}")
+
+
+def coverage_problems(recorded: dict) -> str:
+    """What the record lacks or has too many of, with the command that records it; empty if whole."""
+    cases = golden_cases()
+    missing = sorted(set(cases) - set(recorded))
+    retired = sorted(set(recorded) - set(cases))
+    problems = []
+    if missing:
+        problems.append(
+            f"not in the golden record {GOLDEN.name}: {', '.join(missing)}. A new method or variant records its "
+            f"first training steps with `{RECORD_COMMAND} {' '.join(missing)}` (docs/methods.md) and commits the record"
+        )
+    if retired:
+        problems.append(
+            f"recorded but no longer a method or variant: {', '.join(retired)}; `{RECORD_COMMAND}` records "
+            "every case afresh (and drops these); say so in the commit"
+        )
+    return "\n".join(problems)
 
 
 def close(actual: float, expected: float) -> bool:
@@ -171,11 +206,14 @@ def golden() -> dict:
 
 
 def test_the_record_covers_every_method_and_builtin_variant(golden):
-    assert sorted(golden) == sorted(golden_cases())
+    problems = coverage_problems(golden)
+    assert not problems, problems
 
 
 @pytest.mark.parametrize("case", sorted(golden_cases()))
 def test_three_training_steps_match_the_record(case, golden):
+    if case not in golden:
+        pytest.fail(coverage_problems(golden), pytrace=False)
     method, settings = golden_cases()[case]
     actual = run_case(method, settings, golden[case]["dtype"])
     assert actual["settings"] == golden[case]["settings"]
@@ -194,7 +232,24 @@ def test_the_comparison_notices_a_changed_weight(golden):
     ]
 
 
+def test_a_method_missing_from_the_record_is_named_with_the_command_that_records_it(golden, tmp_path):
+    without = {name: case for name, case in golden.items() if name not in ("dhc", "micd_mcpc")}
+    assert coverage_problems(without) == (
+        "not in the golden record golden_method_steps.json: dhc, micd_mcpc. A new method or variant records its "
+        "first training steps with `.venv/bin/python tests/test_method_golden.py --record dhc micd_mcpc` "
+        "(docs/methods.md) and commits the record"
+    )
+    assert "recorded but no longer a method or variant: mine;" in coverage_problems({**golden, "mine": {}})
+    # the command records the named case alone, into a copy here, and keeps every other case as it was
+    copy = tmp_path / GOLDEN.name
+    copy.write_text(json.dumps({name: case for name, case in golden.items() if name != "dhc"}))
+    record(["dhc"], copy)
+    recorded = json.loads(copy.read_text())
+    assert sorted(recorded) == sorted(golden) and differences(recorded["dhc"], golden["dhc"]) == []
+    assert all(recorded[name] == golden[name] for name in golden if name != "dhc")
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--record"]:
+    if sys.argv[1:2] != ["--record"]:
         sys.exit(__doc__)
-    record()
+    record(sys.argv[2:] or None)
