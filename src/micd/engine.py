@@ -17,6 +17,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,6 +88,9 @@ class TrainSettings:
         unknown = sorted(set(values) - known)
         if unknown:
             raise SettingsError(f"unknown train setting(s) {unknown}; known: {sorted(known)}")
+        problems = train_setting_problems(values)
+        if problems:
+            raise SettingsError("; ".join(f"train.{key}: {problem}" for key, problem in problems.items()))
         settings = cls(**values)
         if settings.max_epochs < 1:
             raise SettingsError(f"train.max_epochs must be at least 1 (DHC's -ep), got {settings.max_epochs}")
@@ -98,6 +102,44 @@ class TrainSettings:
 
 
 VALIDATION_MODES = ("centre_crop", "sliding_window")
+# the least value of each numeric train setting, and whether it is excluded; config/schema.yaml's
+# train section states the same bounds (tests/bad_inputs/test_data_config.py holds them equal)
+TRAIN_MINIMUMS: dict[str, tuple[float, bool]] = {
+    "max_epochs": (1, False),
+    "iterations_per_epoch": (1, False),
+    "lr": (0, True),
+    "momentum": (0, False),
+    "weight_decay": (0, False),
+    "poly_power": (0, False),
+    "n_filters": (1, False),
+    "dropout": (0, False),
+    "batch_labelled": (1, False),
+    "batch_unlabelled": (1, False),
+    "samples_per_volume": (1, False),
+    "queue_length": (1, False),
+    "num_workers": (0, False),
+    "validate_every": (1, False),
+    "early_stop_patience": (1, False),
+    "checkpoint_every": (1, False),
+    "max_bad_steps": (1, False),
+}
+
+
+def train_setting_problems(values: Mapping[str, Any]) -> dict[str, str]:
+    """Key -> what is wrong, for train settings of the wrong type or below their least value."""
+    from micd.setting_types import type_problems
+
+    problems = type_problems(TrainSettings, values)
+    for key, (least, excluded) in TRAIN_MINIMUMS.items():
+        value = values.get(key)
+        if key in problems or value is None:
+            continue
+        if value < least or (excluded and value == least):
+            problems[key] = f"got {value!r}, expected a value {'above' if excluded else 'of at least'} {least}"
+    if "dropout" not in problems and values.get("dropout", 0) > 1:
+        problems["dropout"] = f"got {values['dropout']!r}, expected a probability from 0 to 1"
+    return problems
+
 
 # settings that change how a run executes, not what it computes: a checkpoint written under
 # other values of these is still this run's (e.g. resumed on another node or device)
