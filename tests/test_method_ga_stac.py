@@ -5,6 +5,8 @@ training step of each row against the script's step on the same networks and bat
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -294,3 +296,27 @@ def test_dhc_stac_step_is_stacs_train_dhc_stac(monkeypatch):
     offset = (1 + cps_w) * (weight_a[1:].mean() + weight_b[1:].mean()).item()
     assert result.losses["transformed"].item() == pytest.approx(loss_u_aug.item() + offset / (1 + cps_w), rel=1e-6)
     assert result.loss.item() == pytest.approx(expected.item() + offset, rel=1e-6)
+
+
+# ----- their published rows -------------------------------------------------------------------
+
+
+def test_published_rows_since_dhc_name_their_pipeline_and_source_and_add_up():
+    import pandas as pd
+
+    from micd.data.classes import classes_for
+
+    root = Path(__file__).resolve().parents[1]
+    rows = pd.read_csv(root / "config" / "published" / "since_dhc.csv")
+    dhc = pd.read_csv(root / "config" / "published" / "dhc_tables.csv")
+    assert list(rows.columns) == [*dhc.columns, "pipeline", "source"]
+    assert rows["pipeline"].isin(["dhc", "ga"]).all() and rows["source"].str.contains("github.com").all()
+    assert rows["method"].str.contains("GA's pipeline").eq(rows["pipeline"] == "ga").all()
+    for (family, ratio, method), group in rows.groupby(["dataset", "labeled_percent", "method"]):
+        shorts = [c.short for c in classes_for(family) if c.label != 0]
+        organs = group[group["class"] != "mean"]
+        assert set(organs["class"]) <= set(shorts), (family, method)
+        if len(organs):
+            assert sorted(organs["class"]) == sorted(shorts)
+            mean = group.loc[group["class"] == "mean", "value"].item()
+            assert organs["value"].mean() == pytest.approx(mean, abs=0.1), (family, ratio, method)
