@@ -9,6 +9,7 @@ batch into loss terms and diagnostics (``micd.methods.base.StepResult``).
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import math
 import os
@@ -31,12 +32,14 @@ from tqdm import tqdm
 from micd.atomic import atomic_write
 from micd.data.errors import DataError
 from micd.data.loaders import (
+    CaseVolumes,
     QueueSettings,
+    UniformPatches,
     case_paths,
     data_fingerprint,
     labelled_sampler,
-    load_subject,
     patch_stream,
+    stack_patches,
 )
 from micd.data.preprocess import preprocessing_record
 from micd.errors import RunInUseError, SettingsError
@@ -68,6 +71,9 @@ class TrainSettings:
     queue_length: int = 16
     num_workers: int = 0
     class_balanced: bool = False  # labelled patches centred on every class equally often
+    # the protocol's random flips of H and W on every patch; false: DHC's published runs, trained
+    # without them (its flips discarded their result until DHC commit 3359f9f, docs/protocol.md)
+    flips: bool = True
     validate_every: int = 10  # epochs: after every epoch whose index is a multiple of it, as DHC
     validation: str = "centre_crop"  # DHC: one centre crop per eval case; or "sliding_window"
     early_stop_patience: int | None = 50  # epochs without a better eval Dice; None: never stop
@@ -316,6 +322,7 @@ class Trainer:
         # told apart by their data or by their host's float kernels (docs/benchmark.md)
         self.run_info["data_sha256"] = data_fingerprint(data.data_dir, [*data.labelled, *data.eval], data.unlabelled)
         self.run_info["compute"] = compute_environment(self.device)
+        self.run_info["flips"] = settings.flips  # whether patches were flipped (off for DHC's published runs)
         # what a checkpoint must have been trained on to be resumed (see resume)
         self.run_identity = {
             "method": method_name,
@@ -353,19 +360,26 @@ class Trainer:
         self._stop_requested = True
 
     # ----- data -----------------------------------------------------------------------
+    @functools.cached_property
+    def feed_cases(self) -> dict[str, CaseVolumes]:
+        """The labelled and unlabelled cases, memory-mapped once per job (micd.data.loaders)."""
+        return {
+            "labelled": CaseVolumes(self.data.data_dir, self.data.labelled),
+            "unlabelled": CaseVolumes(self.data.data_dir, self.data.unlabelled, with_label=False),
+        }
+
     def streams(self):
         s = self.settings
-        queue = QueueSettings(tuple(s.patch_size), s.samples_per_volume, s.queue_length, s.num_workers)
-        labelled = [load_subject(self.data.data_dir, c) for c in self.data.labelled]
+        queue = QueueSettings(tuple(s.patch_size), s.samples_per_volume, s.queue_length, s.num_workers, s.flips)
         probabilities = self.method.patch_label_probabilities()
         if probabilities is None and s.class_balanced:
             probabilities = {c: 1.0 for c in range(self.data.num_classes)}
         sampler = labelled_sampler(s.patch_size, probabilities)
-        labelled_stream = patch_stream(labelled, sampler, s.batch_labelled, queue)
+        labelled_stream = patch_stream(self.feed_cases["labelled"], sampler, s.batch_labelled, queue)
         unlabelled_stream = None
         if self.method.uses_unlabelled and self.data.unlabelled:
-            unlabelled = [load_subject(self.data.data_dir, c, with_label=False) for c in self.data.unlabelled]
-            unlabelled_stream = patch_stream(unlabelled, tio.UniformSampler(s.patch_size), s.batch_unlabelled, queue)
+            uniform = UniformPatches(s.patch_size)
+            unlabelled_stream = patch_stream(self.feed_cases["unlabelled"], uniform, s.batch_unlabelled, queue)
         return labelled_stream, unlabelled_stream
 
     def iterations_per_epoch(self) -> int:
@@ -382,14 +396,14 @@ class Trainer:
         labelled_stream, unlabelled_stream = streams
         with self.data_random.active():
             labelled = next(labelled_stream)
-            images = [labelled["image"][tio.DATA]]
+            images = labelled.images
             if unlabelled_stream is not None:
-                images.append(next(unlabelled_stream)["image"][tio.DATA])
-        image, label = torch.cat(images).float(), labelled["label"][tio.DATA][:, 0].long()
-        if self.device.type == "cuda":  # page-locked, so the copies below overlap the GPU's work
-            image, label = image.pin_memory(), label.pin_memory()
+                images = images + next(unlabelled_stream).images
+        # one copy of each patch into the batch, page-locked on a GPU so the copies below overlap its work
+        pin = self.device.type == "cuda"
+        image, label = stack_patches(images, pin).float(), stack_patches(labelled.labels, pin)[:, 0]
         image = image.to(self.device, non_blocking=True, memory_format=self.memory_format)
-        label = label.to(self.device, non_blocking=True)
+        label = label.to(self.device, non_blocking=True).long()  # the label's stored bytes cross, not int64
         return Batch(image=image, label=label)
 
     # ----- checkpoints ----------------------------------------------------------------
