@@ -2,20 +2,35 @@ import sys
 from pathlib import Path
 
 import yaml
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version, update_config, validate
 
-from micd.config_check import ConfigError, check_config
+from micd.config_check import ConfigError, check_config, check_config_file
 from micd.config_strings import typed_config
 from micd.report.landing import landing_words
 
 min_version("9.0")
 
+# the defaults file named in an empty file's or a YAML error's message (Snakemake names none; it
+# reads --configfile files before this Snakefile runs, so their messages stay its own)
+try:
+    if Path("config/config.yaml").exists():  # absent, Snakemake asks for a --configfile
+        check_config_file("config/config.yaml")
+except ConfigError as error:
+    sys.exit(f"Error: {error}")
+
 
 configfile: "config/config.yaml"
 
 
-# `--config seeds=[0,1]` gives the text "0" and "1" below the top level: typed as the schema says
-config.update(typed_config(config, yaml.safe_load(Path(workflow.source_path("config/schema.yaml")).read_text())))
+# `--config seeds=[0,1]` gives the text "0" and "1" below the top level: typed as the schema says.
+# Only what --config gave: text written in a config file (mask_block: "8") is the config check's to name.
+update_config(
+    config,
+    typed_config(
+        dict(workflow.config_settings.config or {}),
+        yaml.safe_load(Path(workflow.source_path("config/schema.yaml")).read_text()),
+    ),
+)
 # short messages naming each unknown key, bad value or unregistered method (src/micd/config_check.py);
 # the message alone, as a raised error would add Snakemake's traceback lines under it
 try:

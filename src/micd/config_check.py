@@ -147,3 +147,20 @@ def check_config(config: Mapping[str, Any], schema_path: Path | str) -> None:
     if problems:
         count = f"{len(problems)} problems" if len(problems) > 1 else "1 problem"
         raise ConfigError(f"{count} in the configuration:\n  " + "\n  ".join(problems))
+
+
+def check_config_file(path: Path | str) -> None:
+    """Raise :class:`ConfigError` naming ``path`` unless it is readable YAML with keys at the top
+    level (Snakemake's own message names no file)."""
+    try:
+        content = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(f"{path}: not valid YAML{line}: {problem}") from None
+    if not isinstance(content, dict):
+        found = "it is empty" if content is None else f"found {type(content).__name__}"
+        raise ConfigError(f"{path}: expected a YAML mapping of settings (key: value lines), {found}")

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from micd.errors import SettingsError
 from micd.names import nearest
 from micd.nets.derived import derived_network
+from micd.setting_types import type_problems
 
 
 @dataclass
@@ -182,4 +183,7 @@ def settings_from_dict(settings_cls: type, values: dict[str, Any] | None, method
     unknown = sorted(set(values) - known)
     if unknown:
         raise SettingsError("; ".join(unknown_setting(method, key, known) for key in unknown))
+    wrong = type_problems(settings_cls, values)
+    if wrong:
+        raise SettingsError("; ".join(f"{method} setting {key!r}: {problem}" for key, problem in wrong.items()))
     return settings_cls(**values)
