@@ -16,6 +16,7 @@ import torch
 from micd.data.loaders import data_fingerprint
 from micd.engine import TrainData, Trainer, TrainSettings, autocast_dtype, poly_lr
 from micd.errors import RunInUseError
+from micd.model_file import read_model
 
 NUM_CLASSES = 4
 
@@ -491,3 +492,17 @@ def test_execution_settings_do_not_make_a_checkpoint_foreign(data_dir, tmp_path,
     assert again.fit()
     said = capsys.readouterr().out
     assert f"resuming from {out / 'state' / 'checkpoint.pt'} at iteration 3" in said, said
+
+
+def test_flips_off_trains_on_unflipped_patches_and_the_model_file_says_so(data_dir, tmp_path):
+    """train.flips: false, DHC's published runs (docs/protocol.md): no patch flipped, recorded."""
+    for flips in (True, False):
+        out = tmp_path / f"flips_{flips}"
+        trainer = Trainer("supervised", {}, tiny_settings(max_epochs=1, flips=flips), tiny_data(data_dir), out, seed=0)
+        labelled, _ = trainer.streams()
+        with trainer.data_random.active():
+            flipped = np.concatenate([next(labelled).flipped for _ in range(40)])
+        assert flipped.any() == flips
+        assert trainer.fit()
+        model = read_model(out / "model.pt")
+        assert model["provenance"]["flips"] is flips and model["train_settings"]["flips"] is flips
