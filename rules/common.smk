@@ -219,13 +219,32 @@ def flag(option, on):
     return option if on else ""
 
 
+def plans_for_a_cluster():
+    """Whether this run's jobs go to a cluster scheduler: inside a submitted job, or under a
+    profile whose default-resources name a SLURM account (profiles/slurm). Snakemake tells the
+    workflow its executor only once jobs run, and a dry run's is always `dryrun`.
+    """
+    if workflow.remote_exec:
+        return True
+    defaults = workflow.resource_settings.default_resources
+    return any(arg.startswith("slurm_") for arg in (defaults.args if defaults else []))
+
+
 def gpu_job_resources(stage):
-    """Resources of a GPU stage's jobs (config `resources.<stage>`), without the unset ones."""
-    return {
+    """Resources of a GPU stage's jobs (config `resources.<stage>`), without the unset ones.
+    A local run asks for none of a cluster's (memory, time limit, CPUs per GPU, sbatch options),
+    so its plan shows none; `gpu` only where `--resources gpu=N` makes it count (README, "On a
+    workstation").
+    """
+    wanted = {
         name: value
         for name, value in config["resources"][stage].items()
         if value is not None
     }
+    if plans_for_a_cluster():
+        return wanted
+    counted = "gpu" in wanted and "gpu" in workflow.resource_settings.resources
+    return {"gpu": wanted["gpu"]} if counted else {}
 
 
 def export_device_slots():
