@@ -1,7 +1,9 @@
+import atexit
 import hashlib
 import json
 import os
 import shlex
+import sys
 
 from micd import runs
 
@@ -228,6 +230,22 @@ def plans_for_a_cluster():
         return True
     defaults = workflow.resource_settings.default_resources
     return any(arg.startswith("slurm_") for arg in (defaults.args if defaults else []))
+
+
+def say_which_jobs_run_here():
+    """Below a cluster's dry run: the rules whose jobs run where Snakemake runs. Snakemake prints
+    every job of a dry run as `rule`, never `localrule` (its jobs.py: a dry run does not decide
+    where a job will run), so the plan would not say it."""
+    if workflow.dryrun and plans_for_a_cluster():
+        local = ", ".join(sorted(getattr(workflow, "_localrules", ())))
+        print(
+            f"Run where Snakemake runs, not submitted (Snakefile `localrules`; this plan prints them as `rule`): {local}",
+            file=sys.stderr,
+        )
+
+
+if not (workflow.remote_exec or workflow.subprocess_exec):
+    atexit.register(say_which_jobs_run_here)
 
 
 def gpu_job_resources(stage):

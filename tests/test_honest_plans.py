@@ -102,3 +102,16 @@ def test_a_local_plan_shows_no_cluster_resources(tmp_path):
     counted = planned_resources(snakemake(tmp_path, "-n", "--resources", "gpu=2").stdout)
     assert all(r.endswith(", gpu=1") and "mem_mb" not in r for r in counted["train"] | counted["infer"]), counted
     assert not any("gpu" in r for rule, rows in counted.items() if rule not in ("train", "infer") for r in rows)
+
+
+def test_a_cluster_plan_shows_what_jobs_ask_of_slurm_and_names_the_jobs_run_here(tmp_path):
+    copy_workflow(tmp_path)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
+    env = dict(snakemake_env(), SBATCH_ACCOUNT="acct", SBATCH_PARTITION="gpu")
+    dry = snakemake(tmp_path, "-n", "--profile", str(tmp_path / "profiles" / "slurm"), env=env)
+    planned = planned_resources(dry.stdout)
+    assert all("mem_mb=32000" in r and "runtime=1440" in r and "gpu=1" in r for r in planned["train"]), planned
+    note = "Run where Snakemake runs, not submitted (Snakefile `localrules`; this plan prints them as `rule`): "
+    assert note in dry.stderr
+    named = dry.stderr.split(note)[1].splitlines()[0].split(", ")
+    assert {"synthesise", "split", "report", "report_config"} <= set(named) and "train" not in named

@@ -31,6 +31,35 @@ def _json_list(text: str) -> list:
     return _json_of(list, text)
 
 
+def _number(kind: type, least: float, *, above: bool = False, most: float | None = None):
+    """An argparse type: a ``kind`` (int or float) from ``least`` (excluded if ``above``) to ``most``;
+    anything else is a usage error naming the option (``micd train --threads 0``, ``--seed x``)."""
+    words = "an integer" if kind is int else "a number"
+    bounds = f"{'above' if above else 'at least'} {least:g}" + (f" and at most {most:g}" if most is not None else "")
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {words} {bounds}, got {text!r}") from None
+        if value != value or value < least or (above and value == least) or (most is not None and value > most):
+            raise argparse.ArgumentTypeError(f"expected {words} {bounds}, got {text}")
+        return value
+
+    return parse
+
+
+def _train_settings(text: str) -> dict:
+    """``--train-settings``: a JSON object whose keys are train settings of the right type and bounds."""
+    from micd.engine import train_setting_problems
+
+    values = _json(text)
+    problems = train_setting_problems(values)
+    if problems:
+        raise argparse.ArgumentTypeError("; ".join(f"{key}: {problem}" for key, problem in problems.items()))
+    return values
+
+
 def _figure_path(text: str) -> Path:
     from micd.report.figures import FORMATS  # matplotlib: only where a figure is drawn
 
@@ -158,7 +187,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
     from micd.data.classes import classes_for
+    from micd.data.errors import DataError
     from micd.data.io import read_case_list
+    from micd.data.preprocess import check_num_classes, check_patch_fits
     from micd.engine import TrainData, Trainer, TrainSettings
     from micd.memory import out_of_memory_message
     from micd.methods import METHODS
@@ -174,6 +205,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     settings_from_dict(METHODS[args.method].Settings, args.method_settings, args.method)  # a typo: before any data
     lists = (read_case_list(path) for path in (args.train, args.labelled, args.unlabelled))
     labelled, unlabelled = training_cases(args.method, *lists)
+    if not labelled:
+        raise DataError(f"file {args.labelled}: expected at least one labelled case id, found none")
     data = TrainData(
         data_dir=args.data_dir,
         labelled=labelled,
@@ -189,10 +222,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         "labelled_cases": labelled,
         "labelled_split_origin": split_origin(args.labelled),
     }
+    train_settings = TrainSettings.from_dict(args.train_settings)
+    # before the first epoch: a wrong --family or a patch the data cannot hold would fail later
+    check_num_classes(args.data_dir, data.num_classes, f"--family {args.family}")
+    crops_eval = train_settings.validation == "centre_crop"
+    check_patch_fits(args.data_dir, labelled + unlabelled, data.eval, train_settings.patch_size, crops_eval)
     trainer = Trainer(
         args.method,
         args.method_settings,
-        TrainSettings.from_dict(args.train_settings),
+        train_settings,
         data,
         args.out_dir,
         seed=args.seed,
@@ -303,7 +341,7 @@ def add_device_slot_options(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument(
         "--device-wait",
-        type=float,
+        type=_number(float, 0),
         default=float(env["wait_minutes"] or 10.0),
         help="minutes to wait for a free slot before failing, e.g. 10; 0: fail at once "
         f"(default: ${SLOT_ENVIRONMENT['wait_minutes']}, else 10)",
@@ -380,9 +418,15 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("synthesise", help="generate the synthetic multi-organ CT archive (AMOS layout)")
     s.add_argument("--out", type=Path, required=True, help="folder to write the archive to (imagesTr/, imagesVa/, ...)")
-    s.add_argument("--n-train", type=int, required=True, help="number of training cases (imagesTr/)")
+    s.add_argument("--n-train", type=_number(int, 2), required=True, help="number of training cases (imagesTr/)")
     s.add_argument(
-        "--n-validation", type=int, required=True, help="number of validation cases (imagesVa/, the test set)"
+        "--n-validation",
+        type=_number(int, 0),
+        required=True,
+        help="number of validation cases (imagesVa/, the test set)",
+    )
+    s.add_argument(
+        "--seed", type=_number(int, 0), required=True, help="integer seed; the same arguments give the same files"
     )
     s.add_argument("--seed", type=int, required=True, help="integer seed; the same arguments give the same files")
     s.add_argument(
@@ -404,7 +448,9 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--licence", required=True, help="the licence's name, e.g. 'CC BY 4.0', for the licence message")
     s.add_argument("--licence-accepted", action="store_true", help="the licence was read and accepted; else stop")
-    s.add_argument("--retries", type=int, default=5, help="attempts after a dropped connection or timeout (default: 5)")
+    s.add_argument(
+        "--retries", type=_number(int, 0), default=5, help="attempts after a dropped connection or timeout (default: 5)"
+    )
     s.set_defaults(func=cmd_fetch_zenodo)
 
     s = sub.add_parser("fetch-synapse", help="Synapse's RawData.zip: a placed copy or a download with a token")
@@ -428,7 +474,9 @@ def parser() -> argparse.ArgumentParser:
         help='JSON object of file name to sha256 hex, e.g. {"train.txt": "ab12..."}',
     )
     s.add_argument("--out", type=Path, required=True, help="folder to write the files and their sources.csv to")
-    s.add_argument("--retries", type=int, default=5, help="attempts per file after a dropped connection (default: 5)")
+    s.add_argument(
+        "--retries", type=_number(int, 0), default=5, help="attempts per file after a dropped connection (default: 5)"
+    )
     s.set_defaults(func=cmd_fetch_splits)
 
     s = sub.add_parser("extract", help="extract a zip archive safely (no escaping paths, no macOS junk)")
@@ -460,8 +508,14 @@ def parser() -> argparse.ArgumentParser:
         default="grid",
         help="resize to --grid, halve the in-plane size, or resample to --spacing (default: grid)",
     )
-    s.add_argument("--grid", type=int, nargs=3, metavar=("D", "H", "W"), help="mode grid: the fixed grid")
-    s.add_argument("--spacing", type=float, nargs=3, metavar=("D", "H", "W"), help="mode spacing: voxel size, mm")
+    s.add_argument("--grid", type=_number(int, 1), nargs=3, metavar=("D", "H", "W"), help="mode grid: the fixed grid")
+    s.add_argument(
+        "--spacing",
+        type=_number(float, 0, above=True),
+        nargs=3,
+        metavar=("D", "H", "W"),
+        help="mode spacing: voxel size, mm",
+    )
     s.add_argument(
         "--hu-window", type=float, nargs=2, required=True, metavar=("LOW", "HIGH"), help="HU window, e.g. -75 275"
     )
@@ -473,10 +527,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--ratios", type=int, nargs="+", required=True, help="labelled ratios in %%, e.g. 5 10")
     s.add_argument("--seed", type=int, required=True, help="integer seed of the generated lists")
     s.add_argument(
-        "--eval-fraction", type=float, required=True, help="fraction (0 to 1) of the training cases kept for validation"
+        "--ratios", type=_number(int, 1, most=100), nargs="+", required=True, help="labelled ratios in %%, e.g. 5 10"
+    )
+    s.add_argument("--seed", type=_number(int, 0), required=True, help="integer seed of the generated lists")
+    s.add_argument(
+        "--eval-fraction",
+        type=_number(float, 0, above=True, most=1),
+        required=True,
+        help="fraction (0 to 1) of the training cases kept for validation",
     )
     s.add_argument(
-        "--test-fraction", type=float, default=0.2, help="fraction of the cases tested when the data has no test subset"
+        "--test-fraction",
+        type=_number(float, 0, above=True, most=1),
+        default=0.2,
+        help="fraction of the cases tested when the data has no test subset",
     )
     s.add_argument("--published", type=Path, help="folder of published split files (DHC's names)")
     s.set_defaults(func=cmd_split)
@@ -504,15 +568,20 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--train-settings",
-        type=_json,
+        type=_train_settings,
         default={},
         help=SETTINGS_HELP.format("training", "train") + ', e.g. {"max_epochs": 8, "lr": 0.01}',
     )
     s.add_argument("--family", required=True, help=FAMILY_HELP)
     s.add_argument("--dataset", required=True, help="data set name, recorded in the model's provenance")
-    s.add_argument("--ratio", type=int, required=True, help="labelled ratio in %%, recorded in the provenance")
-    s.add_argument("--seed", type=int, required=True, help="integer seed of the model and the data streams")
-    s.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default: 1)")
+    s.add_argument(
+        "--ratio",
+        type=_number(int, 1, most=100),
+        required=True,
+        help="labelled ratio in %%, recorded in the provenance",
+    )
+    s.add_argument("--seed", type=_number(int, 0), required=True, help="integer seed of the model and the data streams")
+    s.add_argument("--threads", type=_number(int, 1), default=1, help="PyTorch CPU threads (default: 1)")
     add_device_slot_options(s)
     s.set_defaults(func=cmd_train)
 
@@ -522,7 +591,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cases", type=Path, required=True, help=f"{CASE_LIST_HELP}: the cases to segment")
     s.add_argument("--out", type=Path, required=True, help="folder to write <case_id>.nii.gz label maps to")
     s.add_argument("--blending", default="average", help="overlapping windows: average (the protocol), hann or crop")
-    s.add_argument("--batch-size", type=int, default=2, help="windows per forward pass")
+    s.add_argument("--batch-size", type=_number(int, 1), default=2, help="windows per forward pass")
     s.add_argument(
         "--original-grid",
         action=argparse.BooleanOptionalAction,
@@ -530,7 +599,7 @@ def parser() -> argparse.ArgumentParser:
         help="also write predictions on the source file's grid (predictions/original/)",
     )
     s.add_argument("--device", default="auto", help="a PyTorch device, e.g. cpu or cuda:0; auto: a GPU if there is one")
-    s.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default: 1)")
+    s.add_argument("--threads", type=_number(int, 1), default=1, help="PyTorch CPU threads (default: 1)")
     add_device_slot_options(s)
     s.set_defaults(func=cmd_infer)
 
@@ -547,9 +616,11 @@ def parser() -> argparse.ArgumentParser:
         help="folder (new, empty or an earlier output): {scan}.nii.gz, volumes.csv, segment.json",
     )
     s.add_argument("--blending", default="average", help="word: how overlapping windows blend: average, hann or crop")
-    s.add_argument("--batch-size", type=int, default=2, help="integer: windows per forward pass (default 2)")
+    s.add_argument(
+        "--batch-size", type=_number(int, 1), default=2, help="integer: windows per forward pass (default 2)"
+    )
     s.add_argument("--device", default="auto", help="word: auto (a GPU if there is one), cpu, cuda or cuda:N")
-    s.add_argument("--threads", type=int, default=1, help="integer: CPU threads for PyTorch (default 1)")
+    s.add_argument("--threads", type=_number(int, 1), default=1, help="integer: CPU threads for PyTorch (default 1)")
     s.set_defaults(func=cmd_segment)
 
     s = sub.add_parser("metrics", help="per-case, per-class Dice and ASD of one run's predictions")
@@ -559,10 +630,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--family", required=True, help=FAMILY_HELP)
     for name, text in (("dataset", "data set name"), ("method", "method or variant name")):
         s.add_argument(f"--{name}", required=True, help=f"{text}, written in each row")
-    s.add_argument("--ratio", type=int, required=True, help="labelled ratio in %%, written in each row")
-    s.add_argument("--seed", type=int, required=True, help="the run's seed, written in each row")
-    s.add_argument("--both-empty-dice", type=float, default=100.0, help="Dice (%%) of a class absent from both")
-    s.add_argument("--empty-asd", type=float, default=128.0, help="ASD (voxels) of a class absent from one")
+    s.add_argument(
+        "--ratio", type=_number(int, 1, most=100), required=True, help="labelled ratio in %%, written in each row"
+    )
+    s.add_argument("--seed", type=_number(int, 0), required=True, help="the run's seed, written in each row")
+    s.add_argument(
+        "--both-empty-dice",
+        type=_number(float, 0, most=100),
+        default=100.0,
+        help="Dice (%%) of a class absent from both",
+    )
+    s.add_argument("--empty-asd", type=_number(float, 0), default=128.0, help="ASD (voxels) of a class absent from one")
     s.add_argument("--out", type=Path, required=True, help="path of the metrics.csv to write")
     s.set_defaults(func=cmd_metrics)
 

@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -198,8 +199,16 @@ def extract_zip(archive: Path, out_dir: Path) -> None:
                     continue
                 target = tmp / _safe_relative(archive, info)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as source, open(target, "wb") as out:
-                    shutil.copyfileobj(source, out, CHUNK)
+                try:
+                    with zf.open(info) as source, open(target, "wb") as out:
+                        shutil.copyfileobj(source, out, CHUNK)
+                except (zipfile.BadZipFile, EOFError, zlib.error) as exc:  # a bad CRC, a cut or garbled stream
+                    raise case_error(
+                        None,
+                        archive,
+                        f"entry {info.filename!r} is damaged ({exc}); expected a complete zip archive: "
+                        "delete it and download again",
+                    ) from exc
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as exc:
         raise case_error(
             None,

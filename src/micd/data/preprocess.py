@@ -183,6 +183,48 @@ def preprocessing_record(data_dir: Path) -> dict | None:
     return {key: stats[key] for key in ("mode", *MODES, "hu_window") if key in stats}
 
 
+def check_num_classes(data_dir: Path, num_classes: int, whose: str) -> None:
+    """A DataError naming both counts unless the preprocessed folder's labels have ``num_classes``
+    classes (its ``stats.json``; a folder without one is not checked). ``whose``: what has
+    ``num_classes``, e.g. "the model file model.pt"."""
+    path = Path(data_dir) / "stats.json"
+    if not path.is_file():
+        return
+    recorded = json.loads(path.read_text()).get("num_classes")
+    if recorded is not None and int(recorded) != num_classes:
+        raise case_error(
+            None,
+            path,
+            f"the data set has {recorded} classes (background included), {whose} has {num_classes}: "
+            "expected the same; is it the data set, model or --family that was meant?",
+        )
+
+
+def check_patch_fits(
+    data_dir: Path, train_ids: Iterable[str], eval_ids: Iterable[str], patch_size: Iterable[int], crops_eval: bool
+) -> None:
+    """A DataError naming both sizes where a patch is larger than a case's preprocessed grid and
+    that cannot work: on a fixed grid (mode grid) every patch would be mostly padding; an eval
+    case validated by a centre crop (``crops_eval``) must hold one whole patch."""
+    path = Path(data_dir) / "cases.csv"
+    rows, patch = read_cases(data_dir), tuple(int(p) for p in patch_size)
+    checked = [(c, False) for c in train_ids] + [(c, crops_eval) for c in eval_ids]
+    for case_id, must_hold in checked:
+        row = rows.get(case_id)
+        if row is None or not row.get("grid"):
+            continue
+        grid = _shape(row["grid"])
+        if any(p > g for p, g in zip(patch, grid)) and (must_hold or row.get("mode") == "grid"):
+            why = "the centre crop that validates it" if must_hold else "patches of a fixed grid"
+            raise case_error(
+                case_id,
+                path,
+                f"the train patch {list(patch)} is larger than the preprocessed grid {list(grid)} (D, H, W) along "
+                f"an axis; expected a patch_size at most the grid for {why} (lower train.patch_size or raise "
+                "preprocess.grid)",
+            )
+
+
 def read_cases(data_dir: Path) -> dict[str, dict[str, str]]:
     """Rows of a preprocessed folder's ``cases.csv``, by case id."""
     path = Path(data_dir) / "cases.csv"

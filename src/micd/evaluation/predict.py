@@ -20,11 +20,11 @@ from micd.atomic import atomic_dir
 from micd.data.errors import DataError, case_error
 from micd.data.io import Volume, save_nifti
 from micd.data.loaders import case_paths
-from micd.data.preprocess import grid_affine, read_cases, restore_original
+from micd.data.preprocess import check_num_classes, grid_affine, read_cases, restore_original
 from micd.engine import TrainSettings, resolve_device
 from micd.evaluation.inference import check_inference_settings, segment
 from micd.methods import Method
-from micd.model_file import load_model
+from micd.model_file import method_from_record, read_model
 
 ORIGINAL_GRID_DIR = "original"
 
@@ -104,7 +104,9 @@ def predict_cases(
 ) -> None:
     """Segment every case with sliding windows of the model's training patch and stride."""
     torch_device = resolve_device(device)
-    method, train = load_model(model_path, torch_device)
+    saved = read_model(model_path, torch_device)
+    check_num_classes(data_dir, saved["num_classes"], f"the model file {model_path}")
+    method, train = method_from_record(saved, torch_device)
     segment_volume = volume_segmenter(method, train, settings, torch_device)
     write_predictions(segment_volume, data_dir, case_ids, out_dir, settings.original_grid)
 
