@@ -428,7 +428,6 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--seed", type=_number(int, 0), required=True, help="integer seed; the same arguments give the same files"
     )
-    s.add_argument("--seed", type=int, required=True, help="integer seed; the same arguments give the same files")
     s.add_argument(
         "--options",
         type=_json,
@@ -524,8 +523,6 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("split", help="published or seeded train/eval/test and labelled/unlabelled lists, validated")
     s.add_argument("--cases", type=Path, required=True, help="cases.csv of the preprocessed set")
     s.add_argument("--out", type=Path, required=True, help="folder to write the case lists (.txt) and origin.csv to")
-    s.add_argument("--ratios", type=int, nargs="+", required=True, help="labelled ratios in %%, e.g. 5 10")
-    s.add_argument("--seed", type=int, required=True, help="integer seed of the generated lists")
     s.add_argument(
         "--ratios", type=_number(int, 1, most=100), nargs="+", required=True, help="labelled ratios in %%, e.g. 5 10"
     )

@@ -221,6 +221,9 @@ def check_split_lists(lists: dict[str, list[str]], ratios: Iterable[int], known_
     fault(sets["eval"] & sets["test"], "eval.txt and test.txt overlap")
     fault(sets["train"] & sets["eval"], "train.txt and eval.txt overlap")
     fault(sets["train"] & sets["test"], "train.txt and test.txt overlap")
+    for name in ("train", "eval", "test", *(labelled_name(r) for r in ratios)):
+        if not lists[name]:  # TorchIO would say only "Subjects list is empty", mid-training
+            faults.append(f"{name}.txt is empty: expected at least one case")
     for ratio in ratios:
         lab, unlab = labelled_name(ratio), unlabelled_name(ratio)
         fault(sets[lab] & sets[unlab], f"{lab}.txt and {unlab}.txt overlap")

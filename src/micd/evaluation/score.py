@@ -14,6 +14,7 @@ from micd.data.classes import OrganClass
 from micd.data.errors import case_error
 from micd.data.io import load_nifti
 from micd.data.loaders import case_paths
+from micd.data.preprocess import check_num_classes
 from micd.evaluation.metrics import DHC_EMPTY_ASD, METRICS_CSV_COLUMNS, score_case
 from micd.evaluation.predict import case_rows, from_volume, prediction_path
 
@@ -30,6 +31,18 @@ def grid_spacing(case_row: Mapping[str, str]) -> tuple[float, float, float]:
     return spacing  # type: ignore[return-value]
 
 
+def check_labels(case_id: str, path: Path, labels: np.ndarray, classes: Sequence[OrganClass]) -> None:
+    """Label values outside the family's classes would be scored under other organs' names."""
+    outside = np.unique(labels[labels >= len(classes)]) if labels.size else np.array([])
+    if outside.size:
+        raise case_error(
+            case_id,
+            path,
+            f"expected labels 0..{len(classes) - 1} (the family's {len(classes)} classes), found "
+            f"{outside[:10].tolist()}: is --family the data set's?",
+        )
+
+
 def score_run(
     prediction_dir: Path,
     data_dir: Path,
@@ -44,12 +57,16 @@ def score_run(
     """Score each case's prediction against its preprocessed label on the preprocessed grid,
     with that grid's spacing for the mm metrics; one row per case and foreground class."""
     short = {c.label: c.short for c in classes}
+    check_num_classes(data_dir, len(classes), "the family's class list")
     rows = case_rows(data_dir, list(case_ids))
     table_rows = []
     for case_id in case_ids:
         path = prediction_path(prediction_dir, case_id)
         prediction = from_volume(load_nifti(path, case_id))
-        truth = np.load(case_paths(data_dir, case_id)[1])
+        truth_path = case_paths(data_dir, case_id)[1]
+        truth = np.load(truth_path)
+        check_labels(case_id, truth_path, truth, classes)
+        check_labels(case_id, path, prediction, classes)
         if prediction.shape != truth.shape:
             raise case_error(case_id, path, f"expected a prediction of shape {truth.shape}, got {prediction.shape}")
         spacing = grid_spacing(rows[case_id])
