@@ -178,3 +178,19 @@ def test_a_synapse_image_as_nii_and_nii_gz_names_both_files(source, tmp_path, sn
     plain.write_bytes(load_nifti_bytes(gz))
     message = refused(archive, snapshot, assert_unchanged, "--layout", "synapse")
     assert str(plain) in message and str(gz) in message and "expected each case id once" in message
+
+
+def test_preprocess_refuses_a_converted_image_of_1e9_mm_before_resampling(
+    archive, tmp_path, snapshot, assert_unchanged
+) -> None:
+    """A converted folder made by an older micd, or edited by hand, meets the same rule."""
+    manifest = convert_archive(archive, tmp_path / "converted")
+    path = tmp_path / "converted" / "images" / f"{CASE}.nii.gz"
+    write_nifti(path, load_nifti(path).data, np.diag([1e9, 1e9, 1e9, 1.0]))
+    before = snapshot(tmp_path)
+    message = micd_error(
+        "preprocess", "--manifest", manifest, "--out", tmp_path / "preprocessed", "--family", "synthetic",
+        "--mode", "spacing", "--spacing", "2", "2", "2", "--hu-window", "-75", "275",
+    )  # fmt: skip
+    assert f"case {CASE}, file {path}: expected voxel sizes between 0.05 and 50 mm" in message
+    assert_unchanged(tmp_path, before)

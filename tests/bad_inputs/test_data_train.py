@@ -161,7 +161,9 @@ def test_metrics_of_amos_labels_under_synapse_names_is_refused(data, tmp_path, s
     predictions = tmp_path / "predictions"
     predictions.mkdir()
     write_prediction(data, predictions, "amos_0004")
-    main([str(a) for a in metrics_args(data, predictions, tmp_path / "right.csv", "synthetic")])  # the family of the data: scored
+    # under the data's own family the same prediction is scored
+    main([str(a) for a in metrics_args(data, predictions, tmp_path / "right.csv", "synthetic")])
+    assert (tmp_path / "right.csv").is_file()
     before = snapshot(tmp_path)
     message = micd_error(*metrics_args(data, predictions, tmp_path / "metrics.csv", "synapse"))
     assert "the data set has 16 classes (background included), the family's class list has 14" in message

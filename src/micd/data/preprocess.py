@@ -44,6 +44,7 @@ from micd.atomic import atomic_dir, atomic_write
 from micd.data.convert import format_affine, parse_affine, read_manifest
 from micd.data.errors import case_error
 from micd.data.io import Volume, load_nifti, write_csv
+from micd.data.scan_checks import check_geometry
 from micd.errors import SettingsError
 
 MODES = ("grid", "half_inplane", "spacing")
@@ -345,7 +346,9 @@ def _preprocess_case(
     num_classes: int,
 ) -> _CaseResult:
     case_id = row["case_id"]
-    image = load_nifti(canonical_dir / "images" / f"{case_id}.nii.gz", case_id)
+    image_path = canonical_dir / "images" / f"{case_id}.nii.gz"
+    image = load_nifti(image_path, case_id)
+    check_geometry(image, case_id, image_path)  # before resampling allocates for its spacing
     label = load_nifti(canonical_dir / "labels" / f"{case_id}.nii.gz", case_id)
     grid_image, grid = preprocess_image(image, mode, target, hu_window)
     grid_label = resize_label(label.data.transpose(2, 1, 0), grid, label_resampling(mode))
