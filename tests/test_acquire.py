@@ -155,7 +155,7 @@ def test_fetch_zenodo_needs_the_licence_accepted(served: Path, server, tmp_path:
 
 def test_extract_skips_macos_junk_and_converts_the_amos_layout(served: Path, tmp_path: Path) -> None:
     extract_zip(served / "amos22.zip", tmp_path / "raw")
-    assert sorted(p.name for p in tmp_path.joinpath("raw").iterdir()) == ["amos22"]
+    assert sorted(p.name for p in tmp_path.joinpath("raw").iterdir()) == [".micd-output", "amos22"]
     assert not list(tmp_path.joinpath("raw").rglob("._*"))
     rows = read_manifest(convert_archive(tmp_path / "raw", tmp_path / "converted", layout="amos"))
     assert [(r["case_id"], r["subset"], r["modality"]) for r in rows] == [
@@ -353,7 +353,8 @@ def test_fetch_published_splits_checks_each_file(tmp_path: Path) -> None:
     digests = {name: hashlib.sha256((splits / name).read_bytes()).hexdigest() for name in ("train.txt", "test.txt")}
     with serve(splits) as (url, _):
         fetch_files(url, digests, tmp_path / "published")
-        assert sorted(p.name for p in (tmp_path / "published").iterdir()) == ["sources.csv", "test.txt", "train.txt"]
+        written = sorted(p.name for p in (tmp_path / "published").iterdir())
+        assert written == [".micd-output", "sources.csv", "test.txt", "train.txt"]
         assert f"{url}/train.txt,{digests['train.txt']}" in (tmp_path / "published" / "sources.csv").read_text()
         with pytest.raises(DataError, match="eval.txt.part: expected sha256 1{64}"):
             fetch_files(url, {"eval.txt": "1" * 64}, tmp_path / "bad")

@@ -221,7 +221,9 @@ def test_predictions_are_written_on_the_preprocessed_and_the_source_grid(dataset
 
 def test_the_original_grid_copy_can_be_switched_off(dataset: Path, tmp_path: Path) -> None:
     write_predictions(true_labels(dataset), dataset / "preprocessed", case_ids(dataset), tmp_path / "p", False)
-    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [f"{c}.nii.gz" for c in case_ids(dataset)]
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [".micd-output"] + [
+        f"{c}.nii.gz" for c in case_ids(dataset)
+    ]
 
 
 def test_a_case_without_its_transform_gets_no_original_grid_copy(
@@ -320,7 +322,7 @@ def test_the_command_line_passes_the_evaluation_settings(dataset: Path, tmp_path
     with pytest.raises(SystemExit, match="blending"):
         cli.main(["infer", *model, "--out", str(tmp_path / "bad"), "--blending", "max"])
     cli.main(["infer", *model, "--out", str(tmp_path / "p"), "--blending", "crop", "--no-original-grid"])
-    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [f"{c}.nii.gz" for c in ids]
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [".micd-output"] + [f"{c}.nii.gz" for c in ids]
 
     run = ["--family", "synthetic", "--dataset", "synthetic", "--ratio", "5", "--method", "supervised", "--seed", "0"]
     cli.main(["metrics", "--predictions", str(tmp_path / "p"), *common, *run, "--out", str(tmp_path / "m.csv")])

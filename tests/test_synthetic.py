@@ -39,6 +39,7 @@ def _cases(archive: Path) -> list[tuple[nib.Nifti1Image, nib.Nifti1Image]]:
 
 def test_layout_and_dataset_json_follow_amos(archive: Path) -> None:
     assert sorted(p.name for p in archive.iterdir()) == [
+        ".micd-output",  # the stage that wrote the folder (micd.atomic)
         "dataset.json",
         "imagesTr",
         "imagesVa",

@@ -690,12 +690,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     from micd.data.errors import DataError
-    from micd.errors import RunInUseError, SettingsError
+    from micd.errors import DiskFullError, RunInUseError, SettingsError
 
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (DataError, SettingsError, RunInUseError, FileNotFoundError) as exc:
+    except (DataError, SettingsError, RunInUseError, DiskFullError, FileNotFoundError) as exc:
         sys.exit(f"micd {args.command}: error: {exc}")
 
 

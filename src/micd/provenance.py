@@ -67,5 +67,7 @@ def provenance(extra: dict[str, Any] | None = None) -> dict[str, Any]:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # through a Python file, so that a full disk raises OSError(ENOSPC) (micd.atomic names it),
+    # not the C++ writer's "unexpected pos"
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from micd.atomic import atomic_dir, atomic_write
+from micd.atomic import atomic_write, check_output_dir, stage_output_dir
 from micd.data.classes import OrganClass, classes_for
 from micd.data.convert import format_affine, to_canonical
 from micd.data.errors import DataError, case_error
@@ -160,20 +160,9 @@ def organ_volumes(name: str, labels: Volume, classes: Sequence[OrganClass]) -> l
 
 
 def check_out_dir(out_dir: Path, scans: Sequence[Path]) -> None:
-    """The output folder is replaced whole: it must be new, empty, or an earlier output."""
-    out_dir = Path(out_dir)
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise case_error(None, out_dir, "expected a folder for the label maps, found a file")
-    inside = [s for s in scans if out_dir.resolve() in s.resolve().parents]
-    if inside:
-        raise case_error(None, out_dir, f"the output folder holds the input {inside[0]}: choose another folder")
-    entries = list(out_dir.iterdir())
-    if entries and not (out_dir / RECORD_JSON).is_file():
-        raise case_error(
-            None, out_dir, "the output folder is not empty and not an earlier micd segment output: choose another"
-        )
+    """The output folder is replaced whole: it must be new, empty, or an earlier output (its
+    segment.json marks outputs written before micd.atomic's marker), and hold no scan."""
+    check_output_dir(out_dir, "segment", scans, earlier_markers=(RECORD_JSON,))
 
 
 def segment_scans(
@@ -189,7 +178,7 @@ def segment_scans(
     check_out_dir(out_dir, scans)
     check_scans(scans)
     rows: list[dict[str, object]] = []
-    with atomic_dir(out_dir) as tmp:
+    with stage_output_dir(out_dir, "segment", scans, earlier_markers=(RECORD_JSON,)) as tmp:
         for path in scans:
             name = scan_name(path)
             prepared = prepare_scan(load_nifti(path, name), name, preprocessing)

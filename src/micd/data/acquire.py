@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from micd.atomic import atomic_dir
+from micd.atomic import stage_output_dir
 from micd.data.errors import DataError, case_error
 from micd.data.io import file_digest, write_csv
 from micd.errors import SettingsError
@@ -193,7 +193,7 @@ def extract_zip(archive: Path, out_dir: Path) -> None:
     """
     archive = Path(archive)
     try:
-        with zipfile.ZipFile(archive) as zf, atomic_dir(out_dir) as tmp:
+        with zipfile.ZipFile(archive) as zf, stage_output_dir(out_dir, "extract", [archive]) as tmp:
             for info in zf.infolist():
                 if _is_junk(info.filename) or info.is_dir():
                     continue
@@ -234,7 +234,7 @@ def _safe_relative(archive: Path, info: zipfile.ZipInfo) -> PurePosixPath:
 def fetch_files(base_url: str, sha256: dict[str, str], out_dir: Path, retries: int = 5) -> None:
     """Download ``{base_url}/{name}`` for every name of ``sha256`` into ``out_dir`` (atomically),
     each checked against its pinned sha256, and record where each came from in ``sources.csv``."""
-    with atomic_dir(out_dir) as tmp:
+    with stage_output_dir(out_dir, "fetch-splits") as tmp:
         rows = []
         for name, digest in sorted(sha256.items()):
             url = f"{base_url.rstrip('/')}/{name}"

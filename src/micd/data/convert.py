@@ -23,7 +23,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from micd.atomic import atomic_dir
+from micd.atomic import stage_output_dir
 from micd.data.classes import classes_for
 from micd.data.errors import case_error
 from micd.data.io import (
@@ -85,7 +85,7 @@ def convert_archive(archive_dir: Path, out_dir: Path, layout: str = "amos", moda
         cases, num_labels = find_synapse_cases(root), len(classes_for("synapse"))
     else:
         raise SettingsError(f"expected layout in {LAYOUTS}, got {layout!r}")
-    with atomic_dir(out_dir) as tmp:
+    with stage_output_dir(out_dir, "convert", [archive_dir]) as tmp:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
         rows = [_convert_case(case, root, tmp, num_labels) for case in cases]

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from micd.atomic import atomic_dir, atomic_write
+from micd.atomic import atomic_write, stage_output_dir
 from micd.data.convert import format_affine, parse_affine, read_manifest
 from micd.data.errors import case_error
 from micd.data.io import Volume, load_nifti, write_csv
@@ -137,7 +137,8 @@ def preprocess(
     if not hu_window[0] < hu_window[1]:
         raise SettingsError(f"expected hu_window (low, high) with low < high, got {hu_window}")
     rows = read_manifest(manifest)
-    with atomic_dir(out_dir) as tmp:
+    # the manifest's folder holds the images it names
+    with stage_output_dir(out_dir, "preprocess", [manifest.parent]) as tmp:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
         results = [_preprocess_case(row, manifest.parent, tmp, mode, target, hu_window, num_classes) for row in rows]

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from micd.atomic import atomic_dir, atomic_write
+from micd.atomic import atomic_write, stage_output_dir
 from micd.data.classes import AMOS_CLASSES
 from micd.data.io import Volume, save_nifti
 from micd.errors import SettingsError
@@ -476,7 +476,7 @@ def generate_archive(
         raise SettingsError(f"expected size ranges (low, high) with 0 < low <= high, got {inplane} and {slices}")
     sizes = SizeOptions(tuple(inplane), tuple(slices))  # type: ignore[arg-type]
     ids = [f"amos_{k:04d}" for k in range(1, n_train + n_validation + 1)]
-    with atomic_dir(out_dir) as tmp:
+    with stage_output_dir(out_dir, "synthesise") as tmp:
         for name in ("imagesTr", "labelsTr", "imagesVa", "labelsVa"):
             (tmp / name).mkdir()
         for k, case_id in enumerate(ids, start=1):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from micd.atomic import atomic_dir
+from micd.atomic import check_output_dir, stage_output_dir
 from micd.data.errors import DataError, case_error
 from micd.data.io import Volume, save_nifti
 from micd.data.loaders import case_paths
@@ -78,7 +78,7 @@ def write_predictions(
     and write the predictions (see the module docstring); all of them or none."""
     rows = case_rows(data_dir, case_ids)
     unrestorable = []
-    with atomic_dir(out_dir) as tmp:
+    with stage_output_dir(out_dir, "infer", [data_dir]) as tmp:
         for case_id in case_ids:
             labels = segment_volume(np.load(case_paths(data_dir, case_id)[0]))
             save_nifti(prediction_path(tmp, case_id), to_volume(labels, grid_affine(rows[case_id])))
@@ -103,6 +103,7 @@ def predict_cases(
     device: str = "auto",
 ) -> None:
     """Segment every case with sliding windows of the model's training patch and stride."""
+    check_output_dir(out_dir, "infer", [model_path, data_dir])
     torch_device = resolve_device(device)
     saved = read_model(model_path, torch_device)
     check_num_classes(data_dir, saved["num_classes"], f"the model file {model_path}")
