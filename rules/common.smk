@@ -4,6 +4,7 @@ import json
 import os
 import shlex
 import sys
+from types import SimpleNamespace
 
 from micd import runs
 
@@ -14,6 +15,8 @@ wildcard_constraints:
     method=r"[a-z][a-z0-9_]*",
     table=r"results|ablation",
     seed=r"\d+",
+    tag=r"[0-9a-f]{8}",
+    name=r"[A-Za-z0-9_]+",
 
 
 CONDA_ENV = "../envs/micd.yaml"
@@ -282,7 +285,10 @@ export_device_slots()
 # Report (rules/report.smk): output paths and the helpers of its rules.
 
 TABLE = "results/tables/{dataset}_{table}"
-TABLE_FILES = [f"{TABLE}.{ext}" for ext in ("md", "tex", "html", "csv")]
+# the main table (method, Dice, ASD, p), its CSV holding every number, then the per-organ table
+TABLE_FILES = [f"{TABLE}.{ext}" for ext in ("md", "tex", "html", "csv")] + [
+    f"{TABLE}_per_organ.{ext}" for ext in ("md", "tex", "html")
+]
 DICE_PER_CLASS = "results/figures/{dataset}_{table}_dice_per_class.png"
 TRAINING_CURVES = "results/figures/{dataset}_{table}_training_curves.png"
 DICE_VS_RATIO = "results/figures/{dataset}_dice_vs_ratio.png"
@@ -364,14 +370,77 @@ def figure(path, caption, name):
     )
 
 
-def table_file(extension):
+def table_file(extension, per_organ=False):
+    """A file of the main table, or of the per-organ table, as the HTML report shows it."""
+    suffix, caption = (
+        ("_per_organ", "table_per_organ.rst") if per_organ else ("", "table.rst")
+    )
     return report(
-        f"{TABLE}.{extension}",
-        caption="../report/table.rst",
+        f"{TABLE}{suffix}.{extension}",
+        caption=f"../report/{caption}",
         category="Tables",
         subcategory="{dataset}",
-        labels={"data set": "{dataset}", "table": "{table}", "format": extension},
+        labels={
+            "data set": "{dataset}",
+            "table": "{table}" + (", per organ" if per_organ else ""),
+            "format": extension,
+        },
     )
+
+
+# Each configuration's tables and figures are also kept under a name of its own, so that a run
+# of another configuration (other methods, seeds, settings) does not overwrite them; the paths
+# above always hold the latest configuration's (rules/report.smk: keep_tables, keep_figure).
+KEPT = "results/configs/{dataset}/{tag}/"
+FIGURE = "results/figures/{name}.png"
+
+
+def configuration_tag(dataset):
+    """The first 8 hex digits of the SHA-256 of a data set's report settings (report_config): the
+    folder under results/configs/{dataset}/ that keeps this configuration's tables and figures.
+    """
+    settings = report_config(SimpleNamespace(dataset=dataset))
+    return hashlib.sha256(settings.encode()).hexdigest()[:8]
+
+
+def kept(*paths):
+    """Where each of ``paths`` (results/...) is kept for its configuration."""
+    return [KEPT + path.removeprefix("results/") for path in paths]
+
+
+def kept_here(paths, **wildcards):
+    """The kept copies of ``paths`` for every run data set, under this configuration's tag."""
+    return [
+        path
+        for dataset in run_datasets()
+        for path in expand(
+            kept(*paths), dataset=dataset, tag=configuration_tag(dataset), **wildcards
+        )
+    ]
+
+
+def copy_files(sources, destinations, log):
+    """Copy each source to its destination (new files, of the time of copying) and log each copy."""
+    import shutil
+
+    lines = []
+    for source, destination in zip(sources, destinations):
+        shutil.copyfile(source, destination)
+        lines.append(f"{source} -> {destination}\n")
+    with open(log, "w") as f:
+        f.writelines(lines)
+
+
+def this_configuration(wildcards):
+    """An input function of the keep rules: no file, once the requested tag is this configuration's
+    (a folder of another configuration is not written from this one's files)."""
+    tag = configuration_tag(wildcards.dataset)
+    if wildcards.tag != tag:
+        raise WorkflowError(
+            f"results/configs/{wildcards.dataset}/{wildcards.tag}/ keeps the outputs of another configuration "
+            f"than this one ({tag}); run with that configuration to rebuild it"
+        )
+    return []
 
 
 def training_runs(wildcards):

@@ -29,6 +29,9 @@ rule report:
         tex=table_file("tex"),
         html=table_file("html"),
         csv=table_file("csv"),
+        organs_md=table_file("md", per_organ=True),
+        organs_tex=table_file("tex", per_organ=True),
+        organs_html=table_file("html", per_organ=True),
         provenance=sidecars(*TABLE_FILES),
     log:
         "results/logs/{dataset}/report_{table}.log",
@@ -40,11 +43,15 @@ rule report:
         published=lambda wc: optional_arg(
             "--published", published_reference(wc) or None
         ),
-        title=lambda wc: f"{wc.dataset}, {wc.table}: test-set scores of seeds {config['seeds']}. {split_origins(wc)}",
+        subject=lambda wc: optional_arg(
+            "--subject", "ablation of MICD" if wc.table == "ablation" else None
+        ),
+        note=split_origins,
     shell:
         "micd report --metrics {input.metrics} --family {params.family} --methods {params.methods} "
         "--table-md {output.md} --table-tex {output.tex} --table-html {output.html} "
-        "--table-csv {output.csv} {params.published} --title {params.title:q} "
+        "--table-csv {output.csv} --organs-md {output.organs_md} --organs-tex {output.organs_tex} "
+        "--organs-html {output.organs_html} {params.published} {params.subject} --note {params.note:q} "
         "--config {input.config} > {log} 2>&1"
 
 
@@ -167,29 +174,56 @@ rule sensitivity_report:
         "--config {input.config} > {log} 2>&1"
 
 
+# Copies of this configuration's tables and figures under results/configs/{dataset}/{tag}/
+# (rules/common.smk: KEPT), which a run of another configuration leaves as they are.
+rule keep_tables:
+    input:
+        files=TABLE_FILES + sidecars(*TABLE_FILES),
+        tag=this_configuration,
+    output:
+        kept(*TABLE_FILES, *sidecars(*TABLE_FILES)),
+    log:
+        "results/logs/{dataset}/keep_{table}_{tag}.log",
+    localrule: True
+    run:
+        copy_files(input.files, output, log[0])
+
+
+rule keep_figure:
+    input:
+        files=figure_files(FIGURE) + sidecars(*figure_files(FIGURE)),
+        tag=this_configuration,
+    output:
+        kept(*figure_files(FIGURE), *sidecars(*figure_files(FIGURE))),
+    log:
+        "results/logs/{dataset}/keep_{name}_{tag}.log",
+    localrule: True
+    run:
+        copy_files(input.files, output, log[0])
+
+
+RESULT_FIGURES = in_every_format(
+    DICE_PER_CLASS, TRAINING_CURVES, DICE_VS_RATIO, QUALITATIVE
+)
+ABLATION_FILES = TABLE_FILES + in_every_format(DICE_PER_CLASS, TRAINING_CURVES)
+
+
 rule tables:
     input:
         expand(TABLE_FILES, dataset=run_datasets(), table="results"),
+        kept_here(TABLE_FILES, table="results"),
 
 
 rule figures:
     input:
-        expand(
-            in_every_format(
-                DICE_PER_CLASS, TRAINING_CURVES, DICE_VS_RATIO, QUALITATIVE
-            ),
-            dataset=run_datasets(),
-            table="results",
-        ),
+        expand(RESULT_FIGURES, dataset=run_datasets(), table="results"),
+        kept_here(RESULT_FIGURES, table="results"),
 
 
 rule ablation:
     input:
-        expand(
-            TABLE_FILES + in_every_format(DICE_PER_CLASS, TRAINING_CURVES),
-            dataset=run_datasets(),
-            table="ablation",
-        ),
+        expand(ABLATION_FILES, dataset=run_datasets(), table="ablation"),
+        kept_here(ABLATION_FILES, table="ablation"),
 
 
 rule sensitivity:
