@@ -3,8 +3,9 @@
 Runs ``snakemake --profile profiles/local`` in a fresh copy of the working tree's workflow
 files (so ``results/`` of the checkout is untouched), polls the resident memory of the whole
 process tree every 0.2 s, and appends one JSON record to ``bench/results/default_run.jsonl``
-with the machine it ran on. The run's results table and figures, with their provenance
-sidecars, are copied to ``docs/figures/``, where the README shows them.
+with the machine it ran on. The run's results tables (the main one and the per-organ one, Markdown
+and LaTeX) and figures, with their provenance sidecars, are copied to ``docs/figures/``, where the
+README shows them.
 
     .venv/bin/python bench/default_run.py
 """
@@ -93,10 +94,13 @@ def main() -> None:
         table = (work / "results" / "tables" / "synthetic_results.md").read_text()
         shown = ROOT / "docs" / "figures"
         shown.mkdir(parents=True, exist_ok=True)
-        for path in [
-            *(work / "results" / "tables").glob("synthetic_results.md*"),
-            *(work / "results" / "figures").glob("synthetic_*"),
-        ]:
+        tables = [  # Markdown and LaTeX, each with its sidecar: the HTML and CSV are the report's and the data's
+            path
+            for name in ("synthetic_results", "synthetic_results_per_organ")
+            for ext in ("md", "tex")
+            for path in (work / "results" / "tables").glob(f"{name}.{ext}*")
+        ]
+        for path in [*tables, *(work / "results" / "figures").glob("synthetic_*")]:
             shutil.copy2(path, shown)
     record = {
         "benchmark": "default_run",

@@ -23,7 +23,8 @@ import yaml
 from scipy.stats import spearmanr
 
 from micd.methods import display_name, trains_on_every_case
-from micd.report.tables import TABLE_KEYS, order_rows, to_markdown
+from micd.report.table_formats import to_markdown
+from micd.report.tables import TABLE_KEYS, main_display, order_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +77,7 @@ def main() -> None:
             for ratio, r in ranks.items()
         )
     )
-    args.out.with_suffix(".md").write_text(to_markdown(table, caption))
+    args.out.with_suffix(".md").write_text(to_markdown(main_display(table), caption))
     args.out.with_suffix(".csv").write_text(table.to_csv(index=False))
     print(json.dumps({"rows": len(table), "spearman": ranks}, indent=1))
 

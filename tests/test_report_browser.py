@@ -12,6 +12,7 @@ import pytest
 from workflow_helpers import apt_install, snakemake
 
 TABLE = "results/tables/synthetic_results.html"
+ORGAN_TABLE = "results/tables/synthetic_results_per_organ.html"
 FIGURES = (
     "results/figures/synthetic_results_dice_per_class.png",
     "results/figures/synthetic_dice_vs_ratio.png",
@@ -53,13 +54,16 @@ def measured(html_page: str, script: str) -> str:
     return html_page.replace("</body>", run + "</body>")
 
 
-def test_the_results_table_fits_a_laptop_window_without_scrolling(tiny_run: Path, chromium: str, tmp_path: Path):
+@pytest.mark.parametrize("table", [TABLE, ORGAN_TABLE])
+def test_the_results_tables_fit_a_laptop_window_without_scrolling(
+    table: str, tiny_run: Path, chromium: str, tmp_path: Path
+):
     page = tmp_path / "table.html"
     width = (
         "document.body.dataset.measured = document.documentElement.scrollWidth + ' ' + "
         "document.querySelector('table').scrollWidth + ' ' + document.querySelectorAll('tbody tr').length;"
     )
-    page.write_text(measured((tiny_run / TABLE).read_text(), width))
+    page.write_text(measured((tiny_run / table).read_text(), width))
     found = re.search(r'data-measured="(\d+) (\d+) (\d+)"', rendered_dom(chromium, page, tmp_path / "p"))
     page_width, table_width, rows = map(int, found.groups())
     assert rows == 6  # 3 methods x 2 ratios
@@ -82,5 +86,5 @@ def test_every_figure_and_the_report_render_in_the_browser(tiny_run: Path, chrom
     dom = rendered_dom(chromium, tiny_run / "results" / "report.html", tmp_path / "r")
     visible = re.sub(r"<script\b.*?</script>", "", dom, flags=re.S)
     assert "MICD and its baselines under DHC" in visible and "Figures" in visible and "Tables" in visible
-    for output in (TABLE, *FIGURES):
+    for output in (TABLE, ORGAN_TABLE, *FIGURES):
         assert Path(output).name in dom

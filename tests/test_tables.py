@@ -1,4 +1,5 @@
-"""Tests of the results tables (Markdown, LaTeX, HTML, CSV), published rows, Wilcoxon p-values and sidecars."""
+"""Tests of the results tables (main and per organ; Markdown, LaTeX, HTML, CSV), their captions,
+published rows, Wilcoxon p-values and sidecars."""
 
 from __future__ import annotations
 
@@ -9,18 +10,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from micd.data.classes import OrganClass
+from micd.data.classes import OrganClass, classes_for
+from micd.report.build import build_tables
+from micd.report.captions import TableFacts, main_caption
 from micd.report.sidecar import sidecar_path, write_provenance
 from micd.report.stats import MIN_PAIRED_CASES, P_COLUMN, p_values_vs_micd, paired_wilcoxon_p
+from micd.report.table_formats import Captions, TablePaths, to_latex, to_markdown, write_tables
 from micd.report.tables import (
     SUMMARY_COLUMNS,
-    TablePaths,
+    main_display,
+    organ_display,
     published_table,
     results_table,
-    to_latex,
-    to_markdown,
     with_published,
-    write_table,
 )
 
 CLASSES = (
@@ -40,36 +42,77 @@ RUNS = {
     (10, "dhc", 1): {1: (82.0, 3.0), 2: (62.0, 5.0)},
 }
 
-CAPTION = "Table 1. Synapse, reproduced."
-
 # 10 %: micd wins Dice, ASD and both classes. 20 %: Dice ties (80.00 each), so neither is bold.
 EXPECTED_MARKDOWN = """\
 Table 1. Synapse, reproduced.
 
-| Labelled | Method | Seeds | Dice (%) ↑ | ASD (voxels) ↓ | p vs MICD | Sp | RK | LK |
-| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
-| 10 % | DHC | 2 | 71.00 ± 1.0 | 3.50 ± 0.5 | – | 81.0 | 61.0 | – |
-| 10 % | MICD | 2 | **76.50 ± 0.5** | **2.00 ± 0.0** | – | **85.0** | **68.0** | – |
-| 20 % | DHC | 1 | 80.00 | **2.00** | – | 88.0 | **72.0** | – |
-| 20 % | MICD | 1 | 80.00 | 2.50 | – | **90.0** | 70.0 | – |
+| Labelled | Method | Dice (%) ↑ | ASD (voxels) ↓ | p vs MICD |
+| --- | --- | ---: | ---: | ---: |
+| 10 % | DHC | 71.00 ± 1.0 | 3.50 ± 0.5 | – |
+| 10 % | MICD | **76.50 ± 0.5** | **2.00 ± 0.0** | – |
+| 20 % | DHC | 80.00 | **2.00** | – |
+| 20 % | MICD | 80.00 | 2.50 | – |
 """
 
-EXPECTED_LATEX = r"""\begin{table}[t]
+EXPECTED_ORGANS_MARKDOWN = """\
+Table 2. Synapse, per organ.
+
+| Labelled | Method | Sp | RK | LK |
+| --- | --- | ---: | ---: | ---: |
+| 10 % | DHC | 81.0 | 61.0 | – |
+| 10 % | MICD | **85.0** | **68.0** | – |
+| 20 % | DHC | 88.0 | **72.0** | – |
+| 20 % | MICD | **90.0** | 70.0 | – |
+"""
+
+# a journal column's table: method, Dice, ASD, p; the ratio heads its block
+EXPECTED_LATEX = r"""% needs \usepackage{booktabs} in the preamble
+\begin{table}[t]
 \centering
 \caption{Table 1. Synapse, reproduced.}
-\begin{tabular}{llrrrrrrr}
+\label{tab:synapse-results}
+\small
+\setlength{\tabcolsep}{3pt}
+\begin{tabular}{lrrr}
 \toprule
-Labelled & Method & Seeds & Dice (\%) $\uparrow$ & ASD (voxels) $\downarrow$ & p vs MICD & Sp & RK & LK \\
+Method & Dice (\%) $\uparrow$ & ASD $\downarrow$ & $p$ \\
 \midrule
-10 \% & DHC & 2 & 71.00 $\pm$ 1.0 & 3.50 $\pm$ 0.5 & -- & 81.0 & 61.0 & -- \\
-10 \% & MICD & 2 & \textbf{76.50 $\pm$ 0.5} & \textbf{2.00 $\pm$ 0.0} & -- & \textbf{85.0} & \textbf{68.0} & -- \\
+\multicolumn{4}{l}{\emph{10 \% labelled}} \\
+DHC & 71.00$\pm$1.0 & 3.50$\pm$0.5 & -- \\
+MICD & \textbf{76.50$\pm$0.5} & \textbf{2.00$\pm$0.0} & -- \\
 \midrule
-20 \% & DHC & 1 & 80.00 & \textbf{2.00} & -- & 88.0 & \textbf{72.0} & -- \\
-20 \% & MICD & 1 & 80.00 & 2.50 & -- & \textbf{90.0} & 70.0 & -- \\
+\multicolumn{4}{l}{\emph{20 \% labelled}} \\
+DHC & 80.00 & \textbf{2.00} & -- \\
+MICD & 80.00 & 2.50 & -- \\
 \bottomrule
 \end{tabular}
 \end{table}
 """
+
+# the page's width: table*, smaller type, narrower gaps
+EXPECTED_ORGANS_LATEX = r"""% needs \usepackage{booktabs} in the preamble
+\begin{table*}[t]
+\centering
+\caption{Table 2. Synapse, per organ.}
+\label{tab:synapse-results-per-organ}
+\footnotesize
+\setlength{\tabcolsep}{3pt}
+\begin{tabular}{lrrr}
+\toprule
+Method & Sp & RK & LK \\
+\midrule
+\multicolumn{4}{l}{\emph{10 \% labelled}} \\
+DHC & 81.0 & 61.0 & -- \\
+MICD & \textbf{85.0} & \textbf{68.0} & -- \\
+\midrule
+\multicolumn{4}{l}{\emph{20 \% labelled}} \\
+DHC & 88.0 & \textbf{72.0} & -- \\
+MICD & \textbf{90.0} & 70.0 & -- \\
+\bottomrule
+\end{tabular}
+\end{table*}
+"""
+CAPTIONS = Captions("Table 1. Synapse, reproduced.", "Table 2. Synapse, per organ.")
 
 # Published rows: Synapse 10 % (two methods, one better than ours everywhere), plus rows that
 # must not appear (another family, a ratio we did not run).
@@ -91,14 +134,14 @@ PUBLISHED = pd.DataFrame(
 EXPECTED_MARKDOWN_WITH_PUBLISHED = """\
 Table 1. Synapse, reproduced.
 
-| Labelled | Method | Seeds | Dice (%) ↑ | ASD (voxels) ↓ | p vs MICD | Sp | RK | LK |
-| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
-| 10 % | DHC | 2 | 71.00 ± 1.0 | 3.50 ± 0.5 | – | 81.0 | 61.0 | – |
-| 10 % | DHC (published) | – | 90.12 ± 1.2 | 1.05 ± 0.4 | – | 95.0 | 85.0 | – |
-| 10 % | MICD | 2 | **76.50 ± 0.5** | **2.00 ± 0.0** | – | **85.0** | **68.0** | – |
-| 10 % | CPS (published) | – | 33.55 | 41.20 | – | – | – | – |
-| 20 % | DHC | 1 | 80.00 | **2.00** | – | 88.0 | **72.0** | – |
-| 20 % | MICD | 1 | 80.00 | 2.50 | – | **90.0** | 70.0 | – |
+| Labelled | Method | Dice (%) ↑ | ASD (voxels) ↓ | p vs MICD |
+| --- | --- | ---: | ---: | ---: |
+| 10 % | DHC | 71.00 ± 1.0 | 3.50 ± 0.5 | – |
+| 10 % | DHC† | 90.12 ± 1.2 | 1.05 ± 0.4 | – |
+| 10 % | MICD | **76.50 ± 0.5** | **2.00 ± 0.0** | – |
+| 10 % | CPS† | 33.55 | 41.20 | – |
+| 20 % | DHC | 80.00 | **2.00** | – |
+| 20 % | MICD | 80.00 | 2.50 | – |
 """
 
 
@@ -159,25 +202,34 @@ def test_unknown_class_is_an_error(per_case: pd.DataFrame) -> None:
         results_table(per_case, CLASSES[:2])
 
 
-def test_markdown_and_latex_in_the_papers_layout_with_the_best_in_bold(table: pd.DataFrame) -> None:
-    assert to_markdown(table, CAPTION) == EXPECTED_MARKDOWN
-    assert to_latex(table, CAPTION) == EXPECTED_LATEX
+def test_main_and_per_organ_tables_in_the_papers_layout_with_the_best_in_bold(table: pd.DataFrame) -> None:
+    assert to_markdown(main_display(table), CAPTIONS.main) == EXPECTED_MARKDOWN
+    assert to_latex(main_display(table), CAPTIONS.main, "tab:synapse-results") == EXPECTED_LATEX
+    assert to_markdown(organ_display(table), CAPTIONS.organs) == EXPECTED_ORGANS_MARKDOWN
+    organs_latex = to_latex(organ_display(table), CAPTIONS.organs, "tab:synapse-results-per-organ", wide=True)
+    assert organs_latex == EXPECTED_ORGANS_LATEX
 
 
-def test_write_table_writes_every_format(table: pd.DataFrame, tmp_path: Path) -> None:
+def test_write_tables_writes_every_format(table: pd.DataFrame, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    paths = TablePaths(out / "t.md", out / "t.tex", out / "t.html", out / "t.csv")
-    write_table(table, paths, caption=CAPTION)
+    names = ("t.md", "t.tex", "t.html", "t.csv", "t_per_organ.md", "t_per_organ.tex", "t_per_organ.html")
+    paths = TablePaths(*(out / name for name in names))
+    write_tables(table, paths, CAPTIONS, label="tab:synapse-results")
     assert paths.markdown.read_text(encoding="utf-8") == EXPECTED_MARKDOWN
     assert paths.latex.read_text(encoding="utf-8") == EXPECTED_LATEX
+    assert paths.organs_markdown.read_text(encoding="utf-8") == EXPECTED_ORGANS_MARKDOWN
+    assert paths.organs_latex.read_text(encoding="utf-8") == EXPECTED_ORGANS_LATEX
     page = paths.html.read_text(encoding="utf-8")
-    assert page.startswith("<!doctype html>") and f"<caption>{CAPTION}</caption>" in page
+    assert page.startswith("<!doctype html>") and f"<caption>{CAPTIONS.main}</caption>" in page
     assert "<td><b>76.50 ± 0.5</b></td>" in page and page.count("<tbody>") == 2
     # value headers on two lines, so their columns are as narrow as their numbers
-    assert "<th>Dice<br>(%) ↑</th><th>ASD<br>(voxels) ↓</th><th>p vs<br>MICD</th><th>Sp</th>" in page
+    assert "<th>Dice<br>(%) ↑</th><th>ASD<br>(voxels) ↓</th><th>p vs<br>MICD</th></tr>" in page
     assert '<th class="left">Labelled</th><th class="left">Method</th>' in page
+    organs = paths.organs_html.read_text(encoding="utf-8")
+    assert f"<caption>{CAPTIONS.organs}</caption>" in organs and "<th>Sp</th><th>RK</th><th>LK</th></tr>" in organs
+    assert "<td><b>85.0</b></td>" in organs and "Dice" not in organs.split("<thead>")[1]
     pd.testing.assert_frame_equal(pd.read_csv(paths.csv), table, check_dtype=False)
-    assert sorted(p.name for p in out.iterdir()) == ["t.csv", "t.html", "t.md", "t.tex"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
 
 
 def test_published_rows_of_the_family_and_ratio_beside_ours(table: pd.DataFrame) -> None:
@@ -194,7 +246,7 @@ def test_published_rows_of_the_family_and_ratio_beside_ours(table: pd.DataFrame)
     assert list(both.columns) == list(table.columns)
     # each published row right after ours of the same method (DHC), the unmatched (CPS) at the
     # end of the ratio; better everywhere, they take no bold from ours
-    assert to_markdown(both, CAPTION) == EXPECTED_MARKDOWN_WITH_PUBLISHED
+    assert to_markdown(main_display(both), CAPTIONS.main) == EXPECTED_MARKDOWN_WITH_PUBLISHED
 
 
 def test_no_published_rows_for_the_synthetic_family(table: pd.DataFrame) -> None:
@@ -282,3 +334,64 @@ def test_provenance_sidecar(per_case: pd.DataFrame, tmp_path: Path) -> None:
     assert {"micd", "pandas", "scipy", "matplotlib", "seaborn"} <= set(record["packages"])
     assert record["code_version"] and record["created"]
     assert sidecar_path(outputs[0]).is_file()
+
+
+def test_the_headline_says_data_set_ratios_scores_and_seeds() -> None:
+    facts = TableFacts("synthetic", "synthetic", [5, 10], [0, 1, 666], n_cases=8, has_p=True, has_published=False)
+    assert main_caption(facts).startswith(
+        "Synthetic data set, 5 % and 10 % labelled: test Dice (%) and ASD (voxels), mean ± std over seeds 0, 1, 666. "
+    )
+    one_seed = TableFacts("amos_small", "amos", [2, 5, 10], [0], 8, has_p=False, has_published=True, subject="ablation")
+    assert main_caption(one_seed).startswith(
+        "Data set amos_small (AMOS), ablation, 2 %, 5 % and 10 % labelled: test Dice (%) and ASD (voxels), seed 0. "
+    )
+    assert "Wilcoxon" not in main_caption(one_seed) and "†: as reported by DHC" in main_caption(one_seed)
+
+
+def metrics_files(per_case: pd.DataFrame, folder: Path) -> list[Path]:
+    """``per_case`` as one metrics.csv per run, as the workflow's metrics jobs write them."""
+    paths = []
+    for (ratio, method, seed), run in per_case.groupby(["ratio", "method", "seed"]):
+        path = folder / f"{ratio}p" / method / f"seed{seed}" / "metrics.csv"
+        path.parent.mkdir(parents=True)
+        run.to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def table_paths(folder: Path, name: str) -> TablePaths:
+    main = (folder / f"{name}.{ext}" for ext in ("md", "tex", "html", "csv"))
+    return TablePaths(*main, *(folder / f"{name}_per_organ.{ext}" for ext in ("md", "tex", "html")))
+
+
+def test_built_tables_main_with_p_and_per_organ_with_the_organs_spelled_out(per_case, tmp_path: Path) -> None:
+    paths = table_paths(tmp_path, "synapse_results")
+    note = "Labelled splits: 10 % published, 20 % generated (seed 0)."
+    build_tables(metrics_files(per_case, tmp_path / "runs"), "synapse", ["dhc", "micd"], paths, {}, note=note)
+    main = paths.markdown.read_text(encoding="utf-8")
+    caption, _, header, *_ = main.splitlines()
+    assert caption.startswith(
+        "Synapse data set, 10 % and 20 % labelled: test Dice (%) and ASD (voxels), mean ± std over seeds 0, 1. "
+    )
+    assert "Wilcoxon signed-rank test against MICD over the 2 test cases" in caption and caption.endswith(note)
+    assert header == "| Labelled | Method | Dice (%) ↑ | ASD (voxels) ↓ | p vs MICD |"
+    assert r"\begin{tabular}{lrrr}" in paths.latex.read_text()  # method, Dice, ASD, p: a journal's column
+    organs = paths.organs_markdown.read_text(encoding="utf-8").splitlines()
+    assert organs[0].startswith("Synapse data set, 10 % and 20 % labelled: test Dice (%) per organ, mean over seeds")
+    synapse = [c for c in classes_for("synapse") if c.label != 0]  # every organ of the family: a dash where unscored
+    assert "; ".join(f"{c.short}: {c.name}" for c in synapse) + "." in organs[0]
+    assert organs[2] == "| Labelled | Method | " + " | ".join(c.short for c in synapse) + " |"
+    assert r"\begin{table*}[t]" in paths.organs_latex.read_text()
+    assert all(sidecar_path(path).is_file() for path in paths.all())
+
+
+def test_no_p_column_without_micd(per_case, tmp_path: Path) -> None:
+    paths = table_paths(tmp_path, "synapse_results")
+    without_micd = per_case[per_case["method"] != "micd"]
+    build_tables(metrics_files(without_micd, tmp_path / "runs"), "synapse", ["dhc"], paths, {})
+    caption, _, header, *_ = paths.markdown.read_text(encoding="utf-8").splitlines()
+    assert header == "| Labelled | Method | Dice (%) ↑ | ASD (voxels) ↓ |"
+    assert "Wilcoxon" not in caption and "p vs" not in paths.html.read_text()
+    latex = paths.latex.read_text()
+    assert r"\begin{tabular}{lrr}" in latex and "$p$" not in latex
+    assert P_COLUMN in pd.read_csv(paths.csv).columns  # the CSV keeps every number (here none)

@@ -15,7 +15,9 @@ from workflow_helpers import ROOT, TINY_CONFIG, snakemake
 from micd.evaluation.metrics import summarise
 
 REPORT_RULES = ("report", "dice_per_class", "dice_vs_ratio", "training_curves", "qualitative")
-TABLES = [f"tables/synthetic_results.{ext}" for ext in ("md", "tex", "html", "csv")]
+TABLES = [f"tables/synthetic_results.{ext}" for ext in ("md", "tex", "html", "csv")] + [
+    f"tables/synthetic_results_per_organ.{ext}" for ext in ("md", "tex", "html")
+]
 FIGURES = [
     f"figures/synthetic_{name}.png"
     for name in ("results_dice_per_class", "results_training_curves", "dice_vs_ratio", "qualitative")
@@ -70,7 +72,8 @@ def test_tiny_workflow_writes_table_and_figure_from_its_own_numbers(tiny_run: Pa
     markdown = (results / "tables" / "synthetic_results.md").read_text()
     assert "| MICD |" in markdown and "| V-Net (labelled only) |" in markdown  # the papers' names
     assert "No published results exist for this data set." in markdown
-    assert (results / "tables" / "synthetic_results.tex").read_text().startswith("\\begin{table}")
+    assert "\\begin{table}[t]" in (results / "tables" / "synthetic_results.tex").read_text()  # a column's width
+    assert "\\begin{table*}[t]" in (results / "tables" / "synthetic_results_per_organ.tex").read_text()  # the page's
     for figure in FIGURES:
         with Image.open(results / figure) as image:
             image.verify()
@@ -171,6 +174,8 @@ def test_a_changed_report_setting_replans_the_report_with_short_reasons(tiny_run
     for rule in ("train", "infer", "metrics"):
         assert f"rule {rule}:" not in out
     reasons = [line for line in out.splitlines() if line.strip().startswith("reason:")]
-    assert len(reasons) == len(REPORT_RULES) + 2  # and the `all` job
+    # and the `all` job, and the copies kept for the new configuration: its tables and 4 figures
+    assert len(reasons) == len(REPORT_RULES) + 2 + 1 + 4
     assert max(len(line) for line in reasons) < 2000 and "method_settings" not in out
-    assert "Params have changed" in out and len(out) < 12_000
+    # the plan names each job's files (the kept copies' too), not the whole configuration
+    assert "Params have changed" in out and len(out) < 24_000

@@ -288,10 +288,20 @@ def cmd_metrics(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from micd.report.build import build_tables
-    from micd.report.tables import TablePaths
+    from micd.report.table_formats import TablePaths
 
-    paths = TablePaths(args.table_md, args.table_tex, args.table_html, args.table_csv)
-    build_tables(args.metrics, args.family, args.methods, paths, args.title, args.config, published_csv=args.published)
+    main = (args.table_md, args.table_tex, args.table_html, args.table_csv)
+    paths = TablePaths(*main, args.organs_md, args.organs_tex, args.organs_html)
+    build_tables(
+        args.metrics,
+        args.family,
+        args.methods,
+        paths,
+        args.config,
+        published_csv=args.published,
+        subject=args.subject,
+        note=args.note,
+    )
 
 
 def cmd_dice_per_class(args: argparse.Namespace) -> None:
@@ -641,14 +651,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="path of the metrics.csv to write")
     s.set_defaults(func=cmd_metrics)
 
-    s = _report_parser(sub, "report", "results or ablation table of a data set: md, LaTeX, HTML, CSV", cmd_report)
+    s = _report_parser(
+        sub, "report", "results or ablation tables of a data set, main and per organ: md, LaTeX, HTML, CSV", cmd_report
+    )
     s.add_argument("--metrics", type=Path, nargs="+", required=True, help=METRICS_HELP)
     s.add_argument("--family", required=True, help=FAMILY_HELP)
     s.add_argument("--methods", nargs="+", required=True, help="method names, in row order")
     for fmt, kind in (("md", "Markdown"), ("tex", "LaTeX"), ("html", "HTML"), ("csv", "CSV")):
-        s.add_argument(f"--table-{fmt}", type=Path, required=True, help=f"path of the {kind} table to write")
+        s.add_argument(f"--table-{fmt}", type=Path, required=True, help=f"path of the main {kind} table to write")
+    for fmt, kind in (("md", "Markdown"), ("tex", "LaTeX"), ("html", "HTML")):
+        s.add_argument(f"--organs-{fmt}", type=Path, required=True, help=f"path of the per-organ {kind} table to write")
     s.add_argument("--published", type=Path, help="published results (long CSV) to show beside ours")
-    s.add_argument("--title", default="", help="first sentence of the caption")
+    s.add_argument("--subject", default="", help="what the table is where not the main results, e.g. ablation")
+    s.add_argument("--note", default="", help="last sentence of the captions, e.g. where the splits come from")
 
     s = _report_parser(sub, "dice-per-class", "figure: Dice per organ class, methods side by side", cmd_dice_per_class)
     s.add_argument("--metrics", type=Path, nargs="+", required=True, help=METRICS_HELP)

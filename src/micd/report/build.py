@@ -18,6 +18,7 @@ import pandas as pd
 
 from micd.data.classes import classes_for
 from micd.evaluation.metrics import RUN_KEYS
+from micd.report.captions import TableFacts, main_caption, organ_caption
 from micd.report.figures import (
     plot_dice_per_class,
     plot_dice_vs_ratio,
@@ -26,14 +27,8 @@ from micd.report.figures import (
     plot_training_curves,
 )
 from micd.report.sidecar import write_provenance
-from micd.report.tables import (
-    TablePaths,
-    published_table,
-    results_table,
-    table_notes,
-    with_published,
-    write_table,
-)
+from micd.report.table_formats import Captions, TablePaths, write_tables
+from micd.report.tables import PUBLISHED, class_columns, published_table, results_table, shows_p, with_published
 
 Config = Mapping[str, Any]
 RunFiles = Sequence[Mapping[str, Any]]
@@ -49,25 +44,38 @@ def build_tables(
     family: str,
     method_order: Sequence[str],
     paths: TablePaths,
-    title: str,
     config: Config,
     published_csv: Path | None = None,
+    subject: str = "",
+    note: str = "",
 ) -> pd.DataFrame:
-    """The results (or ablation) table of one data set in every format, with the published rows
-    of its family beside ours when ``published_csv`` is given."""
+    """The results (or ablation) tables of one data set, the main one and the per-organ one, in every
+    format, with the published rows of its family beside ours when ``published_csv`` is given.
+    ``subject`` names a table that is not the main results (``ablation``) in its captions, and
+    ``note`` ends them (the workflow's: where the labelled splits come from)."""
     per_case = read_per_case(metrics_csvs)
     classes = classes_for(family)
+    dataset = per_case["dataset"].iloc[0]
+    ratios = sorted(per_case["ratio"].unique())
     table = results_table(per_case, classes, method_order=method_order)
     extra = {}
     if published_csv is not None:
-        published = published_table(
-            pd.read_csv(published_csv), family, per_case["dataset"].iloc[0], sorted(per_case["ratio"].unique()), classes
-        )
+        published = published_table(pd.read_csv(published_csv), family, dataset, ratios, classes)
         table = with_published(table, published)
         extra["published_reference"] = str(published_csv)
-    has_published = bool((table["source"] == "published").any())
-    caption = f"{title} {table_notes(per_case['case_id'].nunique(), has_published)}".strip()
-    write_table(table, paths, caption)
+    facts = TableFacts(
+        dataset=dataset,
+        family=family,
+        ratios=ratios,
+        seeds=sorted(per_case["seed"].unique()),
+        n_cases=per_case["case_id"].nunique(),
+        has_p=shows_p(table),
+        has_published=bool((table["source"] == PUBLISHED).any()),
+        subject=subject,
+        note=note,
+    )
+    captions = Captions(main_caption(facts), organ_caption(facts, classes, class_columns(table)))
+    write_tables(table, paths, captions, label="tab:" + paths.latex.stem.replace("_", "-"))
     write_provenance(paths.all(), config, per_case, **extra)
     return table
 

@@ -1,29 +1,30 @@
-"""Results tables in the paper's layout: Markdown, LaTeX (booktabs), HTML and CSV.
+"""Results tables in the papers' layout, computed and laid out for print (micd.report.table_formats
+writes them: Markdown, LaTeX, HTML, CSV).
 
-One block of rows per labelled ratio, one row per method: mean Dice and mean ASD as mean ± std
-over seeds, the paired Wilcoxon p against MICD, then Dice per organ class. Published rows
-(DHC's tables, ``config/published/dhc_tables.csv``) follow ours in each block, marked as such.
+One block of rows per labelled ratio, one row per method. The main table: mean Dice and mean ASD as
+mean ± std over seeds, and the paired Wilcoxon p against MICD where MICD is a row; the per-organ table:
+Dice per organ class. Published rows (DHC's tables, ``config/published/dhc_tables.csv``) follow ours
+in each block, marked as such.
 """
 
 from __future__ import annotations
 
-import html
 import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
-from micd.atomic import atomic_write
 from micd.data.classes import OrganClass
 from micd.evaluation.metrics import class_means, summarise
 from micd.methods import display_name
-from micd.report.stats import MIN_PAIRED_CASES, P_COLUMN, REFERENCE_METHOD, p_values_vs_micd
+from micd.report.stats import P_COLUMN, REFERENCE_METHOD, p_values_vs_micd
 
 TABLE_KEYS: list[str] = ["dataset", "ratio", "method"]
 OURS, PUBLISHED = "ours", "published"
+PUBLISHED_MARK = "†"
+"""After the name of a published row (short: the main table fits a journal's column)."""
 SUMMARY_COLUMNS: list[str] = [
     *TABLE_KEYS,
     "source",
@@ -36,7 +37,7 @@ SUMMARY_COLUMNS: list[str] = [
 ]
 """Leading columns of :func:`results_table`; the per-class Dice columns follow."""
 
-_MISSING = "–"
+MISSING = "–"
 
 
 def format_ratio(ratio: object) -> str:
@@ -168,25 +169,6 @@ def with_published(ours: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
     return both.astype({c: ours[c].dtype for c in ("ratio",)}).reset_index(drop=True)
 
 
-def table_notes(n_cases: int | None, has_published: bool) -> str:
-    """What the table's numbers, bold and p-values mean; appended to each caption."""
-    cases = f"the {n_cases} test cases" if n_cases else "the test cases"
-    notes = (
-        "Dice (%) and ASD (voxels): mean ± std over seeds (the mean alone for one seed); class columns: Dice (%). "
-        "Bold: the best of our rows in each column within each labelled ratio, unless all tie (published rows do not "
-        "compete). "
-        f"p vs {display_name(REFERENCE_METHOD)}: two-sided paired Wilcoxon signed-rank test over {cases} of each "
-        f"case's mean Dice (averaged over seeds) against {display_name(REFERENCE_METHOD)}; {_MISSING} where "
-        f"undefined ({display_name(REFERENCE_METHOD)} itself, fewer than {MIN_PAIRED_CASES} non-zero differences)."
-    )
-    if has_published:
-        return (
-            notes
-            + " Rows marked (published): as reported by DHC (Wang & Li, MICCAI 2023), ± std over 3 runs where published."
-        )
-    return notes + " No published results exist for this data set."
-
-
 @dataclass(frozen=True)
 class Cell:
     text: str
@@ -194,24 +176,50 @@ class Cell:
 
 
 @dataclass(frozen=True)
-class Display:
-    """A table as printed: header, and rows of cells grouped in blocks (one per labelled ratio)."""
+class Column:
+    """A value column as printed: its header, and the LaTeX source of the header where it is not the
+    header escaped (LaTeX headers are shorter, the caption giving the units)."""
 
-    header: list[str]
-    blocks: list[list[list[Cell]]]
-    n_left: int = 2  # left-aligned leading columns; the rest are numbers
+    header: str
+    latex: str | None = None
+
+
+@dataclass(frozen=True)
+class Block:
+    """The rows of one labelled ratio; each row is the method's cell, then one cell per value column."""
+
+    ratio: str
+    rows: list[list[Cell]]
+
+
+@dataclass(frozen=True)
+class Display:
+    """A table as printed: its value columns (after the method) and its rows, one block per labelled ratio."""
+
+    columns: list[Column]
+    blocks: list[Block]
+
+
+def shows_p(table: pd.DataFrame) -> bool:
+    """Whether a table has the p column: only where MICD, the method each p is against, is one of our rows."""
+    return bool(((table["source"] == OURS) & (table["method"] == REFERENCE_METHOD)).any())
+
+
+def class_columns(table: pd.DataFrame) -> list[str]:
+    """The per-organ Dice columns of a :func:`results_table`, in label order."""
+    return [c for c in table.columns if c not in SUMMARY_COLUMNS]
 
 
 def _mean_std(mean: float, std: float, n_seeds: object, source: str) -> str:
     if math.isnan(mean):
-        return _MISSING
+        return MISSING
     shows_std = not math.isnan(std) and (source == PUBLISHED or n_seeds > 1)
     return f"{mean:.2f} ± {std:.1f}" if shows_std else f"{mean:.2f}"
 
 
 def _p_value(p: float) -> str:
     if math.isnan(p):
-        return _MISSING
+        return MISSING
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
@@ -229,177 +237,46 @@ def _best_mask(block: pd.DataFrame, column: str, digits: int, lowest: bool) -> p
     return is_best & ~all_tie
 
 
-def _cells(row: pd.Series, class_columns: Sequence[str], bold: Mapping[str, bool]) -> list[Cell]:
-    """One printed row; ``bold`` says which of its value columns hold a best value."""
-    published = row["source"] == PUBLISHED
-
-    def mean_std(metric: str) -> Cell:
-        text = _mean_std(row[f"{metric}_mean"], row[f"{metric}_std"], row["n_seeds"], row["source"])
-        return Cell(text, bold[f"{metric}_mean"])
-
-    return [
-        Cell(format_ratio(row["ratio"])),
-        Cell(f"{row['method']} (published)" if published else display_name(str(row["method"]))),
-        Cell(_MISSING if published else str(row["n_seeds"])),
-        mean_std("dice"),
-        mean_std("asd"),
-        Cell(_p_value(row[P_COLUMN])),
-        *(Cell(_MISSING if math.isnan(row[c]) else f"{row[c]:.1f}", bold[c]) for c in class_columns),
-    ]
+def _method_cell(row: pd.Series) -> Cell:
+    if row["source"] == PUBLISHED:
+        return Cell(f"{row['method']}{PUBLISHED_MARK}")
+    return Cell(display_name(str(row["method"])))
 
 
-def display(table: pd.DataFrame) -> Display:
-    """The cells of a :func:`results_table` (with or without published rows), best values bold."""
-    class_columns = [c for c in table.columns if c not in SUMMARY_COLUMNS]
-    header = [
-        "Labelled",
-        "Method",
-        "Seeds",
-        "Dice (%) ↑",
-        "ASD (voxels) ↓",
-        f"p vs {display_name(REFERENCE_METHOD)}",
-        *class_columns,
-    ]
+def _blocks(table: pd.DataFrame, bolded: Mapping[str, tuple[int, bool]], cells) -> list[Block]:
+    """One :class:`Block` per labelled ratio. ``bolded`` maps each column that competes for bold to the
+    digits it is printed with and whether lowest is best; ``cells(row, bold)`` gives a row's value cells."""
     blocks = []
-    for _, block in table.groupby(["dataset", "ratio"], sort=False):
-        best = pd.DataFrame(
-            {
-                "dice_mean": _best_mask(block, "dice_mean", 2, lowest=False),
-                "asd_mean": _best_mask(block, "asd_mean", 2, lowest=True),
-                **{c: _best_mask(block, c, 1, lowest=False) for c in class_columns},
-            }
-        )
-        blocks.append([_cells(row, class_columns, best.loc[index]) for index, row in block.iterrows()])
-    return Display(header, blocks)
+    for (_, ratio), block in table.groupby(["dataset", "ratio"], sort=False):
+        best = pd.DataFrame({c: _best_mask(block, c, digits, lowest) for c, (digits, lowest) in bolded.items()})
+        rows = [[_method_cell(row), *cells(row, best.loc[index])] for index, row in block.iterrows()]
+        blocks.append(Block(format_ratio(ratio), rows))
+    return blocks
 
 
-def to_markdown(table: pd.DataFrame, caption: str) -> str:
-    """Markdown: the caption, a blank line, then the table."""
-    shown = display(table)
+def main_display(table: pd.DataFrame) -> Display:
+    """The main table of a :func:`results_table` (with or without published rows), as DHC's and MICD's
+    papers print it: method, mean Dice, mean ASD, and the p against MICD where MICD is a row; best values bold."""
+    with_p = shows_p(table)
+    columns = [Column("Dice (%) ↑", r"Dice (\%) $\uparrow$"), Column("ASD (voxels) ↓", r"ASD $\downarrow$")]
+    if with_p:
+        columns.append(Column(f"p vs {display_name(REFERENCE_METHOD)}", "$p$"))
 
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(cells) + " |"
-
-    align = ["---"] * shown.n_left + ["---:"] * (len(shown.header) - shown.n_left)
-    lines = [caption, "", line(shown.header), line(align)]
-    for block in shown.blocks:
-        lines += [line([f"**{c.text}**" if c.bold else c.text for c in row]) for row in block]
-    return "\n".join(lines) + "\n"
-
-
-_LATEX = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "_": r"\_",
-    "#": r"\#",
-    "$": r"\$",
-    "{": r"\{",
-    "}": r"\}",
-    "±": r"$\pm$",
-    "↑": r"$\uparrow$",
-    "↓": r"$\downarrow$",
-    "<": r"$<$",
-    "–": "--",
-}
-
-
-def _latex(text: str) -> str:
-    return "".join(_LATEX.get(char, char) for char in text)
-
-
-def to_latex(table: pd.DataFrame, caption: str) -> str:
-    """A LaTeX ``table`` with a booktabs ``tabular``; a rule between labelled ratios."""
-    shown = display(table)
-
-    def line(cells: Sequence[Cell | str]) -> str:
-        texts = [
-            (rf"\textbf{{{_latex(c.text)}}}" if c.bold else _latex(c.text)) if isinstance(c, Cell) else _latex(c)
-            for c in cells
+    def cells(row: pd.Series, bold: pd.Series) -> list[Cell]:
+        values = [
+            Cell(_mean_std(row[f"{m}_mean"], row[f"{m}_std"], row["n_seeds"], row["source"]), bold[f"{m}_mean"])
+            for m in ("dice", "asd")
         ]
-        return " & ".join(texts) + r" \\"
+        return values + ([Cell(_p_value(row[P_COLUMN]))] if with_p else [])
 
-    spec = "l" * shown.n_left + "r" * (len(shown.header) - shown.n_left)
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        rf"\caption{{{_latex(caption)}}}",
-        rf"\begin{{tabular}}{{{spec}}}",
-        r"\toprule",
-        line(shown.header),
-    ]
-    for block in shown.blocks:
-        lines.append(r"\midrule")
-        lines += [line(row) for row in block]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    return Display(columns, _blocks(table, {"dice_mean": (2, False), "asd_mean": (2, True)}, cells))
 
 
-_HTML_STYLE = """\
-body { font-family: sans-serif; margin: 1em; }
-table { border-collapse: collapse; font-size: 0.8em; }
-caption { caption-side: top; text-align: left; max-width: 60em; padding-bottom: 0.6em; }
-th, td { padding: 0.15em 0.35em; text-align: right; }
-td { white-space: nowrap; }
-th { vertical-align: bottom; }
-th.left, td.left { text-align: left; }
-thead tr { border-top: 2px solid black; border-bottom: 1px solid black; }
-tbody { border-bottom: 1px solid black; }
-tbody:last-child { border-bottom: 2px solid black; }
-"""
+def organ_display(table: pd.DataFrame) -> Display:
+    """The per-organ Dice of a :func:`results_table`, one column per organ; best values bold."""
+    organs = class_columns(table)
 
+    def cells(row: pd.Series, bold: pd.Series) -> list[Cell]:
+        return [Cell(MISSING if math.isnan(row[c]) else f"{row[c]:.1f}", bold[c]) for c in organs]
 
-def two_lines(header: str) -> str:
-    """A header of several words broken at the space nearest its middle: value columns are
-    narrower than their one-line headers (``Dice (%) ↑`` over ``64.54``)."""
-    spaces = [i for i, c in enumerate(header) if c == " "]
-    if not spaces:
-        return html.escape(header)
-    cut = min(spaces, key=lambda i: abs(i - len(header) / 2))
-    return html.escape(header[:cut]) + "<br>" + html.escape(header[cut + 1 :])
-
-
-def to_html(table: pd.DataFrame, caption: str) -> str:
-    """A standalone HTML page of the table (what the Snakemake report shows)."""
-    shown = display(table)
-
-    def cell(tag: str, column: int, content: Cell | str) -> str:
-        if tag == "th" and column >= shown.n_left:
-            return f"<th>{two_lines(content)}</th>"
-        text = html.escape(content.text if isinstance(content, Cell) else content)
-        if isinstance(content, Cell) and content.bold:
-            text = f"<b>{text}</b>"
-        align = ' class="left"' if column < shown.n_left else ""
-        return f"<{tag}{align}>{text}</{tag}>"
-
-    head = "<tr>" + "".join(cell("th", i, h) for i, h in enumerate(shown.header)) + "</tr>"
-    bodies = [
-        "<tbody>" + "".join("<tr>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>" for row in block)
-        for block in shown.blocks
-    ]
-    return (
-        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{html.escape(caption[:80])}</title>\n<style>\n{_HTML_STYLE}</style>\n</head>\n<body>\n"
-        f"<table>\n<caption>{html.escape(caption)}</caption>\n<thead>{head}</thead>\n"
-        + "\n".join(bodies)
-        + "\n</table>\n</body>\n</html>\n"
-    )
-
-
-@dataclass(frozen=True)
-class TablePaths:
-    markdown: Path
-    latex: Path
-    html: Path
-    csv: Path
-
-    def all(self) -> list[Path]:
-        return [self.markdown, self.latex, self.html, self.csv]
-
-
-def write_table(table: pd.DataFrame, paths: TablePaths, caption: str) -> None:
-    """Write a table (with or without published rows) in every format; the CSV holds the raw numbers."""
-    atomic_write(paths.markdown, to_markdown(table, caption))
-    atomic_write(paths.latex, to_latex(table, caption))
-    atomic_write(paths.html, to_html(table, caption))
-    atomic_write(paths.csv, table.to_csv(index=False))
+    return Display([Column(c) for c in organs], _blocks(table, {c: (1, False) for c in organs}, cells))
