@@ -467,3 +467,38 @@ def test_a_figure_of_an_unknown_format_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"f\.jpg: a figure file ends in one of \.png, \.pdf, \.svg"):
         save_figure(figure, [tmp_path / "f.png", tmp_path / "f.jpg"])
     assert list(tmp_path.iterdir()) == []
+
+
+def title_fits_one_line(figure: plt.Figure) -> str:
+    """The figure's title, after checking that it is one line within the figure's width."""
+    title = figure.get_suptitle()
+    figure.canvas.draw()
+    extent = figure._suptitle.get_window_extent(figure.canvas.get_renderer())
+    assert "\n" not in title and extent.width <= figure.get_figwidth() * figure.dpi, title
+    return title
+
+
+@pytest.mark.parametrize("methods", [("DHC",), ("DHC", "MICD", "CPS", "UA-MT")])
+def test_the_qualitative_title_is_one_line_and_its_caption_is_not_in_the_figure(methods) -> None:
+    from micd.report.figures import qualitative_figure
+
+    image, truth = phantom_case()
+    predictions = {(ratio, method): truth for ratio in (10, 20) for method in methods}
+    title = "Synthetic phantom (not a patient), test case amos_0041, seed 0, 1, 666"
+    figure, depth = qualitative_figure(image, truth, predictions, SYNAPSE_CLASSES, title=title)
+    assert title_fits_one_line(figure) == f"{title}, axial slice {depth}"
+    assert not any("radiological" in text.get_text() for text in figure.findobj(plt.Text))
+    plt.close(figure)
+
+
+def test_the_training_curves_title_is_one_line_and_the_legend_holds_no_caption() -> None:
+    from micd.report.figures import training_curves_figure
+
+    losses, validation = training_logs()
+    figure = training_curves_figure(losses, validation, method_order=["supervised", "micd"])
+    assert title_fits_one_line(figure) == "Training curves, synapse"
+    (legend,) = figure.legends
+    assert legend.get_title().get_text() == ""
+    assert [t.get_text() for t in legend.get_texts()][-2:] == ["total loss", "validation Dice"]
+    assert not any("running mean" in text.get_text() for text in figure.findobj(plt.Text))
+    plt.close(figure)

@@ -277,7 +277,7 @@ def dice_vs_ratio_figure(per_case: pd.DataFrame, method_order: Sequence[str] | N
 
 CURVE_PANEL = (4.2, 2.6)  # inches per panel
 PLAIN_NUMBER = FuncFormatter(lambda value, _: f"{value:g}")
-CURVE_LEGEND = 1.2  # inches for the title above and the legend and its note below the panels
+CURVE_LEGEND = 0.9  # inches for the title above and the legend below the panels
 
 
 def training_curves_size(n_methods: int, n_ratios: int) -> tuple[float, float]:
@@ -375,21 +375,9 @@ def training_curves_figure(
     handles = [plt.Line2D([], [], color=colours[t], label=t) for t in terms]
     handles.append(plt.Line2D([], [], color="k", linestyle=":", linewidth=1.8, label="total loss"))
     handles.append(plt.Line2D([], [], color="k", linestyle="--", marker="o", markersize=3, label="validation Dice"))
-    note = (
-        "Loss terms: log scale, running mean over 5 % of the iterations, mean over seeds. sup of a two-network "
-        "method is the sum of both networks' class-weighted supervised losses; DHC's class weights go up to the "
-        "number of classes, so its sup is larger than a one-network method's."
-    )
-    width = figure.get_size_inches()[0]
-    figure.legend(
-        handles=handles,
-        loc="outside lower center",
-        ncol=min(len(handles), 8),
-        fontsize="small",
-        title=textwrap.fill(note, int(width * 16)),
-        title_fontsize="x-small",
-    )
-    figure.suptitle(f"Training curves, {losses['dataset'].iloc[0]}")
+    # what the curves are (smoothing, sup's scale) is the caption's, in the report and the README
+    figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize="small")
+    one_line_title(figure, f"Training curves, {losses['dataset'].iloc[0]}")
     return figure
 
 
@@ -523,10 +511,22 @@ def _organs_in(classes: Sequence[OrganClass], label_maps: Sequence[np.ndarray]) 
 
 
 RADIOLOGICAL_NOTE = "radiological view: patient's right on the left"
+TITLE_POINTS = 12.0  # a title's largest type ("large" of matplotlib's default 10-point font)
 
 
 def _wrapped_title(title: str, width: float) -> str:
     return textwrap.fill(title, int(width * 9))  # characters of a suptitle per inch
+
+
+def one_line_title(figure: plt.Figure, title: str) -> None:
+    """``title`` above the figure on one line: in smaller type where the figure is too narrow for it.
+    What the figure shows in more words is its caption's (the report's, the README's), not the figure's."""
+    text = figure.suptitle(title, fontsize=TITLE_POINTS)
+    renderer = figure.canvas.get_renderer()
+    room = 0.95 * figure.get_figwidth() * figure.dpi
+    width = text.get_window_extent(renderer).width
+    if width > room:
+        text.set_fontsize(TITLE_POINTS * room / width)
 
 
 CAPTION_LINE = 0.16  # inches per line of a caption
@@ -583,7 +583,7 @@ def qualitative_figure(
             labels = predictions[(ratio, method)][depth]
             _draw_slice(figure.add_subplot(grid[row, column]), image[depth], labels, colours, name)
     _organ_legend(figure, organs, colours, size[0])
-    figure.suptitle(_wrapped_title(f"{title}, axial slice {depth} ({RADIOLOGICAL_NOTE})", size[0]))
+    one_line_title(figure, f"{title}, axial slice {depth}")
     return figure, depth
 
 
