@@ -321,11 +321,39 @@ def in_every_format(*pngs):
     return [path for png in pngs for path in figure_files(png)]
 
 
-def report_config_digest(wildcards):
-    """SHA-256 of report_config: the parameter that re-runs the job writing it when the settings
-    change (a dry run's reason then names the digest, not the whole configuration twice).
+def report_setting_leaves(dataset):
+    """The settings of a data set's report_config as ``{path: value}``, a list being one value
+    (the data set's own settings under ``dataset.``, whatever its name)."""
+    settings = json.loads(report_config(SimpleNamespace(dataset=dataset)))
+    settings["dataset"] = settings["dataset"][dataset]
+    found = {}
+
+    def walk(value, path):
+        if isinstance(value, dict) and value:
+            for key in sorted(value):
+                walk(value[key], f"{path}.{key}" if path else str(key))
+        else:
+            found[path] = json.dumps(value, sort_keys=True)
+
+    walk(settings, "")
+    return found
+
+
+def report_setting_params():
+    """Every setting of report_config as a parameter of its own, ``path=value``: a dry run's
+    reason after a change names what changed (``before: train.max_epochs=8 now:
+    train.max_epochs=2``), not the whole configuration or a digest of it.
     """
-    return hashlib.sha256(report_config(wildcards).encode()).hexdigest()
+    paths = sorted(
+        {path for name in config["datasets"] for path in report_setting_leaves(name)}
+    )
+
+    def setting(path):
+        return (
+            lambda wc: f"{path}={report_setting_leaves(wc.dataset).get(path, '(unset)')}"
+        )
+
+    return {f"setting_{i}": setting(path) for i, path in enumerate(paths)}
 
 
 def report_config(wildcards):

@@ -3,20 +3,21 @@
 # `snakemake tables` / `snakemake figures` rebuild them alone.
 
 
-# The settings every sidecar records, as a file: as a parameter of each job they would fill a
-# dry run's reasons with the whole configuration, twice per job, after any change.
+# The settings every sidecar records, as a file. Each setting is a parameter of its own
+# (`train.max_epochs=8`), so a dry run's reason after a change names the settings that changed;
+# the file's text is derived from the output's name, which keeps Snakemake from comparing it too.
 rule report_config:
     output:
         REPORT_CONFIG,
     log:
         "results/logs/{dataset}/report_config.log",
+    conda:
+        CONDA_ENV
     params:
-        sha256=report_config_digest,
-    run:
-        from micd.atomic import atomic_write
-
-        atomic_write(output[0], report_config(wildcards) + "\n")
-        atomic_write(log[0], f"{output[0]}: sha256 {params.sha256}\n")
+        **report_setting_params(),
+        text=lambda wc, output: report_config(wc),
+    shell:
+        "printf '%s\\n' {params.text:q} > {output} && sha256sum {output} > {log}"
 
 
 rule report:
