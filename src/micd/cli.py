@@ -203,7 +203,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         hint = f"; did you mean {close!r}?" if close else ""
         sys.exit(f"micd train: error: unknown method {args.method!r}{hint} (registered: {', '.join(sorted(METHODS))})")
     settings_from_dict(METHODS[args.method].Settings, args.method_settings, args.method)  # a typo: before any data
-    lists = (read_case_list(path) for path in (args.train, args.labelled, args.unlabelled))
+    lists = (read_case_list(path, args.data_dir) for path in (args.train, args.labelled, args.unlabelled))
     labelled, unlabelled = training_cases(args.method, *lists)
     if not labelled:
         raise DataError(f"file {args.labelled}: expected at least one labelled case id, found none")
@@ -211,7 +211,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         data_dir=args.data_dir,
         labelled=labelled,
         unlabelled=unlabelled,
-        eval=read_case_list(args.eval),
+        eval=read_case_list(args.eval, args.data_dir),
         num_classes=len(classes_for(args.family)),
     )
     run_info = {
@@ -256,7 +256,8 @@ def cmd_infer(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     settings = InferenceSettings(batch_size=args.batch_size, blending=args.blending, original_grid=args.original_grid)
-    predict_cases(args.model, args.data_dir, read_case_list(args.cases), args.out, settings, device=args.device)
+    cases = read_case_list(args.cases, args.data_dir)
+    predict_cases(args.model, args.data_dir, cases, args.out, settings, device=args.device)
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
@@ -277,7 +278,7 @@ def cmd_metrics(args: argparse.Namespace) -> None:
     score_run(
         args.predictions,
         args.data_dir,
-        read_case_list(args.cases),
+        read_case_list(args.cases, args.data_dir),
         classes_for(args.family),
         run,
         args.out,

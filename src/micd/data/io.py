@@ -21,9 +21,28 @@ from micd.atomic import atomic_write
 from micd.data.errors import case_error
 
 
-def read_case_list(path: Path) -> list[str]:
-    """Case ids of a one-id-per-line text file, blank lines skipped."""
-    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+def read_case_list(path: Path, data_dir: Path | None = None) -> list[str]:
+    """Case ids of a one-id-per-line text file, blank lines skipped.
+
+    An id is a name, never a path (so no file outside the data folder is read for it); with
+    ``data_dir``, each must be a case of its ``cases.csv`` (where the folder has one). A bad id
+    is an error naming the list file and the id."""
+    ids = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    for case_id in ids:
+        if case_id in (".", "..") or any(mark in case_id for mark in ("/", "\\", "\0")):
+            raise case_error(
+                case_id, path, "expected a case id (a name such as amos_0001), found a path: ids never name a file"
+            )
+    cases_csv = Path(data_dir) / "cases.csv" if data_dir is not None else None
+    if cases_csv is not None and cases_csv.is_file():
+        with open(cases_csv, newline="") as f:
+            known = {row["case_id"] for row in csv.DictReader(f)}
+        unknown = [case_id for case_id in ids if case_id not in known]
+        if unknown:
+            raise case_error(
+                unknown[0], path, f"not a case of the data set: {cases_csv} lists no such id ({len(unknown)} such ids)"
+            )
+    return ids
 
 
 def write_case_list(path: Path, ids: Iterable[str]) -> None:
