@@ -194,3 +194,26 @@ def test_preprocess_refuses_a_converted_image_of_1e9_mm_before_resampling(
     )  # fmt: skip
     assert f"case {CASE}, file {path}: expected voxel sizes between 0.05 and 50 mm" in message
     assert_unchanged(tmp_path, before)
+
+
+def test_one_padding_value_below_the_floor_is_not_taken_for_the_lowest_hu(
+    archive, tmp_path, snapshot, assert_unchanged
+) -> None:
+    """Some exports pad outside the field of view with -32768: the CT inside still converts, and
+    an image scaled to 0..1 with the same padding is still refused."""
+
+    def padded(data: np.ndarray) -> np.ndarray:
+        data = data.astype(np.int16)
+        data[:3, :3, :] = -32768
+        return data
+
+    replace_image(archive, padded)
+    convert_archive(archive, tmp_path / "converted")
+
+    path = replace_image(
+        archive, lambda data: np.where(data == -32768, -32768, (data + 1024) / 4095).astype(np.float32)
+    )
+    before = snapshot(tmp_path)
+    message = micd_error("convert", "--archive", archive, "--out", tmp_path / "again")
+    assert f"case {CASE}, file {path}: " in message and "found values 0 to 0." in message
+    assert_unchanged(tmp_path, before)

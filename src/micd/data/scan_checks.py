@@ -6,7 +6,8 @@
   mode allocate terabytes, and volumes in mL would be nonsense);
 - its values are not all the same;
 - a CT is in Hounsfield units: its lowest value between :data:`HU_FLOOR` and
-  :data:`HU_LOWEST_EXPECTED` (air, or the scanner's padding outside the field of view);
+  :data:`HU_LOWEST_EXPECTED` (air, or the scanner's padding outside the field of view), not
+  counting one padding value below :data:`HU_FLOOR` (-32768 in some exports);
 - a scan to segment has at least :data:`MIN_SCAN_VOXELS` voxels along every axis.
 
 Each failure is a :class:`~micd.data.errors.DataError` naming the case and the file.
@@ -92,6 +93,9 @@ def check_ct(volume: Volume, case_id: str | None, path: Path) -> None:
             "which cannot hold them: was the image converted or windowed to 8 bits?",
         )
     low, high = float(data.min()), float(data.max())
+    if low < HU_FLOOR:  # one padding value outside the field of view (-32768 in some exports)
+        inside = data[data > low]
+        low = float(inside.min()) if inside.size else low
     if low < HU_FLOOR or low > HU_LOWEST_EXPECTED:
         hint = (
             f" (a {data.dtype} image from 0 up: is its -1024 rescale intercept, scl_inter, missing?)"
