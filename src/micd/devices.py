@@ -9,6 +9,12 @@ every slot taken tries again every few seconds for ``wait_minutes``, then fails 
 naming each device's holder (0: fail at once). Under SLURM (``SLURM_JOB_ID`` set) no slot is
 taken: the scheduler has assigned the job's GPU.
 
+The lock folder is private to the user (mode 0700; by default ``<tmp>/micd-device-slots-<uid>``):
+one that is a link, belongs to another user or is writable by every user is refused, as another
+user could otherwise plant a link where a lock file goes and have a job overwrite its target;
+lock files are opened without following links. Slots are therefore per user: jobs of two users
+on one workstation do not see each other's (a scheduler such as SLURM shares GPUs between users).
+
 Device ids are CUDA's in PCI bus order, the order ``nvidia-smi`` lists (``CUDA_DEVICE_ORDER`` is
 set to ``PCI_BUS_ID`` unless already set). Which ids may be used: ``auto`` (those in an inherited
 ``CUDA_VISIBLE_DEVICES``, else every device CUDA sees), ``none`` (take no slot) or a list such
@@ -20,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -27,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_LOCK_DIR = Path(tempfile.gettempdir()) / "micd-device-slots"
+DEFAULT_LOCK_DIR = Path(tempfile.gettempdir()) / f"micd-device-slots-{os.getuid()}"
 POLL_SECONDS = 5.0
 # The workflow hands config `resources.device_slots` to its jobs through the environment, not the
 # rules' commands: how a job finds its GPU changes nothing it computes, so it must not make
@@ -41,6 +48,10 @@ SLOT_ENVIRONMENT = {
 
 class DeviceBusyError(RuntimeError):
     """Every allowed device stayed taken for the whole wait."""
+
+
+class LockFolderError(ValueError):
+    """A lock folder or lock file another user could tamper with."""
 
 
 @dataclass
@@ -91,7 +102,15 @@ def visible_devices() -> list[str]:
 
 def _try_lock(lock_dir: Path, device: str) -> DeviceSlot | None:
     path = lock_dir / f"gpu{device}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise LockFolderError(
+            f"cannot open the lock file {path} ({exc.strerror}); a link there is never followed"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LockFolderError(f"the lock file {path} is not a regular file")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -105,9 +124,36 @@ def _try_lock(lock_dir: Path, device: str) -> DeviceSlot | None:
 
 def _holder(lock_dir: Path, device: str) -> str:
     try:
-        return (lock_dir / f"gpu{device}.lock").read_text().strip() or "unknown"
+        fd = os.open(lock_dir / f"gpu{device}.lock", os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return "unknown"
+    with os.fdopen(fd) as f:
+        return f.read(1000).strip() or "unknown"
+
+
+def private_lock_dir(lock_dir: Path) -> Path:
+    """``lock_dir``, created private (0700) if missing; refused if another user could change it."""
+    lock_dir = Path(lock_dir)
+    if not lock_dir.exists() and not lock_dir.is_symlink():
+        lock_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock_dir.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # made by another job just now: judged below like any other
+    found = os.lstat(lock_dir)
+    advice = "choose a folder of your own (resources.device_slots.lock_dir, --device-lock-dir)"
+    if stat.S_ISLNK(found.st_mode) or not stat.S_ISDIR(found.st_mode):
+        raise LockFolderError(f"the device lock folder {lock_dir} is a link or a file, not a folder: {advice}")
+    if found.st_uid != os.getuid():
+        raise LockFolderError(
+            f"the device lock folder {lock_dir} belongs to user id {found.st_uid}, not to you ({os.getuid()}): {advice}"
+        )
+    if found.st_mode & stat.S_IWOTH:
+        raise LockFolderError(
+            f"the device lock folder {lock_dir} is writable by every user (mode {stat.filemode(found.st_mode)}): "
+            f"make it private (chmod 700 {lock_dir}) or {advice}"
+        )
+    return lock_dir
 
 
 def claim_device(
@@ -125,10 +171,7 @@ def claim_device(
     devices = visible_devices() if devices is None else devices
     if not devices:
         return None
-    lock_dir = Path(lock_dir)
-    if not lock_dir.is_dir():
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(lock_dir, 0o1777)  # every user's jobs on the workstation share the slots
+    lock_dir = private_lock_dir(lock_dir)
     deadline = time.monotonic() + wait_minutes * 60
     announced = False
     while True:
