@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["supervised", "acisis", "dhc", "micd"]  # "Basak et al." and the published rows: long names
 
 PAPER = rf"""\documentclass[twocolumn]{{article}}
-\usepackage[T1]{{fontenc}}
 {LATEX_PREAMBLE}
 \begin{{document}}
 \input{{main}}
