@@ -53,3 +53,11 @@ def test_two_configurations_keep_their_tables_and_figures_side_by_side(tiny_run:
         assert (first / name).read_bytes() != (second / name).read_bytes(), name
     markdown = (first / "tables" / "synthetic_results.md").read_text()
     assert "| V-Net (fully) |" in markdown and "| V-Net (fully) |" not in (latest / KEPT_TABLES[0]).read_text()
+
+
+def test_a_folder_of_another_configuration_is_not_written_from_this_one(tmp_path: Path):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
+    other = "results/configs/synthetic/00000000/tables/synthetic_results.md"
+    dry = snakemake(tmp_path, "-n", other, check=False)
+    assert dry.returncode != 0
+    assert "results/configs/synthetic/00000000/ keeps the outputs of another configuration" in dry.stdout + dry.stderr
