@@ -224,13 +224,30 @@ def flag(option, on):
     return option if on else ""
 
 
+def intended_executor():
+    """The executor Snakemake was asked for (`--executor`, or a profile's `executor:`), read from
+    its parsed command line: Snakemake tells the workflow its executor only once jobs run, and
+    a dry run's is always `dryrun`. None where no command line is found (Snakemake's API).
+    """
+    import inspect
+
+    for frame in inspect.stack(0):
+        args = frame.frame.f_locals.get("args")
+        if frame.function == "args_to_api" and hasattr(args, "executor"):
+            return args.executor
+    return None
+
+
 def plans_for_a_cluster():
-    """Whether this run's jobs go to a cluster scheduler: inside a submitted job, or under a
-    profile whose default-resources name a SLURM account (profiles/slurm). Snakemake tells the
-    workflow its executor only once jobs run, and a dry run's is always `dryrun`.
+    """Whether this run's jobs go to a cluster scheduler: inside a submitted job, under an
+    executor other than the local one, or, without a command line to read, under a profile
+    whose default-resources name a SLURM account (profiles/slurm).
     """
     if workflow.remote_exec:
         return True
+    executor = intended_executor()
+    if executor is not None:
+        return executor not in ("local", "dryrun", "touch")
     defaults = workflow.resource_settings.default_resources
     return any(arg.startswith("slurm_") for arg in (defaults.args if defaults else []))
 

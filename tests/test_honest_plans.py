@@ -115,3 +115,11 @@ def test_a_cluster_plan_shows_what_jobs_ask_of_slurm_and_names_the_jobs_run_here
     assert note in dry.stderr
     named = dry.stderr.split(note)[1].splitlines()[0].split(", ")
     assert {"synthesise", "split", "report", "report_config"} <= set(named) and "train" not in named
+
+
+def test_a_cluster_executor_named_without_the_profile_plans_the_cluster_resources(tmp_path):
+    """`--executor slurm` typed, not a profile's: the workflow reads it from Snakemake's command line."""
+    copy_workflow(tmp_path)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
+    planned = planned_resources(snakemake(tmp_path, "-n", "--executor", "slurm", "--jobs", "5").stdout)
+    assert all("mem_mb=32000" in r and "gpu=1" in r and "cpus_per_gpu=8" in r for r in planned["train"]), planned
