@@ -26,8 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchio as tio
-from tqdm import tqdm
 
 from micd.atomic import atomic_write
 from micd.data.errors import DataError
@@ -49,6 +47,7 @@ from micd.methods import Batch, Method, Progress, build_method
 from micd.model_file import model_record, read_model, save_model
 from micd.provenance import atomic_torch_save, cpu_model, provenance
 from micd.torch_files import UnreadableTorchFile, load_weights_only
+from micd.train_console import TrainingConsole, start_line
 
 
 @dataclass
@@ -572,11 +571,12 @@ class Trainer:
         validate and keep the best model. True: stop early."""
         s = self.settings
         if not self.data.eval or epoch % s.validate_every:
+            self.console.epoch_line(epoch)
             return False
         dice = self.validate()
         validation_log.write(f"{epoch},{self.iteration},{dice:.4f}\n")
         validation_log.flush()
-        print(f"epoch {epoch}/{s.max_epochs}: eval mean Dice {dice:.2f}", flush=True)
+        self.console.epoch_line(epoch, f"eval mean Dice {dice:.2f}")
         if dice > self.best_dice:
             self.best_dice, self.best_epoch = dice, epoch
             save_model(self._model_record(), self.state_dir / "best.pt")
@@ -609,6 +609,8 @@ class Trainer:
             (self.state_dir / "validation.csv").write_text("epoch,iteration,eval_mean_dice\n")
             (self.state_dir / "train_log.jsonl").write_text("")
         per_epoch = self.iterations_per_epoch()
+        self.console = TrainingConsole(s.max_epochs, per_epoch, done=self.iteration)
+        self.console.say(start_line(self.run_info, self.run_info["compute"], s.max_epochs, per_epoch, self.iteration))
         with (
             open(self.state_dir / "train_log.jsonl", "a") as log,
             open(self.state_dir / "validation.csv", "a") as validation_log,
@@ -624,21 +626,13 @@ class Trainer:
                 for optimiser in self.optimisers.values():
                     for group in optimiser.param_groups:
                         group["lr"] = lr
-                # a progress bar on a terminal; none in a job's log file
-                bar = tqdm(
-                    total=per_epoch,
-                    initial=self.done_in_epoch,
-                    desc=f"epoch {self.epoch}/{s.max_epochs}",
-                    disable=None,
-                    leave=False,
-                    dynamic_ncols=True,
-                )
+                # a progress bar on a terminal, plain progress lines in a job's log file
+                self.console.begin_epoch(self.epoch, self.done_in_epoch)
                 while self.done_in_epoch < per_epoch:
                     row = self.step(streams, lr)
                     log.write(json.dumps(row) + "\n")
                     self.done_in_epoch += 1
-                    bar.set_postfix(loss=row["losses"]["loss"], refresh=False)
-                    bar.update()
+                    self.console.after_iteration(row)
                     if self._stop_requested or self.iteration % s.checkpoint_every == 0:
                         log.flush()
                         self.save_checkpoint()
@@ -647,7 +641,7 @@ class Trainer:
                                 f"stopped at iteration {self.iteration}; checkpoint {self.checkpoint_path}", flush=True
                             )
                             return False
-                bar.close()
+                self.console.end_epoch()
                 finished = self.epoch
                 self.epoch += 1
                 self.done_in_epoch = 0
