@@ -134,7 +134,7 @@ def test_micd_segment_writes_a_map_on_the_scans_grid_and_its_volumes(tiny_run: P
         assert int(row["voxels"]) == np.sum(labels == int(row["label"]))
         assert float(row["volume_ml"]) == pytest.approx(int(row["voxels"]) * 0.027, abs=1e-3)
     record = json.loads((out / "segment.json").read_text())
-    saved = torch.load(model, weights_only=False)
+    saved = torch.load(model, weights_only=True)
     assert record["preprocessing"] == {"mode": "grid", "grid": [16, 32, 32], "hu_window": [-75.0, 275.0]}
     assert saved["preprocessing"] == record["preprocessing"]
     assert record["scans"][0]["file"] == str(REAL_CT / "ct.nii.gz")
@@ -161,7 +161,7 @@ def segment_error(*args: str | Path) -> str:
 
 def test_micd_segment_errors_name_the_file_and_what_is_wrong(tiny_run: Path, tmp_path: Path) -> None:
     model = tiny_run / TINY_RUN_MODEL
-    saved = torch.load(model, weights_only=False)
+    saved = torch.load(model, weights_only=True)
     del saved["preprocessing"]
     old_model = tmp_path / "old_model.pt"
     torch.save(saved, old_model)
