@@ -209,17 +209,24 @@ def test_the_split_check_names_an_empty_labelled_list(data, tmp_path, snapshot, 
     assert_unchanged(tmp_path, before)
 
 
-def test_a_corrupt_zip_entry_names_the_archive_and_the_entry(tmp_path, snapshot, assert_unchanged) -> None:
+@pytest.mark.parametrize(
+    ("compression", "cause"),
+    [(zipfile.ZIP_DEFLATED, "while decompressing data"), (zipfile.ZIP_STORED, "Bad CRC-32")],
+    ids=["zlib_error", "bad_crc"],
+)
+def test_a_corrupt_zip_entry_names_the_archive_and_the_entry(
+    tmp_path, snapshot, assert_unchanged, compression, cause
+) -> None:
     archive = tmp_path / "data.zip"
     payload = np.random.default_rng(0).integers(0, 4, 200_000, dtype=np.uint8).tobytes()
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(archive, "w", compression) as zf:
         zf.writestr("amos22/readme.txt", b"fine")
         zf.writestr("amos22/imagesTr/amos_0001.nii.gz", payload)
     raw = bytearray(archive.read_bytes())
-    start = raw.find(b"amos22/imagesTr/amos_0001.nii.gz") + 200  # inside that entry's deflated stream
+    start = raw.find(b"amos22/imagesTr/amos_0001.nii.gz") + 200  # inside that entry's data
     raw[start : start + 64] = bytes(64)
     archive.write_bytes(bytes(raw))
     before = snapshot(tmp_path)
     message = micd_error("extract", "--archive", archive, "--out", tmp_path / "extracted")
-    assert f"file {archive}: entry 'amos22/imagesTr/amos_0001.nii.gz' is damaged" in message
+    assert f"file {archive}: entry 'amos22/imagesTr/amos_0001.nii.gz' is damaged" in message and cause in message
     assert_unchanged(tmp_path, before)
