@@ -1,39 +1,5 @@
-import atexit
-from pathlib import Path
-
-from micd.prerequisites import missing_prerequisites, plan_message
-
-# the working directory, where the relative paths of the config (synapse.placed) and results/ lie
-WORKDIR = Path.cwd()
-
-
-def data_prerequisites():
-    """What each data set of this run still needs from its user before it can be fetched: the
-    licence accepted, an archive placed or a token exported (micd.prerequisites)."""
-    return missing_prerequisites(config, run_datasets(), WORKDIR, os.environ)
-
-
-def say_what_the_data_sets_lack():
-    """At the end of a dry run, below the plan, what the run's data sets lack (not inside jobs)."""
-    missing = data_prerequisites()
-    if workflow.dryrun and missing:
-        print(plan_message(missing), file=sys.stderr)
-
-
-def stop_before_a_fetch_that_cannot_start():
-    """A run (not a dry run) that would fetch a data set lacking what its download needs stops
-    before its first job, instead of failing beside the other data sets' downloads."""
-    missing = data_prerequisites()
-    fetching = {
-        job.wildcards.dataset
-        for job in workflow.dag.needrun_jobs()
-        if job.rule.name in ("fetch_zenodo", "fetch_synapse")
-    }
-    blocked = {name: problem for name, problem in missing.items() if name in fetching}
-    if blocked:
-        raise WorkflowError(plan_message(blocked, stopped=True))
-
-
+# Before any job, what each data set of this run still needs from its user (rules/common.smk:
+# data_prerequisites): named below a dry run's plan, and a run stops before its first job.
 if not (workflow.remote_exec or workflow.subprocess_exec):
     atexit.register(say_what_the_data_sets_lack)
 

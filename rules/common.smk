@@ -268,6 +268,47 @@ if not (workflow.remote_exec or workflow.subprocess_exec):
     atexit.register(say_which_jobs_run_here)
 
 
+# the working directory, where the relative paths of the config (synapse.placed) and results/ lie
+WORKDIR = os.getcwd()
+
+
+def data_prerequisites():
+    """What each data set of this run still needs from its user before it can be fetched: the
+    licence accepted, an archive placed or a token exported (micd.prerequisites)."""
+    from pathlib import Path
+
+    from micd.prerequisites import missing_prerequisites
+
+    return missing_prerequisites(config, run_datasets(), Path(WORKDIR), os.environ)
+
+
+def say_what_the_data_sets_lack():
+    """At the end of a dry run, below the plan, what the run's data sets lack (rules/acquire.smk
+    registers it; not inside jobs)."""
+    from micd.prerequisites import plan_message
+
+    missing = data_prerequisites()
+    if workflow.dryrun and missing:
+        print(plan_message(missing), file=sys.stderr)
+
+
+def stop_before_a_fetch_that_cannot_start():
+    """rules/acquire.smk's onstart: a run (not a dry run) that would fetch a data set lacking what
+    its download needs stops before its first job, not beside the other data sets' downloads.
+    """
+    from micd.prerequisites import plan_message
+
+    missing = data_prerequisites()
+    fetching = {
+        job.wildcards.dataset
+        for job in workflow.dag.needrun_jobs()
+        if job.rule.name in ("fetch_zenodo", "fetch_synapse")
+    }
+    blocked = {name: problem for name, problem in missing.items() if name in fetching}
+    if blocked:
+        raise WorkflowError(plan_message(blocked, stopped=True))
+
+
 def gpu_job_resources(stage):
     """Resources of a GPU stage's jobs (config `resources.<stage>`), without the unset ones.
     A local run asks for none of a cluster's (memory, time limit, CPUs per GPU, sbatch options),
