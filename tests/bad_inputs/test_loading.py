@@ -124,6 +124,21 @@ def test_a_file_that_is_no_model_file_is_named_in_plain_words(
     assert_unchanged(tmp_path, before)
 
 
+def test_infer_names_a_csv_given_as_the_model_in_plain_words(tmp_path, snapshot, assert_unchanged) -> None:
+    model, cases = tmp_path / "cases.csv", tmp_path / "test.txt"
+    model.write_text("case_id,subset\namos_0001,validation\n")
+    cases.write_text("amos_0001\n")
+    before = snapshot(tmp_path)
+    message = micd_error(
+        "infer", "--model", model, "--data-dir", tmp_path / "data", "--cases", cases, "--out", tmp_path / "p"
+    )
+    assert message == (
+        f"micd infer: error: {model} is not a micd model file (a PyTorch file): it does not start as a PyTorch "
+        "file (a zip archive) does"
+    )
+    assert_unchanged(tmp_path, before)
+
+
 def test_a_folder_given_as_the_model_is_named(tmp_path) -> None:
     with pytest.raises(DataError, match=f"^{tmp_path} is not a micd model file \\(a PyTorch file\\): it is a folder$"):
         read_model(tmp_path)
