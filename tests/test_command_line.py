@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from workflow_helpers import ROOT, TINY_CONFIG, snakemake
 
+import micd as micd_package
 from micd.config_check import ConfigError, check_config
 from micd.config_strings import typed_config
 from micd.methods import METHODS
@@ -95,15 +96,15 @@ def test_micd_train_help_lists_every_registered_method():
 
 
 def test_micd_version_names_the_commit_of_the_checkout_it_runs_from(tmp_path):
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    described = subprocess.run(["git", "describe", "--always", "--tags"], cwd=ROOT, capture_output=True, text=True)
     result = micd("--version", cwd=tmp_path)  # from anywhere: the commit is the package's checkout's
     assert result.returncode == 0, result.stderr
-    if head.returncode != 0:  # a copy without .git: the fallback
+    if described.returncode != 0:  # a copy without .git: the fallback
         assert result.stdout.strip().endswith("(no commit: not run from a git checkout)")
         return
     match = re.fullmatch(r"micd (\S+) \(commit (\S+?)(-dirty)?\)", result.stdout.strip())
     assert match, result.stdout
-    assert head.stdout.strip().startswith(match[2]) or match[2].startswith(head.stdout.strip())
+    assert match[1] == micd_package.__version__ and match[2] == described.stdout.strip()
 
 
 def test_micd_version_without_a_checkout_says_so(tmp_path):
