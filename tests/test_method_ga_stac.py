@@ -309,10 +309,15 @@ def test_published_rows_since_dhc_name_their_pipeline_and_source_and_add_up():
     root = Path(__file__).resolve().parents[1]
     rows = pd.read_csv(root / "config" / "published" / "since_dhc.csv")
     dhc = pd.read_csv(root / "config" / "published" / "dhc_tables.csv")
-    assert list(rows.columns) == [*dhc.columns, "pipeline", "source"]
+    assert list(rows.columns) == [*dhc.columns, "pipeline", "reported_by", "source"]
+    assert all(source.startswith(who) for who, source in zip(rows["reported_by"], rows["source"], strict=True))
     assert rows["pipeline"].isin(["dhc", "ga"]).all() and rows["source"].str.contains("github.com").all()
-    assert rows["method"].str.contains("GA's pipeline").eq(rows["pipeline"] == "ga").all()
-    for (family, ratio, method), group in rows.groupby(["dataset", "labeled_percent", "method"]):
+    # the papers' names: whose table and which pipeline are columns of their own (the tables' marks)
+    assert set(rows["method"]) == {"GA-CPS", "TAK", "DHC", "DHC+STAC"}
+    reported_by = rows.groupby("pipeline")["reported_by"].unique().map(list).to_dict()
+    assert reported_by == {"ga": ["TAK (Gu et al., arXiv 2501.13470)"], "dhc": ["STAC (Gu et al., 2024)"]}
+    keys = ["dataset", "labeled_percent", "method", "pipeline"]
+    for (family, ratio, method, _), group in rows.groupby(keys):
         shorts = [c.short for c in classes_for(family) if c.label != 0]
         organs = group[group["class"] != "mean"]
         assert set(organs["class"]) <= set(shorts), (family, method)
