@@ -428,6 +428,7 @@ def report_config(wildcards):
         "ablation",
         "sensitivity",
         "published_results",
+        "published_main_methods",
         "qualitative_case",
         "figures",
     ]
@@ -438,12 +439,30 @@ def report_config(wildcards):
 
 
 def published_reference(wildcards):
-    """The published results shown beside a results table (none for the ablation table);
-    a relative path is taken from the workflow's folder."""
-    path = config["published_results"]
-    if wildcards.table != "results" or path is None:
+    """The published results files shown beside a results table, in order (none for the
+    ablation table); `published_results` is one path or a list of them, a relative path taken
+    from the workflow's folder."""
+    paths = config["published_results"]
+    if wildcards.table != "results" or paths is None:
         return []
-    return os.path.join(workflow.basedir, path)
+    if isinstance(paths, str):
+        paths = [paths]
+    return [os.path.join(workflow.basedir, path) for path in paths]
+
+
+def published_args(wildcards):
+    """`micd report`'s published files and, where the main table shows only some methods'
+    published rows, which (`published_main_methods`)."""
+    paths = published_reference(wildcards)
+    if not paths:
+        return ""
+    methods = config.get("published_main_methods")
+    selection = (
+        ""
+        if methods is None
+        else " ".join(["--published-main", *map(shlex.quote, methods)])
+    )
+    return " ".join(["--published", *map(shlex.quote, paths), selection]).strip()
 
 
 def figure(path, caption, name):

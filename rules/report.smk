@@ -41,9 +41,7 @@ rule report:
     params:
         family=family,
         methods=lambda wc: " ".join(table_rows(wc.table)),
-        published=lambda wc: optional_arg(
-            "--published", published_reference(wc) or None
-        ),
+        published=published_args,
         subject=lambda wc: optional_arg(
             "--subject", "ablation of MICD" if wc.table == "ablation" else None
         ),

@@ -76,6 +76,20 @@ def test_an_unknown_method_lists_the_registered_ones():
     assert "variants.x.method: 'nope' is not registered" in problems_of({"variants": {"x": {"method": "nope"}}})
 
 
+@pytest.mark.parametrize(
+    "published",
+    [None, "config/published/dhc_tables.csv", ["config/published/dhc_tables.csv", "config/published/since_dhc.csv"]],
+)
+def test_published_results_is_one_file_a_list_of_them_or_none(published):
+    check_config({**DEFAULT, "published_results": published, "published_main_methods": ["dhc", "ga_cps"]}, SCHEMA)
+
+
+def test_published_results_of_another_type_or_rows_of_an_unknown_method_are_named():
+    assert "published_results: 5 is not of type 'string', 'array', 'null'" in problems_of({"published_results": 5})
+    message = problems_of({"published_main_methods": ["dhc", "ga-cps"]})
+    assert "published_main_methods: 'ga-cps' is neither a registered method nor a variant" in message
+
+
 def test_every_problem_is_reported_at_once():
     message = problems_of({"ratio": [5], "train.lr": 0})
     assert message.startswith("2 problems in the configuration:")

@@ -10,21 +10,28 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from micd.cli import main as micd
 from micd.data.classes import OrganClass, classes_for
+from micd.data.errors import DataError
+from micd.data.io import file_digest
 from micd.report.build import build_tables
-from micd.report.captions import TableFacts, main_caption
+from micd.report.captions import PublishedSource, TableFacts, main_caption
+from micd.report.published import DHC_PAPER, read_published
 from micd.report.sidecar import sidecar_path, write_provenance
 from micd.report.stats import MIN_PAIRED_CASES, P_COLUMN, p_values_vs_micd, paired_wilcoxon_p
 from micd.report.table_formats import Captions, TablePaths, to_latex, to_markdown, write_tables
 from micd.report.tables import (
+    PUBLISHED_COLUMNS,
     SUMMARY_COLUMNS,
     main_display,
+    main_rows,
     organ_display,
     published_table,
     results_table,
     with_published,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 CLASSES = (
     OrganClass(0, "background", "Bg"),
     OrganClass(1, "spleen", "Sp"),
@@ -242,8 +249,10 @@ def test_published_rows_of_the_family_and_ratio_beside_ours(table: pd.DataFrame)
         [90.12, 1.2, 1.05, 0.4, 95.0, 85.0]
     )
     assert math.isnan(published.loc[0, "LK"]) and "PSV" not in published.columns
+    # a file without pipeline or reported_by (DHC's tables): DHC's rows on DHC's pipeline, marked †
+    assert published[PUBLISHED_COLUMNS].drop_duplicates().values.tolist() == [["dhc", DHC_PAPER, "†"]]
     both = with_published(table, published)
-    assert list(both.columns) == list(table.columns)
+    assert list(both.columns) == [*SUMMARY_COLUMNS, *PUBLISHED_COLUMNS, "Sp", "RK", "LK"]
     # each published row right after ours of the same method (DHC), the unmatched (CPS) at the
     # end of the ratio; better everywhere, they take no bold from ours
     assert to_markdown(main_display(both), CAPTIONS.main) == EXPECTED_MARKDOWN_WITH_PUBLISHED
@@ -253,6 +262,64 @@ def test_no_published_rows_for_the_synthetic_family(table: pd.DataFrame) -> None
     published = published_table(PUBLISHED, "synthetic", "synthetic", [10, 20], CLASSES)
     assert published.empty
     assert with_published(table, published) is table
+
+
+TAK, STAC = "TAK (Gu et al., arXiv 2501.13470)", "STAC (Gu et al., 2024)"
+# a file published since DHC, as config/published/since_dhc.csv: re-runs of DHC and the rows after it,
+# on GA's pipeline from TAK's tables and on DHC's from STAC's paper
+LATER = pd.DataFrame(
+    [
+        ("synapse", 10, "DHC (GA's pipeline)", "dice", "mean", 58.97, None, "ga", TAK),
+        ("synapse", 10, "GA-CPS (GA's pipeline)", "dice", "mean", 61.0, None, "ga", TAK),
+        ("synapse", 10, "DHC+STAC", "dice", "mean", 52.5, None, "dhc", STAC),
+        ("synapse", 10, "DHC+STAC", "dice", "Sp", 80.0, None, "dhc", STAC),
+        ("synapse", 10, "DHC (STAC's run)", "dice", "mean", 47.8, None, "dhc", STAC),
+    ],
+    columns=[*PUBLISHED.columns, "pipeline", "reported_by"],
+)
+
+
+def test_rows_of_several_published_files_each_marked_by_whose_table_and_which_pipeline(table, tmp_path) -> None:
+    PUBLISHED.to_csv(tmp_path / "dhc.csv", index=False)
+    LATER.to_csv(tmp_path / "later.csv", index=False)
+    reference = read_published([tmp_path / "dhc.csv", tmp_path / "later.csv"])
+    both = with_published(table, published_table(reference, "synapse", "synapse", [10, 20], CLASSES))
+    shown = to_markdown(main_display(both), CAPTIONS.main).splitlines()
+    # DHC's re-runs right after our DHC, in the files' order; the rows of methods not ours at the end
+    assert [line.split(" | ")[1] for line in shown if line.startswith("| 10 %")] == [
+        "DHC",
+        "DHC†",
+        "DHC (GA's pipeline)‡",
+        "DHC (STAC's run)§",
+        "MICD",
+        "CPS†",
+        "GA-CPS (GA's pipeline)‡",
+        "DHC+STAC§",
+    ]
+    assert "| 10 % | DHC (GA's pipeline)‡ | 58.97 | – | – |" in shown  # no std, no ASD published
+    assert both.set_index("method").loc["DHC+STAC", "Sp"] == 80.0
+    # the first file's rows take †, whichever file it is
+    swapped = read_published([tmp_path / "later.csv", tmp_path / "dhc.csv"])
+    assert dict(zip(swapped["reported_by"], swapped["mark"], strict=True)) == {TAK: "†", STAC: "‡", DHC_PAPER: "§"}
+    # the main table: all of ours, and the published rows of the methods asked for
+    assert main_rows(both, None) is both
+    dhc_only = main_rows(both, ["dhc"])
+    assert dhc_only.loc[dhc_only["source"] == "published", "method"].tolist() == [
+        "DHC",
+        "DHC (GA's pipeline)",
+        "DHC (STAC's run)",
+    ]
+    assert dhc_only.loc[dhc_only["source"] == "ours", "method"].tolist() == ["dhc", "micd", "dhc", "micd"]
+    assert main_rows(both, [])["source"].eq("ours").all()
+
+
+def test_a_published_file_without_a_column_or_of_an_unknown_pipeline_is_refused(tmp_path) -> None:
+    LATER.drop(columns="std").to_csv(tmp_path / "no_std.csv", index=False)
+    with pytest.raises(DataError, match=r"no_std.csv: no column std \(a published file has dataset, "):
+        read_published([tmp_path / "no_std.csv"])
+    LATER.assign(pipeline="magicnet").to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(DataError, match=r"other.csv: unknown pipeline 'magicnet'; known: dhc, ga"):
+        read_published([tmp_path / "other.csv"])
 
 
 def paired_example(differences: list[float]) -> pd.DataFrame:
@@ -337,15 +404,18 @@ def test_provenance_sidecar(per_case: pd.DataFrame, tmp_path: Path) -> None:
 
 
 def test_the_headline_says_data_set_ratios_scores_and_seeds() -> None:
-    facts = TableFacts("synthetic", "synthetic", [5, 10], [0, 1, 666], n_cases=8, has_p=True, has_published=False)
+    facts = TableFacts("synthetic", "synthetic", [5, 10], [0, 1, 666], n_cases=8, has_p=True)
     assert main_caption(facts).startswith(
         "Synthetic data set, 5 % and 10 % labelled: test Dice (%) and ASD (voxels), mean ± std over seeds 0, 1, 666. "
     )
-    one_seed = TableFacts("amos_small", "amos", [2, 5, 10], [0], 8, has_p=False, has_published=True, subject="ablation")
+    dhc = [PublishedSource("†", DHC_PAPER, "dhc")]
+    one_seed = TableFacts("amos_small", "amos", [2, 5, 10], [0], 8, has_p=False, published=dhc, subject="ablation")
     assert main_caption(one_seed).startswith(
         "Data set amos_small (AMOS), ablation, 2 %, 5 % and 10 % labelled: test Dice (%) and ASD (voxels), seed 0. "
     )
-    assert "Wilcoxon" not in main_caption(one_seed) and "†: as reported by DHC" in main_caption(one_seed)
+    assert "Wilcoxon" not in main_caption(one_seed)
+    assert "†: as reported by DHC (Wang & Li, MICCAI 2023) on DHC's pipeline." in main_caption(one_seed)
+    assert "No published results exist for this data set." in main_caption(facts)
 
 
 def metrics_files(per_case: pd.DataFrame, folder: Path) -> list[Path]:
@@ -395,3 +465,125 @@ def test_no_p_column_without_micd(per_case, tmp_path: Path) -> None:
     latex = paths.latex.read_text()
     assert r"\begin{tabular}{lrr}" in latex and "$p$" not in latex
     assert P_COLUMN in pd.read_csv(paths.csv).columns  # the CSV keeps every number (here none)
+
+
+PUBLISHED_FILES = [ROOT / "config" / "published" / "dhc_tables.csv", ROOT / "config" / "published" / "since_dhc.csv"]
+SINCE_DHC = ["dhc", "ga_cps", "dhc_stac"]
+
+
+def family_per_case(family: str, ratio: int, methods: list[str]) -> pd.DataFrame:
+    """Per-case scores of ``methods`` on every organ of ``family``: 2 seeds, 3 cases, the later method higher."""
+    rows = [
+        {
+            "dataset": family,
+            "ratio": ratio,
+            "method": method,
+            "seed": seed,
+            "case_id": f"case{case}",
+            "class_id": organ.label,
+            "class_short": organ.short,
+            "dice": 50.0 + 5 * rank + seed + case + organ.label / 10,
+            "asd_voxels": 20.0 - rank - case,
+        }
+        for rank, method in enumerate(methods)
+        for seed in (0, 1)
+        for case in range(3)
+        for organ in classes_for(family)[1:]
+    ]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    "family, ratio, ga_pipeline, dhc_on_ga",
+    [
+        ("amos", 5, "GA's own AMOS preprocessing, 96³ patches", []),  # TAK's AMOS DHC row is DHC's own
+        ("synapse", 10, "MagicNet's Synapse preprocessing, 96³ patches", ["DHC‡"]),
+    ],
+)
+def test_amos_and_synapse_tables_show_the_rows_of_both_published_files(
+    tmp_path: Path, family: str, ratio: int, ga_pipeline: str, dhc_on_ga: list[str]
+) -> None:
+    paths = table_paths(tmp_path, f"{family}_results")
+    runs = metrics_files(family_per_case(family, ratio, [*SINCE_DHC, "micd"]), tmp_path / "runs")
+    build_tables(
+        runs, family, [*SINCE_DHC, "micd"], paths, {}, published_csvs=PUBLISHED_FILES, main_published_methods=SINCE_DHC
+    )
+    caption, _, _, _, *rows = paths.markdown.read_text(encoding="utf-8").splitlines()
+    # the main table: the published rows of DHC, GA-CPS and DHC+STAC, each after ours
+    assert [row.split(" | ")[1] for row in rows] == [
+        "DHC",
+        "DHC†",
+        *dhc_on_ga,
+        "DHC§",
+        "GA-CPS",
+        "GA-CPS‡",
+        "DHC+STAC",
+        "DHC+STAC§",
+        "MICD",
+    ]
+    since = pd.read_csv(PUBLISHED_FILES[1])
+    means = since[(since["dataset"] == family) & (since["labeled_percent"] == ratio) & (since["class"] == "mean")]
+    for method, value, mark in zip(means["method"], means["value"], means["pipeline"].map({"ga": "‡", "dhc": "§"})):
+        if method.startswith(("GA-CPS", "DHC")):
+            assert f"| {ratio} % | {method}{mark} | {value:.2f} | – | – |" in rows
+    marks = (
+        f"†: as reported by DHC (Wang & Li, MICCAI 2023) on DHC's pipeline; ‡: as reported by TAK (Gu et al., "
+        f"arXiv 2501.13470) on GA's pipeline ({ga_pipeline}); §: as reported by STAC (Gu et al., 2024) on DHC's "
+        "pipeline. Marked rows are published numbers (± the published std where given) and take no bold."
+    )
+    assert marks in caption
+    selection = (
+        "Of the published rows this table shows those of DHC, GA-CPS and DHC+STAC; the per-organ table shows all."
+    )
+    assert selection in caption
+    latex = paths.latex.read_text()
+    assert r"GA-CPS$^\ddagger$ & " in latex and r"DHC+STAC$^\S$ & " in latex
+    assert "96$^3$ patches" in latex
+
+    # the per-organ table and the CSV: every published row of both files at this ratio, with its mark
+    dhc = pd.read_csv(PUBLISHED_FILES[0])
+    dhc = dhc[(dhc["dataset"] == family) & (dhc["labeled_percent"] == ratio)]
+    marked = {f"{m}†" for m in dhc["method"]} | {
+        f"{m}{mark}" for m, mark in zip(means["method"], means["pipeline"].map({"ga": "‡", "dhc": "§"}))
+    }
+    organ_caption, _, _, _, *organ_rows = paths.organs_markdown.read_text(encoding="utf-8").splitlines()
+    assert {row.split(" | ")[1] for row in organ_rows} == marked | {"DHC", "GA-CPS", "DHC+STAC", "MICD"}
+    assert marks in organ_caption and "Of the published rows" not in organ_caption
+    table = pd.read_csv(paths.csv)
+    published = table[table["source"] == "published"]
+    assert {f"{m}{mark}" for m, mark in zip(published["method"], published["mark"])} == marked
+    assert set(published["reported_by"]) == {DHC_PAPER, TAK, STAC} and set(published["pipeline"]) == {"dhc", "ga"}
+    ga_cps = since[(since["dataset"] == family) & (since["labeled_percent"] == ratio)]
+    ga_cps = ga_cps[(ga_cps["method"] == "GA-CPS") & (ga_cps["class"] != "mean")]
+    row = published.set_index(["method", "mark"]).loc[("GA-CPS", "‡")]
+    assert [row[organ] for organ in ga_cps["class"]] == ga_cps["value"].tolist()
+    # the provenance sidecar of each file records both published files
+    record = json.loads(sidecar_path(paths.latex).read_text())
+    assert record["published_files"] == [{"path": str(p), "sha256": file_digest(p)} for p in PUBLISHED_FILES]
+
+
+def test_micd_report_takes_a_single_published_file_as_before(per_case: pd.DataFrame, tmp_path: Path) -> None:
+    PUBLISHED.to_csv(tmp_path / "dhc.csv", index=False)
+    paths = table_paths(tmp_path, "synapse_results")
+    options = [f"--table-{ext}" for ext in ("md", "tex", "html", "csv")] + [
+        f"--organs-{ext}" for ext in ("md", "tex", "html")
+    ]
+    outputs = [part for option, path in zip(options, paths.all(), strict=True) for part in (option, str(path))]
+    runs = [str(path) for path in metrics_files(per_case, tmp_path / "runs")]
+    command = ["report", "--metrics", *runs, "--family", "synapse", "--methods", "dhc", "micd", *outputs]
+    micd([*command, "--published", str(tmp_path / "dhc.csv")])
+    main_table = paths.markdown.read_text(encoding="utf-8")
+    caption = main_table.splitlines()[0]
+    assert "| 10 % | DHC† | 90.12 ± 1.2 | 1.05 ± 0.4 | – |" in main_table and "| 10 % | CPS† |" in main_table
+    assert "†: as reported by DHC (Wang & Li, MICCAI 2023) on DHC's pipeline. Marked rows" in caption
+    assert "‡" not in main_table
+    record = json.loads(sidecar_path(paths.csv).read_text())
+    assert record["published_files"] == [
+        {"path": str(tmp_path / "dhc.csv"), "sha256": file_digest(tmp_path / "dhc.csv")}
+    ]
+    # --published-main: the main table shows only the published rows of those methods, the per-organ table all
+    micd([*command, "--published", str(tmp_path / "dhc.csv"), "--published-main", "dhc"])
+    main_table = paths.markdown.read_text(encoding="utf-8")
+    assert "| 10 % | DHC† |" in main_table and "CPS†" not in main_table
+    assert "Of the published rows this table shows those of DHC; the per-organ table shows all." in main_table
+    assert "| 10 % | CPS† |" in paths.organs_markdown.read_text(encoding="utf-8")

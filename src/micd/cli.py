@@ -299,7 +299,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         args.methods,
         paths,
         args.config,
-        published_csv=args.published,
+        published_csvs=args.published,
+        main_published_methods=args.published_main,
         subject=args.subject,
         note=args.note,
     )
@@ -662,7 +663,20 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument(f"--table-{fmt}", type=Path, required=True, help=f"path of the main {kind} table to write")
     for fmt, kind in (("md", "Markdown"), ("tex", "LaTeX"), ("html", "HTML")):
         s.add_argument(f"--organs-{fmt}", type=Path, required=True, help=f"path of the per-organ {kind} table to write")
-    s.add_argument("--published", type=Path, help="published results (long CSV) to show beside ours")
+    s.add_argument(
+        "--published",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="published results (long CSVs, config/published/) to show beside ours; the first file's rows marked †",
+    )
+    s.add_argument(
+        "--published-main",
+        nargs="*",
+        metavar="METHOD",
+        help="methods whose published rows the main table shows (default: every published row; "
+        "the per-organ table always shows all)",
+    )
     s.add_argument("--subject", default="", help="what the table is where not the main results, e.g. ablation")
     s.add_argument("--note", default="", help="last sentence of the captions, e.g. where the splits come from")
 

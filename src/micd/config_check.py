@@ -90,7 +90,7 @@ def method_problems(config: Mapping[str, Any], methods: Mapping[str, Any], train
     def base_method(name: str) -> str | None:
         return name if name in methods else (variants.get(name) or {}).get("method")
 
-    for key in ("methods", "ablation"):
+    for key in ("methods", "ablation", "published_main_methods"):
         for name in config.get(key) or []:
             if base_method(name) not in methods:
                 problems.append(

@@ -18,7 +18,8 @@ import pandas as pd
 
 from micd.data.classes import classes_for
 from micd.evaluation.metrics import RUN_KEYS
-from micd.report.captions import TableFacts, main_caption, organ_caption
+from micd.methods import display_name
+from micd.report.captions import TableFacts, main_caption, organ_caption, published_sources
 from micd.report.figures import (
     plot_dice_per_class,
     plot_dice_vs_ratio,
@@ -26,9 +27,10 @@ from micd.report.figures import (
     plot_qualitative,
     plot_training_curves,
 )
+from micd.report.published import file_records, read_published
 from micd.report.sidecar import write_provenance
 from micd.report.table_formats import Captions, TablePaths, write_tables
-from micd.report.tables import PUBLISHED, class_columns, published_table, results_table, shows_p, with_published
+from micd.report.tables import class_columns, main_rows, published_table, results_table, shows_p, with_published
 
 Config = Mapping[str, Any]
 RunFiles = Sequence[Mapping[str, Any]]
@@ -45,24 +47,29 @@ def build_tables(
     method_order: Sequence[str],
     paths: TablePaths,
     config: Config,
-    published_csv: Path | None = None,
+    published_csvs: Sequence[Path] = (),
+    main_published_methods: Sequence[str] | None = None,
     subject: str = "",
     note: str = "",
 ) -> pd.DataFrame:
     """The results (or ablation) tables of one data set, the main one and the per-organ one, in every
-    format, with the published rows of its family beside ours when ``published_csv`` is given.
-    ``subject`` names a table that is not the main results (``ablation``) in its captions, and
-    ``note`` ends them (the workflow's: where the labelled splits come from)."""
+    format, with the published rows of its family beside ours from each of ``published_csvs``
+    (:mod:`micd.report.published`; the first file's rows take the first mark). The per-organ table and
+    the CSV hold every published row, the main table those of ``main_published_methods`` (every one
+    where None). ``subject`` names a table that is not the main results (``ablation``) in its captions,
+    and ``note`` ends them (the workflow's: where the labelled splits come from). Returns the table
+    with every row."""
     per_case = read_per_case(metrics_csvs)
     classes = classes_for(family)
     dataset = per_case["dataset"].iloc[0]
     ratios = sorted(per_case["ratio"].unique())
     table = results_table(per_case, classes, method_order=method_order)
     extra = {}
-    if published_csv is not None:
-        published = published_table(pd.read_csv(published_csv), family, dataset, ratios, classes)
+    if published_csvs:
+        published = published_table(read_published(published_csvs), family, dataset, ratios, classes)
         table = with_published(table, published)
-        extra["published_reference"] = str(published_csv)
+        extra["published_files"] = file_records(published_csvs)
+    main = main_rows(table, main_published_methods)
     facts = TableFacts(
         dataset=dataset,
         family=family,
@@ -70,12 +77,14 @@ def build_tables(
         seeds=sorted(per_case["seed"].unique()),
         n_cases=per_case["case_id"].nunique(),
         has_p=shows_p(table),
-        has_published=bool((table["source"] == PUBLISHED).any()),
+        published=published_sources(table),
+        main_published=published_sources(main),
+        main_methods=None if main_published_methods is None else [display_name(m) for m in main_published_methods],
         subject=subject,
         note=note,
     )
     captions = Captions(main_caption(facts), organ_caption(facts, classes, class_columns(table)))
-    write_tables(table, paths, captions, label="tab:" + paths.latex.stem.replace("_", "-"))
+    write_tables(table, paths, captions, label="tab:" + paths.latex.stem.replace("_", "-"), main=main)
     write_provenance(paths.all(), config, per_case, **extra)
     return table
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pandas as pd
+
 from micd.data.classes import OrganClass
 from micd.methods import display_name
+from micd.report.published import mark_rank, pipeline_description
 from micd.report.stats import MIN_PAIRED_CASES, REFERENCE_METHOD
-from micd.report.tables import MISSING, PUBLISHED_MARK, format_ratio
+from micd.report.tables import MISSING, PUBLISHED, format_ratio
 
 FAMILY_NAMES = {"amos": "AMOS", "synapse": "Synapse", "synthetic": "Synthetic"}
 
@@ -34,8 +37,28 @@ def over_seeds(seeds: Sequence[int], spread: bool) -> str:
 
 
 @dataclass(frozen=True)
+class PublishedSource:
+    """The published rows of one mark: who reported them, on which pipeline (:mod:`micd.report.published`)."""
+
+    mark: str
+    reported_by: str
+    pipeline: str
+
+
+def published_sources(table: pd.DataFrame) -> list[PublishedSource]:
+    """The marks of a table's published rows, in the marks' order."""
+    published = table[table["source"] == PUBLISHED]
+    if published.empty:
+        return []
+    sources = {PublishedSource(*row) for row in published[["mark", "reported_by", "pipeline"]].itertuples(index=False)}
+    return sorted(sources, key=lambda source: mark_rank(source.mark))
+
+
+@dataclass(frozen=True)
 class TableFacts:
     """What the captions of one results table state: its data set, labelled ratios, seeds and test cases;
+    ``published`` the marks of its published rows (:func:`published_sources`); ``main_published`` those the
+    main table shows where it shows only the published rows of ``main_methods`` (paper names; None: all);
     ``subject`` names the table where it is not the main results (``ablation``); ``note`` ends each caption."""
 
     dataset: str
@@ -44,7 +67,9 @@ class TableFacts:
     seeds: Sequence[int]
     n_cases: int
     has_p: bool
-    has_published: bool
+    published: Sequence[PublishedSource] = ()
+    main_published: Sequence[PublishedSource] | None = None
+    main_methods: Sequence[str] | None = None
     subject: str = ""
     note: str = ""
 
@@ -56,13 +81,29 @@ class TableFacts:
             f"test {scores}, {over_seeds(self.seeds, spread)}."
         )
 
-    def published(self) -> str:
-        if self.has_published:
-            return (
-                f"{PUBLISHED_MARK}: as reported by DHC (Wang & Li, MICCAI 2023), ± std over 3 runs where published; "
-                "these rows do not compete for bold."
-            )
-        return "No published results exist for this data set."
+    def marked(self, sources: Sequence[PublishedSource]) -> str:
+        """What each mark of ``sources`` means."""
+        if not sources:
+            return ""
+        meanings = "; ".join(
+            f"{source.mark}: as reported by {source.reported_by} on "
+            f"{pipeline_description(source.pipeline, self.family)}"
+            for source in sources
+        )
+        return f"{meanings}. Marked rows are published numbers (± the published std where given) and take no bold."
+
+    def published_in_main(self) -> str:
+        if not self.published:
+            return "No published results exist for this data set."
+        if self.main_methods is None:
+            return self.marked(self.published)
+        shown = self.marked(self.main_published or ())
+        methods = word_list(list(self.main_methods)) if self.main_methods else "no method"
+        selection = f"Of the published rows this table shows those of {methods}; the per-organ table shows all."
+        return f"{shown} {selection}".strip()
+
+    def published_in_organs(self) -> str:
+        return self.marked(self.published) if self.published else "No published results exist for this data set."
 
 
 BOLD = "Bold: the best of our rows within each labelled ratio (none where all tie)."
@@ -78,7 +119,7 @@ def main_caption(facts: TableFacts) -> str:
             f"cases, each case's mean Dice averaged over seeds; {MISSING} where undefined ({reference} itself, "
             f"or fewer than {MIN_PAIRED_CASES} non-zero differences)."
         )
-    return " ".join([*sentences, facts.published(), facts.note]).strip()
+    return " ".join([*sentences, facts.published_in_main(), facts.note]).strip()
 
 
 def organ_caption(facts: TableFacts, classes: Sequence[OrganClass], shown: Sequence[str]) -> str:
@@ -86,4 +127,4 @@ def organ_caption(facts: TableFacts, classes: Sequence[OrganClass], shown: Seque
     names = {c.short: c.name for c in classes}
     key = "; ".join(f"{short}: {names[short]}" for short in shown) + "."
     sentences = [facts.headline("Dice (%) per organ", spread=False), key, BOLD]
-    return " ".join([*sentences, facts.published(), facts.note]).strip()
+    return " ".join([*sentences, facts.published_in_organs(), facts.note]).strip()

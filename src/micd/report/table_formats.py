@@ -49,6 +49,10 @@ _LATEX = {
     "<": r"$<$",
     "–": "--",
     "†": r"$^\dagger$",
+    "‡": r"$^\ddagger$",
+    "§": r"$^\S$",
+    "¶": r"$^\P$",
+    "³": r"$^3$",
 }
 
 
@@ -174,11 +178,14 @@ class Captions:
     organs: str
 
 
-def write_tables(table: pd.DataFrame, paths: TablePaths, captions: Captions, label: str) -> None:
+def write_tables(
+    table: pd.DataFrame, paths: TablePaths, captions: Captions, label: str, main: pd.DataFrame | None = None
+) -> None:
     """Write the main and the per-organ table of a :func:`micd.report.tables.results_table` (with or
-    without published rows) in every format; ``label`` is the main table's LaTeX label, the per-organ
-    table's adds ``-per-organ``."""
-    main, organs = main_display(table), organ_display(table)
+    without published rows) in every format; ``main``: the main table's rows where not all of ``table``'s
+    (:func:`micd.report.tables.main_rows`; the CSV and the per-organ table hold every row). ``label`` is
+    the main table's LaTeX label, the per-organ table's adds ``-per-organ``."""
+    main, organs = main_display(table if main is None else main), organ_display(table)
     atomic_write(paths.markdown, to_markdown(main, captions.main))
     atomic_write(paths.latex, to_latex(main, captions.main, label))
     atomic_write(paths.html, to_html(main, captions.main))

@@ -3,8 +3,9 @@ writes them: Markdown, LaTeX, HTML, CSV).
 
 One block of rows per labelled ratio, one row per method. The main table: mean Dice and mean ASD as
 mean ± std over seeds, and the paired Wilcoxon p against MICD where MICD is a row; the per-organ table:
-Dice per organ class. Published rows (DHC's tables, ``config/published/dhc_tables.csv``) follow ours
-in each block, marked as such.
+Dice per organ class. Published rows (``config/published/``: DHC's tables and those published since on
+its splits, :mod:`micd.report.published`) follow ours in each block, each marked by who reported it
+on which pipeline.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ import pandas as pd
 from micd.data.classes import OrganClass
 from micd.evaluation.metrics import class_means, summarise
 from micd.methods import display_name
+from micd.report.published import belongs_to, complete, mark_rank
 from micd.report.stats import P_COLUMN, REFERENCE_METHOD, p_values_vs_micd
 
 TABLE_KEYS: list[str] = ["dataset", "ratio", "method"]
 OURS, PUBLISHED = "ours", "published"
-PUBLISHED_MARK = "†"
-"""After the name of a published row (short: the main table fits a journal's column)."""
+PUBLISHED_COLUMNS: list[str] = ["pipeline", "reported_by", "mark"]
+"""Columns of a table with published rows after :data:`SUMMARY_COLUMNS`: whose table and which
+pipeline a published row comes from, and its mark after the name (short: the main table fits a
+journal's column); empty for ours."""
 SUMMARY_COLUMNS: list[str] = [
     *TABLE_KEYS,
     "source",
@@ -123,17 +127,23 @@ def published_table(
     ratios: Sequence[int],
     classes: Sequence[OrganClass],
 ) -> pd.DataFrame:
-    """The published rows of ``family`` at ``ratios`` in :func:`results_table`'s columns.
+    """The published rows of ``family`` at ``ratios`` in :func:`results_table`'s columns, then
+    :data:`PUBLISHED_COLUMNS`.
 
-    ``reference`` is the long published table (``dataset`` = family, ``labeled_percent``,
-    ``method``, ``metric`` ``dice``/``asd``, ``class`` ``mean`` or a short name, ``value``,
-    ``std``). Rows are labelled with our ``dataset`` name and ``source`` ``published``, in the
-    reference's order; classes we do not have are dropped, classes it lacks are NaN. Empty (with
-    the columns) when nothing is published for the family, e.g. the synthetic data set.
+    ``reference`` is the long published table (:mod:`micd.report.published`: ``dataset`` = family,
+    ``labeled_percent``, ``method``, ``metric`` ``dice``/``asd``, ``class`` ``mean`` or a short name,
+    ``value``, ``std``, and ``pipeline``, ``reported_by``, ``mark`` as
+    :func:`~micd.report.published.complete` gives them where it lacks them). Rows are labelled with
+    our ``dataset`` name and ``source`` ``published``, ordered by mark (the files' order), then by
+    each method's first appearance in the reference; classes we do not have are dropped, classes it
+    lacks are NaN. Empty (with the columns) when nothing is published for the family, e.g. the
+    synthetic data set.
     """
+    if "mark" not in reference.columns:
+        reference = complete(reference)
     shorts = [c.short for c in classes if c.label != 0]
     rows = reference[(reference["dataset"] == family) & reference["labeled_percent"].isin(list(ratios))]
-    keys = ["labeled_percent", "method"]
+    keys = ["labeled_percent", "method", *PUBLISHED_COLUMNS]
     means = rows[rows["class"] == "mean"].pivot_table(index=keys, columns="metric", values=["value", "std"], sort=False)
     # a std never published (AMOS) leaves no column: reindex brings it back as NaN
     means = means.reindex(columns=pd.MultiIndex.from_product([["value", "std"], ["dice", "asd"]]))
@@ -145,15 +155,17 @@ def published_table(
         table[f"{metric}_std"] = means[("std", metric)]
     table = table.join(per_class.reindex(columns=shorts)).reset_index()
     table = table.rename(columns={"labeled_percent": "ratio"}).assign(dataset=dataset, source=PUBLISHED)
+    table = table.sort_values("mark", key=lambda marks: marks.map(mark_rank), kind="stable").reset_index(drop=True)
     table["n_seeds"] = pd.NA
     table[P_COLUMN] = float("nan")
-    return table.reindex(columns=[*SUMMARY_COLUMNS, *shorts])
+    return table.reindex(columns=[*SUMMARY_COLUMNS, *PUBLISHED_COLUMNS, *shorts])
 
 
 def with_published(ours: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
     """Our rows with the published ones of the same labelled ratio: each right after our row of
-    the same method (the paper's name, :func:`micd.methods.display_name`), the rest at the end
-    of the ratio's block."""
+    its method (:func:`micd.report.published.belongs_to`: ``DHC`` and ``DHC (re-run)`` after
+    our DHC), the rest at the end of the ratio's block. Columns: ours' summary columns, then
+    :data:`PUBLISHED_COLUMNS`, then the per-organ Dice."""
     if published.empty:
         return ours
     blocks = []
@@ -161,12 +173,28 @@ def with_published(ours: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
         theirs = published[(published["dataset"] == dataset) & (published["ratio"] == ratio)]
         matched = set()
         for _, row in block.iterrows():
-            same = theirs[theirs["method"] == display_name(row["method"])]
+            mine = [
+                belongs_to(name, row["method"]) and index not in matched for index, name in theirs["method"].items()
+            ]
+            same = theirs[mine]
             matched |= set(same.index)
             blocks += [row.to_frame().T, same]
         blocks.append(theirs.drop(index=list(matched)))
     both = pd.concat([b for b in blocks if not b.empty], ignore_index=True)
-    return both.astype({c: ours[c].dtype for c in ("ratio",)}).reset_index(drop=True)
+    columns = [*SUMMARY_COLUMNS, *PUBLISHED_COLUMNS, *class_columns(ours)]
+    return both.reindex(columns=columns).astype({c: ours[c].dtype for c in ("ratio",)}).reset_index(drop=True)
+
+
+def main_rows(table: pd.DataFrame, methods: Sequence[str] | None) -> pd.DataFrame:
+    """The rows of the main table: all of ours, and the published rows of ``methods``
+    (:func:`~micd.report.published.belongs_to`); every row where ``methods`` is None."""
+    if methods is None:
+        return table
+    shown = [
+        source != PUBLISHED or any(belongs_to(name, method) for method in methods)
+        for source, name in zip(table["source"], table["method"], strict=True)
+    ]
+    return table[shown].reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -207,7 +235,7 @@ def shows_p(table: pd.DataFrame) -> bool:
 
 def class_columns(table: pd.DataFrame) -> list[str]:
     """The per-organ Dice columns of a :func:`results_table`, in label order."""
-    return [c for c in table.columns if c not in SUMMARY_COLUMNS]
+    return [c for c in table.columns if c not in SUMMARY_COLUMNS and c not in PUBLISHED_COLUMNS]
 
 
 def _mean_std(mean: float, std: float, n_seeds: object, source: str) -> str:
@@ -239,7 +267,7 @@ def _best_mask(block: pd.DataFrame, column: str, digits: int, lowest: bool) -> p
 
 def _method_cell(row: pd.Series) -> Cell:
     if row["source"] == PUBLISHED:
-        return Cell(f"{row['method']}{PUBLISHED_MARK}")
+        return Cell(f"{row['method']}{row['mark']}")
     return Cell(display_name(str(row["method"])))
 
 
