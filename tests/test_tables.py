@@ -3,6 +3,7 @@ published rows, Wilcoxon p-values and sidecars."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -15,7 +16,7 @@ from micd.data.classes import OrganClass, classes_for
 from micd.data.errors import DataError
 from micd.data.io import file_digest
 from micd.report.build import build_tables
-from micd.report.captions import PublishedSource, TableFacts, main_caption
+from micd.report.captions import PublishedSource, TableFacts, main_caption, published_sources
 from micd.report.published import DHC_PAPER, read_published
 from micd.report.sidecar import sidecar_path, write_provenance
 from micd.report.stats import MIN_PAIRED_CASES, P_COLUMN, p_values_vs_micd, paired_wilcoxon_p
@@ -311,6 +312,10 @@ def test_rows_of_several_published_files_each_marked_by_whose_table_and_which_pi
     ]
     assert dhc_only.loc[dhc_only["source"] == "ours", "method"].tolist() == ["dhc", "micd", "dhc", "micd"]
     assert main_rows(both, [])["source"].eq("ours").all()
+    facts = TableFacts("synapse", "synapse", [10, 20], [0, 1], 2, has_p=True, published=published_sources(both))
+    assert "This table shows no published rows; the per-organ table shows them all." in main_caption(
+        dataclasses.replace(facts, main_published=[], main_methods=[])
+    )
 
 
 def test_a_published_file_without_a_column_or_of_an_unknown_pipeline_is_refused(tmp_path) -> None:

@@ -97,10 +97,13 @@ class TableFacts:
             return "No published results exist for this data set."
         if self.main_methods is None:
             return self.marked(self.published)
-        shown = self.marked(self.main_published or ())
-        methods = word_list(list(self.main_methods)) if self.main_methods else "no method"
-        selection = f"Of the published rows this table shows those of {methods}; the per-organ table shows all."
-        return f"{shown} {selection}".strip()
+        if not self.main_methods:
+            return "This table shows no published rows; the per-organ table shows them all."
+        selection = (
+            f"Of the published rows this table shows those of {word_list(list(self.main_methods))}; "
+            "the per-organ table shows all."
+        )
+        return f"{self.marked(self.main_published or ())} {selection}".strip()
 
     def published_in_organs(self) -> str:
         return self.marked(self.published) if self.published else "No published results exist for this data set."
