@@ -201,6 +201,20 @@ def test_the_next_run_removes_a_killed_stages_temporary_folder(tmp_path, capsys)
     assert f"removed {leftovers[0]}, left by an interrupted earlier run" in capsys.readouterr().out
 
 
+def test_a_killed_preprocess_leaves_no_hidden_folder_after_the_next_run(tmp_path) -> None:
+    raw, converted, preprocessed = tmp_path / "raw", tmp_path / "converted", tmp_path / "pre"
+    synthesise(raw)
+    main(["convert", "--archive", str(raw), "--out", str(converted)])
+    killed_inside_stage(preprocessed, "preprocess")
+    assert len(list(tmp_path.glob(".pre.tmp-*"))) == 1
+    main(
+        ["preprocess", "--manifest", str(converted / "manifest.csv"), "--out", str(preprocessed)]
+        + ["--family", "synthetic", "--grid", "8", "16", "16", "--hu-window", "-75", "275"]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["converted", "pre", "raw"]
+    assert written_by(preprocessed) == "preprocess"
+
+
 def test_only_the_stages_own_dead_temporaries_are_removed(tmp_path) -> None:
     """An older micd's name (no writer) and a dead writer's go; a live writer's, another output's
     and a user's file of a similar name stay."""
