@@ -8,7 +8,9 @@ temporary folder, so in the page cache) and patch (64x128x128), batch 2, each de
 * ``dhc_recipe``: DHC's loader as its training scripts build it, written out here: a
   ``torch.utils.data.DataLoader`` over a dataset whose item is ``np.load`` of the case's image and
   label, a random crop (origin in ``[0, n - p)``), then ``RandomFlip_LR`` and ``RandomFlip_UD`` on
-  the crop (each a copy when it fires), collated into batches in its workers. It leaves out the
+  the crop (each a copy when it fires), collated into batches in its workers. The case files are
+  DHC's: ``preprocess_amos.py`` (lines 45-58) resizes the label as a FloatTensor and saves it so,
+  a float32 label of 8.2 MB beside the image (ours is uint8, 2 MB). It leaves out the
   clip and min-max rescaling of the whole volume that DHC's ``Synapse_AMOS.__getitem__`` also
   does per patch (our preprocessing does that once), so DHC's own loader is slower still.
 * ``dhc_loader``: the same and DHC's ``ToTensor`` last, as ``make_loader`` in its ``train_*.py``
@@ -78,9 +80,11 @@ RESULTS = ROOT / "bench" / "results" / "feed_benchmark.jsonl"
 
 
 def write_protocol_cases(root: Path, n: int) -> list[str]:
-    """``n`` cases on the protocol's grid, each label holding a box of every class."""
+    """``n`` cases on the protocol's grid, each label holding a box of every class; the labels
+    also as DHC saves them (float32, ``dhc_labels/``)."""
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
+    (root / "dhc_labels").mkdir()
     rng = np.random.default_rng(0)
     ids = []
     for i in range(n):
@@ -91,6 +95,7 @@ def write_protocol_cases(root: Path, n: int) -> list[str]:
         case_id = f"case_{i:03d}"
         np.save(root / "images" / f"{case_id}.npy", rng.random(GRID, dtype=np.float32))
         np.save(root / "labels" / f"{case_id}.npy", label)
+        np.save(root / "dhc_labels" / f"{case_id}.npy", label.astype(np.float32))
         ids.append(case_id)
     return ids
 
@@ -99,7 +104,7 @@ class DHCRecipe(Dataset):
     """DHC's training item, written out: load the whole case, crop, flip the crop (see the module docstring)."""
 
     def __init__(self, root: Path, ids: list[str], repeat: int, to_tensor: bool) -> None:
-        self.paths = [(root / "images" / f"{c}.npy", root / "labels" / f"{c}.npy") for c in ids]
+        self.paths = [(root / "images" / f"{c}.npy", root / "dhc_labels" / f"{c}.npy") for c in ids]
         self.repeat, self.to_tensor = repeat, to_tensor
 
     def __len__(self) -> int:
@@ -277,6 +282,8 @@ def main() -> None:
         "batch": BATCH,
         "cases": args.cases,
         "seconds_per_measurement": args.seconds,
+        "dhc_case_files": "float32 image and float32 label, as DHC's preprocess_amos.py saves them",
+        "our_case_files": "float32 image and uint8 label, as micd preprocess saves them",
     }
     with tempfile.TemporaryDirectory(prefix="micd-feed-") as tmp:
         root = Path(tmp) / "cases"
