@@ -179,6 +179,22 @@ def close(actual: float, expected: float) -> bool:
     return math.isclose(actual, expected, rel_tol=RELATIVE, abs_tol=ABSOLUTE)
 
 
+def summaries_close(actual: list[float], expected: list[float]) -> bool:
+    """Two :func:`tensor_summary` lists: the sum of squares to ``RELATIVE``; the sum and the sampled
+    entries to ``RELATIVE`` of the tensor's norm, since an entry near zero carries round-off of the
+    size of its neighbours', which differs between CPUs' kernels (seen: 1e-9 relative on one
+    logit of 2e-3 among logits of 1e2)."""
+    if len(actual) != len(expected):
+        return False
+    if not expected:
+        return True
+    norm_tol = RELATIVE * math.sqrt(expected[1]) if math.isfinite(expected[1]) else 0.0
+    return close(actual[1], expected[1]) and all(
+        close(a, e) or math.isclose(a, e, rel_tol=0.0, abs_tol=norm_tol)
+        for a, e in zip([actual[0], *actual[2:]], [expected[0], *expected[2:]])
+    )
+
+
 def differences(actual: dict, expected: dict) -> list[str]:
     found = []
     for i, (got, want) in enumerate(zip(actual["steps"], expected["steps"], strict=True)):
@@ -193,9 +209,9 @@ def differences(actual: dict, expected: dict) -> list[str]:
         found.append(f"state keys differ: {sorted(set(actual['state']) ^ set(expected['state']))}")
     for key, want in expected["state"].items():
         got = actual["state"].get(key, [])
-        if len(got) != len(want) or not all(map(close, got, want)):
+        if not summaries_close(got, want):
             found.append(f"state {key}: {got[:3]}..., recorded {want[:3]}...")
-    if not all(map(close, actual["predict"], expected["predict"])):
+    if not summaries_close(actual["predict"], expected["predict"]):
         found.append(f"predict: {actual['predict'][:3]}..., recorded {expected['predict'][:3]}...")
     return found
 

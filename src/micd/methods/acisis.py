@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from micd.errors import SettingsError
 from micd.methods.base import Batch, Progress, StepResult
-from micd.methods.losses import dice_ce, hard_labels, masked_cross_entropy
+from micd.methods.losses import at_least_single, dice_ce, hard_labels, masked_cross_entropy
 from micd.methods.teachers import StudentWithTeacher
 
 LOG_EPS = 1e-12  # train_acisis.py:180: log(scores + 1e-12)
@@ -145,7 +145,7 @@ def sampling_weights(
     """
     logits = logits.detach()
     predicted = hard_labels(logits)
-    top = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(1).amax(1)  # fp16: in fp32
+    top = at_least_single(logits).softmax(1).amax(1)
     floor = torch.full_like(rates, min_rate)
     floor[0] = 0.0
     rate = torch.maximum(rates, floor)[predicted]

@@ -20,15 +20,10 @@ from torch import Tensor, nn
 from micd.errors import SettingsError
 from micd.methods.base import Batch
 from micd.methods.cotraining import CPS, CPSSettings
-from micd.methods.losses import hard_labels
+from micd.methods.losses import at_least_single, hard_labels
 
 GA_SMOOTH = 1e-10
 """The smoothing of both of GA's losses (``smooth = 1e-10`` in ``GALoss.py``)."""
-
-
-def at_least_single(tensor: Tensor) -> Tensor:
-    """Half precision (under autocast) raised to single; single and double kept."""
-    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def gradient_aware_cross_entropy(logits: Tensor, target: Tensor, top_percent: float, gamma: float) -> Tensor:

@@ -7,6 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+
+def at_least_single(tensor: Tensor) -> Tensor:
+    """Half precision (under autocast) raised to single; single and double kept (``.float()`` would
+    also lower double, which the double-precision golden steps must keep)."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 DICE_SMOOTH = 1.0
 """Smoothing of the supervised soft Dice: DHC's ``DC_and_CE_loss`` uses ``SoftDiceLoss(smooth=1)``."""
 

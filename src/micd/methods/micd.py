@@ -35,7 +35,7 @@ from micd.errors import SettingsError
 from micd.methods.base import Batch, Progress, StepResult
 from micd.methods.cotraining import cross_pseudo_supervision
 from micd.methods.dhc import DHC, DHCSettings
-from micd.methods.losses import hard_labels, weighted_cross_entropy
+from micd.methods.losses import at_least_single, hard_labels, weighted_cross_entropy
 from micd.methods.teachers import EMATeacher, make_teacher
 from micd.methods.weighting import ClassWeighting
 
@@ -174,7 +174,7 @@ FEATURE_DISTANCES = {"kl": _symmetric_kl, "kl_one_sided": _kl, "mse": _normalise
 
 
 def feature_distance(a: Tensor, b: Tensor, kind: str) -> Tensor:
-    return FEATURE_DISTANCES[kind](a.float(), b.float())
+    return FEATURE_DISTANCES[kind](at_least_single(a), at_least_single(b))
 
 
 class MICD(DHC):

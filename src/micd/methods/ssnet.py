@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from micd.errors import SettingsError
 from micd.methods.base import Batch, Method, Progress, StepResult
-from micd.methods.losses import hard_labels, soft_dice_per_class, weighted_cross_entropy
+from micd.methods.losses import at_least_single, hard_labels, soft_dice_per_class, weighted_cross_entropy
 from micd.methods.micd import frozen_batchnorm_statistics
 from micd.nets.vnet_ssnet import SSNetVNet
 
@@ -66,8 +66,8 @@ def soft_dice_distance(probs: Tensor, target: Tensor, smooth: float) -> Tensor:
     target as soft "one-hot" (DHC's ``SoftDiceLoss`` on two same-shaped tensors); DHC's value is
     ``-mean_c dice_c``, one less, with the same gradient."""
     axes = (0, *range(2, probs.dim()))
-    dtype = torch.promote_types(probs.dtype, torch.float32)  # half precision up, double kept
-    probs, target = probs.to(dtype), target.to(dtype)
+    probs = at_least_single(probs)  # half precision up, double kept
+    target = target.to(probs.dtype)
     overlap = (probs * target).sum(axes)
     dice = (2 * overlap + smooth) / (probs.sum(axes) + target.sum(axes) + smooth + 1e-8)
     return 1 - dice.mean()
