@@ -430,7 +430,7 @@ def test_paper_config_plans_the_whole_grid_with_no_data(tmp_path: Path) -> None:
     out = result.stdout + result.stderr
     n_runs = len(config["run_datasets"]) * len(config["ratios"]) * len(config["methods"]) * len(config["seeds"])
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out[out.index("Job stats:") :], flags=re.M))
-    assert int(counts["infer"]) == int(counts["metrics"]) == n_runs == 204
+    assert int(counts["infer"]) == int(counts["metrics"]) == n_runs == 228
     # the upper bound trains once per data set and seed, at 5 %, and is copied to 10 %
     shared = len(config["run_datasets"]) * len(config["seeds"])
     assert int(counts["train"]) == n_runs - shared and int(counts["share_every_case_run"]) == shared

@@ -207,8 +207,11 @@ def check_patch_fits(
 ) -> None:
     """A DataError naming both sizes where a patch is larger than a case's preprocessed grid and
     that cannot work: on a fixed grid (mode grid) every patch would be mostly padding; an eval
-    case validated by a centre crop (``crops_eval``) must hold one whole patch."""
+    case validated by a centre crop (``crops_eval``) must hold one whole patch. A folder without a
+    ``cases.csv`` is not checked, as :func:`check_num_classes` and ``read_case_list`` do."""
     path = Path(data_dir) / "cases.csv"
+    if not path.is_file():
+        return
     rows, patch = read_cases(data_dir), tuple(int(p) for p in patch_size)
     checked = [(c, False) for c in train_ids] + [(c, crops_eval) for c in eval_ids]
     for case_id, must_hold in checked:
