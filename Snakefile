@@ -72,6 +72,8 @@ localrules:
     training_curves,
     qualitative,
     sensitivity_report,
+    keep_tables,
+    keep_figure,
 
 
 rule all:

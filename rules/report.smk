@@ -183,7 +183,6 @@ rule keep_tables:
         kept(*TABLE_FILES, *sidecars(*TABLE_FILES)),
     log:
         "results/logs/{dataset}/keep_{table}_{tag}.log",
-    localrule: True
     run:
         copy_files(input.files, output, log[0])
 
@@ -196,7 +195,6 @@ rule keep_figure:
         kept(*figure_files(FIGURE), *sidecars(*figure_files(FIGURE))),
     log:
         "results/logs/{dataset}/keep_{name}_{tag}.log",
-    localrule: True
     run:
         copy_files(input.files, output, log[0])
 
