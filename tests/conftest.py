@@ -1,8 +1,11 @@
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 from workflow_helpers import TINY_CONFIG, snakemake
+
+from micd.data.synthetic import generate_archive
 
 
 @pytest.fixture(scope="session")
@@ -12,3 +15,17 @@ def tiny_run(tmp_path_factory) -> Path:
     (workdir / "config.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
     snakemake(workdir, "--cores", "2")
     return workdir
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic archive in AMOS's layout (two training cases, one validation case), once per module."""
+    out = tmp_path_factory.mktemp("source") / "archive"
+    generate_archive(out, 2, 1, seed=3, inplane=(40, 48), slices=(16, 20))
+    return out
+
+
+@pytest.fixture
+def archive(source: Path, tmp_path: Path) -> Path:
+    """A private copy of :func:`source` that a test may damage."""
+    return Path(shutil.copytree(source, tmp_path / "archive"))

@@ -6,7 +6,6 @@ import csv
 import gzip
 import hashlib
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,20 +17,6 @@ from micd.atomic import atomic_dir
 from micd.data.convert import MANIFEST_COLUMNS, convert_archive
 from micd.data.errors import DataError
 from micd.data.io import Volume, load_nifti, save_nifti
-from micd.data.synthetic import generate_archive
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("source") / "archive"
-    generate_archive(out, 2, 1, seed=3, inplane=(40, 48), slices=(16, 20))
-    return out
-
-
-@pytest.fixture
-def archive(source: Path, tmp_path: Path) -> Path:
-    """A private copy of the small synthetic archive that a test may damage."""
-    return Path(shutil.copytree(source, tmp_path / "archive"))
 
 
 def _manifest(path: Path) -> list[dict[str, str]]:

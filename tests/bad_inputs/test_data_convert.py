@@ -14,21 +14,8 @@ from bad_nifti import micd_error, write_nifti
 
 from micd.data.convert import convert_archive
 from micd.data.io import Volume, load_nifti, save_nifti
-from micd.data.synthetic import generate_archive
 
 CASE = "amos_0002"
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("source") / "archive"
-    generate_archive(out, 2, 1, seed=3, inplane=(40, 48), slices=(16, 20))
-    return out
-
-
-@pytest.fixture
-def archive(source: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(source, tmp_path / "archive"))
 
 
 def refused(archive: Path, snapshot, assert_unchanged, *extra: str) -> str:
