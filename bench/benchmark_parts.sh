@@ -10,7 +10,7 @@
 #   bash bench/benchmark_parts.sh grid1 grid2 grid3 grid4 grid5
 #
 # (The recorded runs took `choice core5 added5 A5a cld_ablation seeds`: the same 5 % runs, grouped
-# as the rows were added.)
+# as the rows were added; `since_dhc` trains the two rows published since DHC, at 5 % only.)
 # A part whose runs are done costs only its report jobs; an interrupted part resumes where it
 # stopped when started again (each run resumes from its checkpoint). `final` builds the tables
 # and figures of config/benchmark.yaml alone.
@@ -78,6 +78,7 @@ for part in "$@"; do
             --prioritize "$RUNS10"/{micd,dhc,distdw,diffdw}/seed0/model.pt ;;
         # the part of A10b that one session could train on a slower day (docs/benchmark.md)
         A10b_trained) run_part A10b_trained "${BASE[@]}" $P/10p.yaml $P/last_rows_trained.yaml ;;
+        since_dhc) run_part since_dhc "${BASE[@]}" $P/since_dhc.yaml ;;
         seeds) run_part seeds "${BASE[@]}" $P/seeds.yaml ;;
         ablation) run_part ablation ablation "${BASE[@]}" $P/5p.yaml ;;
         # CLD (the last row not yet trained at 5 %) beside the ablation: four runs keep both cores busy
