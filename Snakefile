@@ -4,8 +4,8 @@ from pathlib import Path
 import yaml
 from snakemake.utils import min_version, update_config, validate
 
-from micd.config_check import ConfigError, check_config, check_config_file
-from micd.config_strings import typed_config
+from micd.config.check import ConfigError, check_config, check_config_file
+from micd.config.strings import typed_config
 from micd.report.landing import landing_words
 
 min_version("9.0")
@@ -31,7 +31,7 @@ update_config(
         yaml.safe_load(Path(workflow.source_path("config/schema.yaml")).read_text()),
     ),
 )
-# short messages naming each unknown key, bad value or unregistered method (src/micd/config_check.py);
+# short messages naming each unknown key, bad value or unregistered method (src/micd/config/check.py);
 # the message alone, as a raised error would add Snakemake's traceback lines under it
 try:
     check_config(config, workflow.source_path("config/schema.yaml"))

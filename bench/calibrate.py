@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from micd.provenance import cpu_model
-from micd.runs import Run, first_run_dataset, layered_config, resolve_run
+from micd.training.runs import Run, first_run_dataset, layered_config, resolve_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "bench" / "results" / "calibration.jsonl"

@@ -62,9 +62,10 @@ from memory_benchmark import machine, protocol_batches  # noqa: E402
 from step_benchmark import make_cases  # noqa: E402
 
 from micd.data.loaders import CaseVolumes, QueueSettings, labelled_sampler, patch_stream, stack_patches  # noqa: E402
-from micd.engine import TrainData, Trainer, TrainSettings  # noqa: E402
 from micd.methods import METHODS  # noqa: E402
-from micd.runs import layered_config, resolve_run  # noqa: E402
+from micd.settings import TrainSettings  # noqa: E402
+from micd.training.loop import TrainData, Trainer
+from micd.training.runs import layered_config, resolve_run  # noqa: E402
 
 GRID = (80, 160, 160)
 PATCH = (64, 128, 128)

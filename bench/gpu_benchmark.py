@@ -32,11 +32,13 @@ from micd.data.convert import convert_archive  # noqa: E402
 from micd.data.preprocess import preprocess  # noqa: E402
 from micd.data.splits import make_splits  # noqa: E402
 from micd.data.synthetic import generate_archive  # noqa: E402
-from micd.engine import TrainData, Trainer, TrainSettings, resolve_device  # noqa: E402
-from micd.evaluation.metrics import summarise  # noqa: E402
-from micd.evaluation.predict import InferenceSettings, predict_cases  # noqa: E402
-from micd.evaluation.score import score_run  # noqa: E402
-from micd.runs import first_run_dataset, layered_config, resolve_run, training_cases  # noqa: E402
+from micd.devices import resolve_device  # noqa: E402
+from micd.evaluation.measures import summarise  # noqa: E402
+from micd.evaluation.metrics import score_run  # noqa: E402
+from micd.inference.infer import InferenceSettings, predict_cases  # noqa: E402
+from micd.settings import TrainSettings
+from micd.training.loop import TrainData, Trainer
+from micd.training.runs import first_run_dataset, layered_config, resolve_run, training_cases  # noqa: E402
 
 CONFIGS = ("config/config.yaml", "config/benchmark.yaml", "config/benchmark_gpu.yaml")
 

@@ -52,12 +52,14 @@ from micd.data.convert import convert_archive  # noqa: E402
 from micd.data.preprocess import preprocess  # noqa: E402
 from micd.data.splits import make_splits  # noqa: E402
 from micd.data.synthetic import generate_archive  # noqa: E402
-from micd.engine import TrainData, Trainer, TrainSettings, resolve_device  # noqa: E402
-from micd.evaluation.predict import InferenceSettings, predict_cases  # noqa: E402
-from micd.evaluation.score import score_run  # noqa: E402
+from micd.devices import resolve_device  # noqa: E402
+from micd.evaluation.metrics import score_run  # noqa: E402
+from micd.inference.infer import InferenceSettings, predict_cases  # noqa: E402
 from micd.methods import METHODS  # noqa: E402
 from micd.provenance import package_versions  # noqa: E402
-from micd.runs import training_cases  # noqa: E402
+from micd.settings import TrainSettings
+from micd.training.loop import TrainData, Trainer
+from micd.training.runs import training_cases  # noqa: E402
 
 WORKFLOW_GRID = (32, 48, 48)
 RATIO = 25  # labelled percent of the tiny set

@@ -22,8 +22,8 @@ from micd.data.convert import convert_archive
 from micd.data.io import load_nifti
 from micd.data.preprocess import preprocess, read_cases
 from micd.data.synthetic import generate_archive
-from micd.evaluation.inference import BLENDING_MODES, sliding_window_probabilities
-from micd.evaluation.predict import InferenceSettings, original_prediction_path, predict_cases, prediction_path
+from micd.inference.infer import InferenceSettings, original_prediction_path, predict_cases, prediction_path
+from micd.inference.sliding_window import BLENDING_MODES, sliding_window_probabilities
 from micd.methods import build_method
 
 out = Path(os.environ.get("OUT", "/tmp"))

@@ -1,6 +1,6 @@
 """Peak memory of one training step of every registered method, each method in its own process.
 
-For each (size, method, precision) a child process builds the real engine (``micd.engine.Trainer``)
+For each (size, method, precision) a child process builds the real engine (``micd.training.loop.Trainer``)
 on random preprocessed volumes, runs a warm-up step on 16x32x32 patches (it creates the
 gradients and the optimisers' momentum buffers and loads the kernels, at little cost; DePL,
 whose state has the patch's shape, warms up at the measured patch: ``--warmup same``; a skipped
@@ -71,11 +71,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from step_benchmark import NUM_CLASSES, make_cases  # noqa: E402
 
-from micd.engine import TrainData, Trainer, TrainSettings, resolve_device  # noqa: E402
-from micd.memory import usable  # noqa: E402
+from micd.devices import resolve_device  # noqa: E402
 from micd.methods import METHODS  # noqa: E402
 from micd.provenance import cpu_model  # noqa: E402
-from micd.runs import layered_config, resolve_run  # noqa: E402
+from micd.settings import TrainSettings
+from micd.training.loop import TrainData, Trainer
+from micd.training.memory import usable  # noqa: E402
+from micd.training.runs import layered_config, resolve_run  # noqa: E402
 
 SIZES = {
     "tiny": {"n_filters": 2, "patch_size": [64, 32, 32], "measured": [[16, 32, 32], [32, 32, 32]]},

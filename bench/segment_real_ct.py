@@ -36,7 +36,7 @@ from micd.data.convert import to_canonical
 from micd.data.io import Volume, file_digest, load_nifti
 from micd.data.preprocess import window_normalise
 from micd.data.totalsegmentator import REAL_CT_SOURCE, real_ct_dir, to_amos
-from micd.evaluation.metrics import dice_percent
+from micd.evaluation.measures import dice_percent
 from micd.model_file import read_model
 from micd.provenance import code_version, provenance
 from micd.report.figures import plot_label_maps

@@ -1,6 +1,6 @@
 """Time and memory of one training iteration, per method, size and precision.
 
-For each (method, size, precision) it builds the real engine (``micd.engine.Trainer``) on
+For each (method, size, precision) it builds the real engine (``micd.training.loop.Trainer``) on
 random preprocessed volumes of the size's grid, runs warm-up iterations, then times
 ``--iterations`` iterations through the real TorchIO queues, splitting each into data wait
 and compute, and records iterations per second and peak memory (CUDA allocator peak on a GPU,
@@ -33,8 +33,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from micd.engine import TrainData, Trainer, TrainSettings, resolve_device  # noqa: E402
+from micd.devices import resolve_device  # noqa: E402
 from micd.provenance import cpu_model  # noqa: E402
+from micd.settings import TrainSettings
+from micd.training.loop import TrainData, Trainer
 
 SIZES = {
     "tiny": {"grid": (32, 48, 48), "patch_size": [32, 32, 32], "n_filters": 2},

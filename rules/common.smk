@@ -6,7 +6,7 @@ import shlex
 import sys
 from types import SimpleNamespace
 
-from micd import runs
+from micd.training import runs
 
 
 wildcard_constraints:
@@ -58,7 +58,7 @@ def family(wildcards):
 
 
 def train_settings(wildcards):
-    """The run's train settings (micd.runs.train_settings)."""
+    """The run's train settings (micd.training.runs.train_settings)."""
     return runs.train_settings(config, wildcards.dataset, wildcards.method)
 
 
@@ -81,7 +81,7 @@ def as_json(value):
 
 
 def sensitivity_variants():
-    """The mask-sensitivity grid as named MICD variants (micd.runs.sensitivity_variants)."""
+    """The mask-sensitivity grid as named MICD variants (micd.training.runs.sensitivity_variants)."""
     return runs.sensitivity_variants(config)
 
 

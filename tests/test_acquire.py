@@ -21,11 +21,10 @@ from http_server import serve
 
 from micd.data.acquire import download, extract_zip, fetch_files, fetch_synapse, zenodo_file
 from micd.data.convert import convert_archive, read_manifest
-from micd.data.errors import DataError
 from micd.data.io import Volume, load_nifti, save_nifti
 from micd.data.preprocess import preprocess, read_cases, restore_original
 from micd.data.synthetic import generate_archive
-from micd.errors import SettingsError
+from micd.errors import DataError, SettingsError
 from micd.methods import display_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -306,8 +305,9 @@ def test_synapse_gets_dhcs_grid_slices_kept_and_half_the_inplane_size(served: Pa
     import torch
 
     from micd.data.classes import classes_for
-    from micd.evaluation.predict import from_volume, predict_cases, prediction_path
-    from micd.evaluation.score import score_run
+    from micd.data.predictions import from_volume, prediction_path
+    from micd.evaluation.metrics import score_run
+    from micd.inference.infer import predict_cases
     from micd.methods import build_method
 
     torch.manual_seed(0)

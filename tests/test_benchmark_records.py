@@ -147,7 +147,7 @@ def test_the_grid_parts_train_every_cell_of_the_configured_grid_once():
     sys.path.insert(0, str(ROOT / "bench"))
     from archived_sensitivity import resolved_config
 
-    from micd.runs import sensitivity_variants
+    from micd.training.runs import sensitivity_variants
 
     grid = sensitivity_variants(resolved_config([ROOT / "config" / "benchmark.yaml"]))
     script = (ROOT / "bench" / "benchmark_parts.sh").read_text()

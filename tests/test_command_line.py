@@ -13,8 +13,8 @@ import yaml
 from workflow_helpers import ROOT, TINY_CONFIG, snakemake
 
 import micd as micd_package
-from micd.config_check import ConfigError, check_config
-from micd.config_strings import typed_config
+from micd.config.check import ConfigError, check_config
+from micd.config.strings import typed_config
 from micd.methods import METHODS
 from micd.names import nearest
 

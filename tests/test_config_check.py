@@ -12,8 +12,8 @@ import pytest
 import yaml
 from workflow_helpers import copy_workflow, snakemake_env
 
-from micd.config_check import ConfigError, check_config
-from micd.runs import layered_config
+from micd.config.check import ConfigError, check_config
+from micd.training.runs import layered_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "config" / "schema.yaml"

@@ -15,8 +15,8 @@ import pytest
 
 from micd.atomic import atomic_dir
 from micd.data.convert import MANIFEST_COLUMNS, convert_archive
-from micd.data.errors import DataError
 from micd.data.io import Volume, load_nifti, save_nifti
+from micd.errors import DataError
 
 
 def _manifest(path: Path) -> list[dict[str, str]]:

@@ -299,7 +299,7 @@ def dhc_center_crop(item: np.ndarray, output_size: tuple[int, int, int]) -> np.n
 
 @pytest.mark.parametrize("shape", [(20, 30, 31), (16, 30, 30), (16, 18, 40), (17, 21, 19)])
 def test_validation_crop_is_dhcs_center_crop_padding_quirk_included(shape):
-    from micd.evaluation.metrics import dhc_centre_crop
+    from micd.evaluation.measures import dhc_centre_crop
 
     volume = np.arange(np.prod(shape), dtype=np.float32).reshape(shape) + 1
     patch = (16, 16, 16)
@@ -309,7 +309,7 @@ def test_validation_crop_is_dhcs_center_crop_padding_quirk_included(shape):
 
 
 def test_validation_dice_is_dhcs_soft_dice_with_absent_classes_at_one_half():
-    from micd.evaluation.metrics import dhc_validation_dice
+    from micd.evaluation.measures import dhc_validation_dice
 
     g = torch.Generator().manual_seed(8)
     truth = torch.randint(0, C - 1, (6, 8, 8), generator=g)  # class C - 1 absent

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from micd.data.loaders import data_fingerprint
-from micd.engine import TrainData, Trainer, TrainSettings, autocast_dtype, poly_lr
 from micd.errors import RunInUseError
 from micd.model_file import read_model
+from micd.settings import TrainSettings
+from micd.training.loop import TrainData, Trainer, autocast_dtype, poly_lr
 
 NUM_CLASSES = 4
 
@@ -202,7 +203,7 @@ def test_sigterm_checkpoints_and_the_rerun_resumes_above_step_zero(data_dir, tmp
 HOLD_THE_RUN = """
 import sys
 from pathlib import Path
-from micd.engine import one_trainer_per_run
+from micd.training.run_guard import one_trainer_per_run
 with one_trainer_per_run(Path(sys.argv[1])):
     print("held", flush=True)
     sys.stdin.read()
@@ -246,12 +247,12 @@ def test_a_file_system_without_locks_trains_without_one(data_dir, tmp_path, monk
     """flock failing for want of lock support (not because the run is held) does not stop a run."""
     import errno
 
-    import micd.engine as engine
+    import micd.training.run_guard as run_guard
 
     def no_locks(handle, operation):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(engine.fcntl, "flock", no_locks)
+    monkeypatch.setattr(run_guard.fcntl, "flock", no_locks)
     assert Trainer("supervised", {}, tiny_settings(), tiny_data(data_dir), tmp_path / "run", seed=1).fit()
     assert "trainer.lock ([Errno 37] No locks available): training without one" in capsys.readouterr().out
 
@@ -272,7 +273,7 @@ def test_unknown_train_setting_is_named():
 
 
 def test_labelled_patch_sampling_follows_the_method_or_the_class_balanced_switch(data_dir, tmp_path, monkeypatch):
-    import micd.engine as engine
+    import micd.training.loop as engine
 
     seen = []
     monkeypatch.setattr(
@@ -338,7 +339,7 @@ class PoisonedFrom(Trainer):
 
 
 def test_a_non_finite_loss_changes_no_weight_is_logged_and_a_run_of_them_stops(data_dir, tmp_path, capsys):
-    from micd.engine import TrainingError
+    from micd.training.loop import TrainingError
 
     trainer = PoisonedFrom("supervised", {}, tiny_settings(max_bad_steps=3), tiny_data(data_dir), tmp_path, seed=0)
     trainer.skipped_rows = []
@@ -381,7 +382,7 @@ def test_epochs_learning_rate_and_validation_follow_dhcs_loop(data_dir, tmp_path
 
 @pytest.mark.parametrize("validation", ["centre_crop", "sliding_window"])
 def test_validation_scores_the_configured_way(data_dir, tmp_path, validation, monkeypatch):
-    import micd.engine as engine
+    import micd.training.loop as engine
 
     settings = tiny_settings(validation=validation)
     trainer = Trainer("supervised", {}, settings, tiny_data(data_dir), tmp_path, seed=0)

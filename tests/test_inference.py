@@ -18,20 +18,14 @@ from micd.data.classes import classes_for
 from micd.data.convert import convert_archive
 from micd.data.io import load_nifti
 from micd.data.loaders import case_paths
+from micd.data.predictions import from_volume, original_prediction_path, prediction_path
 from micd.data.preprocess import grid_affine, preprocess, read_cases
 from micd.data.synthetic import generate_archive
 from micd.errors import SettingsError
-from micd.evaluation.inference import BLENDING_MODES, segment, sliding_window_probabilities
-from micd.evaluation.metrics import METRICS_CSV_COLUMNS, dice_and_asd
-from micd.evaluation.predict import (
-    InferenceSettings,
-    from_volume,
-    original_prediction_path,
-    predict_cases,
-    prediction_path,
-    write_predictions,
-)
-from micd.evaluation.score import grid_spacing, score_run
+from micd.evaluation.measures import METRICS_CSV_COLUMNS, dice_and_asd
+from micd.evaluation.metrics import grid_spacing, score_run
+from micd.inference.infer import InferenceSettings, predict_cases, write_predictions
+from micd.inference.sliding_window import BLENDING_MODES, segment, sliding_window_probabilities
 from micd.methods import build_method
 from micd.nets.vnet import VNet
 

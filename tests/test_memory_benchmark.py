@@ -73,7 +73,7 @@ def test_a_cpu_without_bf16_instructions_gives_no_16bit_number(tmp_path):
     out-of-memory message leave such a record out, and keep one from a CPU with bf16."""
     from memory_benchmark import resource_table
 
-    from micd.memory import recorded_needs
+    from micd.training.memory import recorded_needs
 
     def estimate(precision, mib, machine):
         return {

@@ -340,7 +340,7 @@ def test_a_run_killed_and_resumed_trains_the_same_weights(tmp_path, method, sett
     resumed run draws what the straight run drew."""
     from test_engine import StopAt, final_state, tiny_data, tiny_settings
 
-    from micd.engine import Trainer
+    from micd.training.loop import Trainer
 
     data_dir = tmp_path / "preprocessed"  # test_engine's six tiny cases: a box of each class
     (data_dir / "images").mkdir(parents=True)

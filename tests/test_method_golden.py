@@ -26,9 +26,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from micd.engine import TrainSettings, seed_everything
 from micd.methods import METHODS, Batch, Progress, build_method
 from micd.methods.micd import MICDSettings, builtin_variants, mask_sensitivity_variants
+from micd.settings import TrainSettings
+from micd.training.loop import seed_everything
 
 GOLDEN = Path(__file__).parent / "data" / "golden_method_steps.json"
 RELATIVE = 1e-9

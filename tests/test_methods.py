@@ -174,7 +174,20 @@ def test_inference_is_the_mean_of_the_two_students_or_teachers():
     assert torch.allclose(teachers.predict(x), (teachers.teacher_a(x) + teachers.teacher_b(x)) / 2)
 
 
-TWO_BRANCH_ROWS = ["cps", "cld", "dhc", "distdw", "diffdw", "depl", "adsh", "crest", "simis", "ga_cps", "dhc_stac", "micd"]
+TWO_BRANCH_ROWS = [
+    "cps",
+    "cld",
+    "dhc",
+    "distdw",
+    "diffdw",
+    "depl",
+    "adsh",
+    "crest",
+    "simis",
+    "ga_cps",
+    "dhc_stac",
+    "micd",
+]
 
 
 def test_two_branch_rows_build_on_the_cotraining_core_with_their_own_weightings():

@@ -19,7 +19,7 @@ from monai.metrics import (
 from monai.metrics.utils import get_mask_edges, get_surface_distance
 from scipy import ndimage
 
-from micd.evaluation.metrics import class_means, dice_and_asd, score_case, summarise
+from micd.evaluation.measures import class_means, dice_and_asd, score_case, summarise
 
 SPACING = (2.5, 0.8, 1.1)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from micd.data.errors import DataError
-from micd.engine import TrainSettings
+from micd.errors import DataError
 from micd.methods import build_method
 from micd.model_file import MODEL_FORMAT, load_model, model_record, read_model, save_model
+from micd.settings import TrainSettings
 
 NUM_CLASSES = 3
 

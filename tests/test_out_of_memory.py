@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import micd.memory
+import micd.training.memory
 from micd.cli import main
 from micd.methods.supervised import Supervised
 
@@ -38,7 +38,7 @@ def test_out_of_memory_names_method_size_device_needs_and_levers_and_the_run_res
     estimate = {"benchmark": "memory", "kind": "estimate", "method": "supervised", "precision": "fp32"}
     estimate |= {"n_filters": 2, "batch": "2+0", "intercept_mib": 100, "mib_per_voxel": 0.5, "date": "2026-12-03"}
     records.write_text(json.dumps(estimate | {"measured": {"16x16x32": 4196, "16x32x32": 8292}}) + "\n")
-    monkeypatch.setattr(micd.memory, "RECORDS", (records,))
+    monkeypatch.setenv("MICD_MEMORY_RECORDS", str(records))
     real_step = Supervised.training_step
     calls = []
 
@@ -76,5 +76,5 @@ def test_out_of_memory_names_method_size_device_needs_and_levers_and_the_run_res
 
 
 def test_without_a_record_the_message_says_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(micd.memory, "RECORDS", (tmp_path / "none.jsonl",))
-    assert micd.memory.recorded_needs("micd", 32, [64, 128, 128], "2+2") == {}
+    monkeypatch.setenv("MICD_MEMORY_RECORDS", str(tmp_path / "none.jsonl"))
+    assert micd.training.memory.recorded_needs("micd", 32, [64, 128, 128], "2+2") == {}

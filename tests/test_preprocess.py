@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from micd.data.convert import MANIFEST_COLUMNS, convert_archive
-from micd.data.errors import DataError
 from micd.data.io import Volume, save_nifti, write_csv
 from micd.data.preprocess import preprocess, resize_label, window_normalise
 from micd.data.synthetic import generate_archive
+from micd.errors import DataError
 
 GRID = (16, 24, 24)
 

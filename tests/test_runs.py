@@ -1,4 +1,4 @@
-"""Resolving a run (micd.runs): the one place the rules, `micd train` and bench/ take a run's
+"""Resolving a run (micd.training.runs): the one place the rules, `micd train` and bench/ take a run's
 method, settings, train settings and case lists from."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from snakemake.utils import update_config
 
-from micd.runs import (
+from micd.training.runs import (
     first_run_dataset,
     layered_config,
     method_spec,

@@ -23,7 +23,7 @@ from micd.data.io import Volume, load_nifti, save_nifti
 from micd.data.preprocess import label_resampling, resize_label
 from micd.data.scan_checks import check_ct
 from micd.data.totalsegmentator import real_ct_dir, to_amos
-from micd.segment import PreparedScan, Preprocessing, prepare_scan
+from micd.inference.own_scans import PreparedScan, Preprocessing, prepare_scan
 
 REAL_CT = real_ct_dir(ROOT)
 pytestmark = pytest.mark.skipif(

@@ -11,7 +11,6 @@ import pytest
 from http_server import serve
 
 from micd.data.acquire import fetch_files
-from micd.data.errors import DataError
 from micd.data.io import read_case_list, write_case_list
 from micd.data.splits import (
     assemble_splits,
@@ -22,6 +21,7 @@ from micd.data.splits import (
     validate_splits,
     write_splits,
 )
+from micd.errors import DataError
 
 TRAIN_IDS = [f"amos_{k:04d}" for k in range(1, 41)]
 TEST_IDS = [f"amos_{k:04d}" for k in range(41, 49)]

@@ -13,8 +13,8 @@ import pytest
 
 from micd.cli import main as micd
 from micd.data.classes import OrganClass, classes_for
-from micd.data.errors import DataError
 from micd.data.io import file_digest
+from micd.errors import DataError
 from micd.report.build import build_tables
 from micd.report.captions import PublishedSource, TableFacts, main_caption, published_sources
 from micd.report.published import DHC_PAPER, read_published

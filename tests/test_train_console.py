@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from micd.train_console import TrainingConsole, clock_text, start_line
+from micd.training.console import TrainingConsole, clock_text, start_line
 
 MICD = Path(sys.executable).parent / "micd"
 

@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 from workflow_helpers import ROOT, TINY_CONFIG, snakemake
 
-from micd.evaluation.metrics import summarise
+from micd.evaluation.measures import summarise
 
 REPORT_RULES = ("report", "dice_per_class", "dice_vs_ratio", "training_curves", "qualitative")
 TABLES = [f"tables/synthetic_results.{ext}" for ext in ("md", "tex", "html", "csv")] + [

@@ -24,8 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from micd.data.errors import case_error
-from micd.errors import DiskFullError
+from micd.errors import DiskFullError, case_error
 
 OUTPUT_MARKER = ".micd-output"  # in an output folder: "micd <stage>", the stage that wrote it
 

@@ -51,7 +51,7 @@ def _number(kind: type, least: float, *, above: bool = False, most: float | None
 
 def _train_settings(text: str) -> dict:
     """``--train-settings``: a JSON object whose keys are train settings of the right type and bounds."""
-    from micd.engine import train_setting_problems
+    from micd.settings import train_setting_problems
 
     values = _json(text)
     problems = train_setting_problems(values)
@@ -137,9 +137,9 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 def cmd_split(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from micd.data.errors import DataError
     from micd.data.io import write_csv
     from micd.data.splits import ORIGIN_COLUMNS, assemble_splits, check_split_lists, write_splits
+    from micd.errors import DataError
 
     cases = pd.read_csv(args.cases, dtype={"case_id": str})
     train = cases.loc[cases["subset"] == "train", "case_id"].tolist()
@@ -187,15 +187,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
     from micd.data.classes import classes_for
-    from micd.data.errors import DataError
     from micd.data.io import read_case_list
     from micd.data.preprocess import check_num_classes, check_patch_fits
-    from micd.engine import TrainData, Trainer, TrainSettings
-    from micd.memory import out_of_memory_message
+    from micd.errors import DataError
     from micd.methods import METHODS
     from micd.methods.base import settings_from_dict
     from micd.names import nearest
-    from micd.runs import training_cases
+    from micd.settings import TrainSettings
+    from micd.training.loop import TrainData, Trainer
+    from micd.training.memory import out_of_memory_message
+    from micd.training.runs import training_cases
 
     torch.set_num_threads(args.threads)
     if args.method not in METHODS:
@@ -252,7 +253,7 @@ def cmd_infer(args: argparse.Namespace) -> None:
     import torch
 
     from micd.data.io import read_case_list
-    from micd.evaluation.predict import InferenceSettings, predict_cases
+    from micd.inference.infer import InferenceSettings, predict_cases
 
     torch.set_num_threads(args.threads)
     settings = InferenceSettings(batch_size=args.batch_size, blending=args.blending, original_grid=args.original_grid)
@@ -263,7 +264,7 @@ def cmd_infer(args: argparse.Namespace) -> None:
 def cmd_segment(args: argparse.Namespace) -> None:
     import torch
 
-    from micd.segment import segment_with_model
+    from micd.inference.own_scans import segment_with_model
 
     torch.set_num_threads(args.threads)
     segment_with_model(args.model, args.images, args.out, args.batch_size, args.blending, args.device)
@@ -272,7 +273,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
 def cmd_metrics(args: argparse.Namespace) -> None:
     from micd.data.classes import classes_for
     from micd.data.io import read_case_list
-    from micd.evaluation.score import score_run
+    from micd.evaluation.metrics import score_run
 
     run = {"dataset": args.dataset, "ratio": args.ratio, "method": args.method, "seed": args.seed}
     score_run(
@@ -719,8 +720,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from micd.data.errors import DataError
-    from micd.errors import DiskFullError, RunInUseError, SettingsError
+    from micd.errors import DataError, DiskFullError, RunInUseError, SettingsError
 
     args = parser().parse_args(argv)
     try:

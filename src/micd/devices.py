@@ -33,6 +33,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_LOCK_DIR = Path(tempfile.gettempdir()) / f"micd-device-slots-{os.getuid()}"
 POLL_SECONDS = 5.0
@@ -195,3 +199,12 @@ def claim_device(
             log(f"device slot: every allowed GPU ({','.join(devices)}) is taken; waiting up to {wait_minutes:g} min")
             announced = True
         time.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0.1)))
+
+
+def resolve_device(name: str) -> "torch.device":
+    """The torch device a run computes on: ``auto`` is the GPU where there is one."""
+    import torch  # here: the workflow reads this module's slots without torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -8,7 +8,7 @@ lists, dicts, None), so that it loads with ``weights_only=True``:
     method           the registered method (format 0: ``provenance.method``)
     method_state     what inference needs of the method (``Method.inference_state_dict``)
     method_settings  the method's settings, every field (``Method.Settings``)
-    train_settings   the run's train settings, every field (``micd.engine.TrainSettings``)
+    train_settings   the run's train settings, every field (``micd.settings.TrainSettings``)
     num_classes      classes with the background
     best_epoch, best_eval_dice   the selected checkpoint's epoch and validation Dice (%)
     provenance       the run (dataset, family, ratio, variant, method, seed, labelled cases and
@@ -24,18 +24,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from micd.data.errors import case_error
+from micd.errors import case_error
 from micd.provenance import atomic_torch_save
 from micd.torch_files import load_weights_only
 
 if TYPE_CHECKING:
     import torch
 
-    from micd.engine import TrainSettings
     from micd.methods import Method
+    from micd.settings import TrainSettings
 
 MODEL_FORMAT = 1
-# what every model file of any format has; `micd segment` needs more (micd.segment)
+# what every model file of any format has; `micd segment` needs more (micd.inference.own_scans)
 REQUIRED_KEYS = ("method_state", "method_settings", "train_settings", "num_classes", "provenance")
 
 
@@ -101,8 +101,8 @@ def missing_key_error(path: Path, key: str):
 
 def method_from_record(saved: Mapping[str, Any], device: "torch.device") -> tuple["Method", "TrainSettings"]:
     """The method (in eval mode, on ``device``) and train settings of a read model file."""
-    from micd.engine import TrainSettings
     from micd.methods import build_method
+    from micd.settings import TrainSettings
 
     settings = TrainSettings.from_dict(saved["train_settings"])
     method = build_method(

@@ -8,10 +8,13 @@ import subprocess
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import micd
 from micd.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 PACKAGES = ("micd", "torch", "torchio", "nibabel", "numpy", "scipy", "pandas", "snakemake")
 
@@ -71,3 +74,19 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     # not the C++ writer's "unexpected pos"
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
+
+
+def compute_environment(device: "torch.device") -> dict[str, Any]:
+    """Where a run computes: the same run can part in the last bits of its floats on another CPU
+    instruction set or GPU, and then differ more and more as it trains."""
+    import torch
+
+    environment = {
+        "device": device.type,
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        environment["gpu"] = torch.cuda.get_device_name(device)
+    return environment

@@ -1,6 +1,6 @@
 """The type a settings dataclass gives each field, checked on values from a config or the command line.
 
-A method's settings (``Method.Settings``) and the train settings (``micd.engine.TrainSettings``)
+A method's settings (``Method.Settings``) and the train settings (``micd.settings.TrainSettings``)
 are dataclasses whose annotations are the only statement of what each key takes; a value of
 another type (``mask_block: "8"``) would otherwise pass every check and fail at the first step.
 """

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from micd.data.errors import DataError
+from micd.errors import DataError
 
 ZIP_MAGIC = b"PK\x03\x04"  # every file torch.save has written since PyTorch 1.6 is a zip archive
 

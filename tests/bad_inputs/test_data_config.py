@@ -12,8 +12,8 @@ import yaml
 from test_config_check import _dry_run as dry_run
 from workflow_helpers import ROOT, copy_workflow
 
-from micd.config_check import ConfigError, check_config, check_config_file
-from micd.engine import TRAIN_MINIMUMS, TrainSettings, train_setting_problems
+from micd.config.check import ConfigError, check_config, check_config_file
+from micd.settings import TRAIN_MINIMUMS, TrainSettings, train_setting_problems
 
 SCHEMA = ROOT / "config" / "schema.yaml"
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())

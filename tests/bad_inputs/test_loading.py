@@ -17,11 +17,11 @@ import torch
 from bad_nifti import micd_error
 
 from micd.data.classes import AMOS_CLASSES
-from micd.data.errors import DataError
-from micd.engine import TrainData, Trainer, TrainSettings
-from micd.errors import DiskFullError
+from micd.errors import DataError, DiskFullError
 from micd.methods import build_method
 from micd.model_file import model_record, read_model, save_model
+from micd.settings import TrainSettings
+from micd.training.loop import TrainData, Trainer
 
 NUM_CLASSES = 3
 

@@ -24,9 +24,8 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from micd.atomic import stage_output_dir
-from micd.data.errors import DataError, case_error
 from micd.data.io import file_digest, write_csv
-from micd.errors import SettingsError
+from micd.errors import DataError, SettingsError, case_error
 
 CHUNK = 1 << 20
 JUNK_PREFIXES = ("__MACOSX/",)

@@ -25,7 +25,6 @@ import numpy as np
 
 from micd.atomic import stage_output_dir
 from micd.data.classes import classes_for
-from micd.data.errors import case_error
 from micd.data.io import (
     Volume,
     file_digest,
@@ -34,7 +33,7 @@ from micd.data.io import (
     write_csv,
 )
 from micd.data.scan_checks import check_geometry, check_training_image
-from micd.errors import SettingsError
+from micd.errors import SettingsError, case_error
 
 AFFINE_TOLERANCE_MM = 1e-3
 MANIFEST_COLUMNS = (

@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from micd.atomic import atomic_write
-from micd.data.errors import case_error
+from micd.errors import case_error
 
 
 def read_case_list(path: Path, data_dir: Path | None = None) -> list[str]:

@@ -42,10 +42,9 @@ import torch.nn.functional as F
 
 from micd.atomic import atomic_write, stage_output_dir
 from micd.data.convert import format_affine, parse_affine, read_manifest
-from micd.data.errors import case_error
 from micd.data.io import Volume, load_nifti, write_csv
 from micd.data.scan_checks import check_geometry
-from micd.errors import SettingsError
+from micd.errors import SettingsError, case_error
 
 MODES = ("grid", "half_inplane", "spacing")
 DHC_MODES = ("grid", "half_inplane")
@@ -177,7 +176,7 @@ def target_shape(mode: str, target: tuple, shape_dhw: tuple[int, ...], spacing_d
 def preprocessing_record(data_dir: Path) -> dict | None:
     """How a preprocessed folder was made (mode, its grid or spacing, HU window), from its
     ``stats.json``; None for a folder without one. A model trained on the folder keeps this, so
-    that a new scan can be preprocessed the same way (micd.segment)."""
+    that a new scan can be preprocessed the same way (micd.inference.own_scans)."""
     path = Path(data_dir) / "stats.json"
     if not path.is_file():
         return None
@@ -235,6 +234,15 @@ def read_cases(data_dir: Path) -> dict[str, dict[str, str]]:
     path = Path(data_dir) / "cases.csv"
     with open(path, newline="") as f:
         return {row["case_id"]: row for row in csv.DictReader(f)}
+
+
+def case_rows(data_dir: Path, case_ids: list[str]) -> dict[str, Mapping[str, str]]:
+    """The ``cases.csv`` rows of ``case_ids``; a case missing there is an error."""
+    rows = read_cases(data_dir)
+    for case_id in case_ids:
+        if case_id not in rows:
+            raise case_error(case_id, Path(data_dir) / "cases.csv", "expected a row for this case")
+    return {case_id: rows[case_id] for case_id in case_ids}
 
 
 def grid_affine(case_row: Mapping[str, str]) -> np.ndarray:

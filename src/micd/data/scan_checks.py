@@ -10,7 +10,7 @@
   counting one padding value below :data:`HU_FLOOR` (-32768 in some exports);
 - a scan to segment has at least :data:`MIN_SCAN_VOXELS` voxels along every axis.
 
-Each failure is a :class:`~micd.data.errors.DataError` naming the case and the file.
+Each failure is a :class:`~micd.errors.DataError` naming the case and the file.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from micd.data.errors import case_error
 from micd.data.io import Volume
+from micd.errors import case_error
 
 # Hounsfield units: the lowest value a scanner writes is its padding outside the field of view
 # (-3024 on some; air is -1000), and every CT of the trunk holds fat (-100) or air.

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from micd.data.errors import DataError
 from micd.data.io import read_case_list, write_case_list
-from micd.errors import SettingsError
+from micd.errors import DataError, SettingsError
 
 
 def labelled_name(ratio: int) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from micd.data.classes import classes_for
-from micd.evaluation.metrics import RUN_KEYS
+from micd.evaluation.measures import RUN_KEYS
 from micd.methods import display_name
 from micd.report.captions import TableFacts, main_caption, organ_caption, published_sources
 from micd.report.figures import (
@@ -181,7 +181,7 @@ def build_qualitative(
     which have a ``predictions`` folder; one run per (ratio, method), e.g. all of seed 0."""
     from micd.data.io import load_nifti
     from micd.data.loaders import case_paths
-    from micd.evaluation.predict import from_volume, prediction_path
+    from micd.data.predictions import from_volume, prediction_path
 
     case_id = choose_case(cases_file, case_id)
     image_path, label_path = case_paths(data_dir, case_id)

@@ -181,7 +181,7 @@ def plot_mask_sensitivity(
     Each cell is the protocol's mean foreground Dice, averaged over seeds; the CSV holds the
     same numbers in long form. Cells of ``grid`` without runs (not trained yet) are drawn blank.
     """
-    from micd.evaluation.metrics import summarise
+    from micd.evaluation.measures import summarise
 
     runs = summarise(per_case)
     runs = runs[runs["method"].isin(list(grid))]
@@ -231,7 +231,7 @@ def plot_dice_vs_ratio(
 
 def dice_vs_ratio_figure(per_case: pd.DataFrame, method_order: Sequence[str] | None = None) -> plt.Figure:
     """The figure of :func:`plot_dice_vs_ratio`."""
-    from micd.evaluation.metrics import summarise
+    from micd.evaluation.measures import summarise
 
     runs = summarise(per_case)
     points = runs.groupby(["dataset", "ratio", "method"], as_index=False)["mean_dice"].agg(

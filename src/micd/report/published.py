@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from micd.data.errors import DataError
 from micd.data.io import file_digest
+from micd.errors import DataError
 from micd.methods import display_name
 
 REQUIRED_COLUMNS: list[str] = ["dataset", "labeled_percent", "method", "metric", "class", "value", "std"]

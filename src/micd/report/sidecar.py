@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from micd.atomic import atomic_write
-from micd.evaluation.metrics import RUN_KEYS
+from micd.evaluation.measures import RUN_KEYS
 from micd.provenance import package_versions, provenance
 
 REPORT_PACKAGES = ("matplotlib", "seaborn", "pillow")
@@ -30,7 +30,7 @@ def write_provenance(
     """Write the provenance sidecar of each output file.
 
     Each records the file's name, ``config`` (the workflow settings the rule passed), the
-    runs it summarises (the distinct :data:`~micd.evaluation.metrics.RUN_KEYS` of ``runs``),
+    runs it summarises (the distinct :data:`~micd.evaluation.measures.RUN_KEYS` of ``runs``),
     ``extra`` (e.g. a reference file), the code version, and the versions of the packages
     that trained, scored and drew it.
     """

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from micd.data.classes import OrganClass
-from micd.evaluation.metrics import class_means, summarise
+from micd.evaluation.measures import class_means, summarise
 from micd.methods import display_name
 from micd.report.published import belongs_to, complete, mark_rank
 from micd.report.stats import P_COLUMN, REFERENCE_METHOD, p_values_vs_micd
@@ -78,7 +78,7 @@ def results_table(
 ) -> pd.DataFrame:
     """One row per (dataset, ratio, method) of a long per-case per-class table.
 
-    Input columns: those of :func:`micd.evaluation.metrics.class_means`. Output columns:
+    Input columns: those of :func:`micd.evaluation.measures.class_means`. Output columns:
     :data:`SUMMARY_COLUMNS` (``source`` is ``ours``; ``n_seeds``; mean and std over seeds of
     each seed's protocol mean Dice and ASD in voxels, std with ddof=0 as DHC's ``np.std``; the
     Wilcoxon p against MICD, :func:`micd.report.stats.p_values_vs_micd`), then one mean-Dice

@@ -9,7 +9,7 @@ and affine, for comparison with the unprocessed label.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,16 +17,16 @@ import numpy as np
 import torch
 
 from micd.atomic import check_output_dir, stage_output_dir
-from micd.data.errors import DataError, case_error
-from micd.data.io import Volume, save_nifti
+from micd.data.io import save_nifti
 from micd.data.loaders import case_paths
-from micd.data.preprocess import check_num_classes, grid_affine, read_cases, restore_original
-from micd.engine import TrainSettings, resolve_device
-from micd.evaluation.inference import check_inference_settings, segment
+from micd.data.predictions import original_prediction_path, prediction_path, to_volume
+from micd.data.preprocess import case_rows, check_num_classes, grid_affine, restore_original
+from micd.devices import resolve_device
+from micd.errors import DataError
+from micd.inference.sliding_window import check_inference_settings, segment
 from micd.methods import Method
 from micd.model_file import method_from_record, read_model
-
-ORIGINAL_GRID_DIR = "original"
+from micd.settings import TrainSettings
 
 
 @dataclass(frozen=True)
@@ -34,37 +34,11 @@ class InferenceSettings:
     """How test volumes are segmented; the defaults are the protocol's."""
 
     batch_size: int = 2  # windows per forward pass; does not change the result
-    blending: str = "average"  # see micd.evaluation.inference.BLENDING_MODES
+    blending: str = "average"  # see micd.inference.sliding_window.BLENDING_MODES
     original_grid: bool = True  # also write each prediction on the source file's grid
 
     def __post_init__(self) -> None:
         check_inference_settings(self.batch_size, self.blending)
-
-
-def prediction_path(prediction_dir: Path, case_id: str) -> Path:
-    return Path(prediction_dir) / f"{case_id}.nii.gz"
-
-
-def original_prediction_path(prediction_dir: Path, case_id: str) -> Path:
-    return Path(prediction_dir) / ORIGINAL_GRID_DIR / f"{case_id}.nii.gz"
-
-
-def to_volume(label_map: np.ndarray, affine: np.ndarray) -> Volume:
-    """A (D, H, W) label map as a uint8 NIfTI volume in (x, y, z) order."""
-    return Volume(np.ascontiguousarray(label_map.transpose(2, 1, 0)).astype(np.uint8), affine)
-
-
-def from_volume(volume: Volume) -> np.ndarray:
-    return np.asarray(volume.data).transpose(2, 1, 0)
-
-
-def case_rows(data_dir: Path, case_ids: list[str]) -> dict[str, Mapping[str, str]]:
-    """The ``cases.csv`` rows of ``case_ids``; a case missing there is an error."""
-    rows = read_cases(data_dir)
-    for case_id in case_ids:
-        if case_id not in rows:
-            raise case_error(case_id, Path(data_dir) / "cases.csv", "expected a row for this case")
-    return {case_id: rows[case_id] for case_id in case_ids}
 
 
 def write_predictions(

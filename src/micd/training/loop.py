@@ -8,19 +8,14 @@ batch into loss terms and diagnostics (``micd.methods.base.StepResult``).
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import math
 import os
-import platform
 import random
-import signal
-import threading
 import time
-from collections.abc import Mapping
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +23,6 @@ import numpy as np
 import torch
 
 from micd.atomic import atomic_write
-from micd.data.errors import DataError
 from micd.data.loaders import (
     CaseVolumes,
     QueueSettings,
@@ -40,117 +34,17 @@ from micd.data.loaders import (
     stack_patches,
 )
 from micd.data.preprocess import preprocessing_record
-from micd.errors import RunInUseError, SettingsError
-from micd.evaluation.inference import segment
-from micd.evaluation.metrics import dhc_centre_crop, dhc_validation_dice, mean_foreground_dice
+from micd.devices import resolve_device
+from micd.errors import DataError, SettingsError
+from micd.evaluation.measures import dhc_centre_crop, dhc_validation_dice, mean_foreground_dice
+from micd.inference.sliding_window import segment
 from micd.methods import Batch, Method, Progress, build_method
 from micd.model_file import model_record, read_model, save_model
-from micd.provenance import atomic_torch_save, cpu_model, provenance
+from micd.provenance import atomic_torch_save, compute_environment, provenance
+from micd.settings import AMP_MODES, EXECUTION_SETTINGS, TrainSettings
 from micd.torch_files import UnreadableTorchFile, load_weights_only
-from micd.train_console import TrainingConsole, start_line
-
-
-@dataclass
-class TrainSettings:
-    """Settings of the training loop; defaults are DHC's protocol (docs/method.md, section 3)."""
-
-    max_epochs: int = 200  # DHC's -ep: its loop trains epochs 0 .. max_epochs
-    iterations_per_epoch: int | None = None  # None: one pass over the unlabelled set
-    lr: float = 3e-2
-    momentum: float = 0.9
-    weight_decay: float = 3e-5
-    nesterov: bool = True
-    poly_power: float = 0.9
-    n_filters: int = 32
-    dropout: float = 0.5  # Dropout3d on the bottleneck and the last decoder map
-    patch_size: list[int] = field(default_factory=lambda: [64, 128, 128])
-    batch_labelled: int = 2
-    batch_unlabelled: int = 2
-    samples_per_volume: int = 1
-    queue_length: int = 16
-    num_workers: int = 0
-    class_balanced: bool = False  # labelled patches centred on every class equally often
-    # the protocol's random flips of H and W on every patch; false: DHC's published runs, trained
-    # without them (its flips discarded their result until DHC commit 3359f9f, docs/protocol.md)
-    flips: bool = True
-    validate_every: int = 10  # epochs: after every epoch whose index is a multiple of it, as DHC
-    validation: str = "centre_crop"  # DHC: one centre crop per eval case; or "sliding_window"
-    early_stop_patience: int | None = 50  # epochs without a better eval Dice; None: never stop
-    window_stride: list[int] = field(default_factory=lambda: [16, 32, 32])
-    checkpoint_every: int = 100  # iterations; a checkpoint is also written after every epoch
-    channels_last: bool = True  # channels-last 3-D tensors: faster convolutions (docs/benchmark.md)
-    compile: bool = False  # torch.compile every network (nn.Module.compile: state dicts keep their keys)
-    cudnn_benchmark: bool = True  # on a GPU, let cuDNN pick the fastest kernels for the fixed patch size
-    # mixed precision on a GPU, never on the CPU: "fp16" (DHC: autocast and a gradient scaler),
-    # "bf16", "auto" (bf16 where supported) or "off"
-    amp: str = "fp16"
-    max_bad_steps: int = 20  # consecutive steps with a non-finite loss or gradient before the run stops
-    device: str = "auto"
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainSettings":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SettingsError(f"unknown train setting(s) {unknown}; known: {sorted(known)}")
-        problems = train_setting_problems(values)
-        if problems:
-            raise SettingsError("; ".join(f"train.{key}: {problem}" for key, problem in problems.items()))
-        settings = cls(**values)
-        if settings.max_epochs < 1:
-            raise SettingsError(f"train.max_epochs must be at least 1 (DHC's -ep), got {settings.max_epochs}")
-        if settings.validation not in VALIDATION_MODES:
-            raise SettingsError(
-                f"train.validation must be one of {list(VALIDATION_MODES)}, got {settings.validation!r}"
-            )
-        return settings
-
-
-VALIDATION_MODES = ("centre_crop", "sliding_window")
-# the least value of each numeric train setting, and whether it is excluded; config/schema.yaml's
-# train section states the same bounds (tests/bad_inputs/test_data_config.py holds them equal)
-TRAIN_MINIMUMS: dict[str, tuple[float, bool]] = {
-    "max_epochs": (1, False),
-    "iterations_per_epoch": (1, False),
-    "lr": (0, True),
-    "momentum": (0, False),
-    "weight_decay": (0, False),
-    "poly_power": (0, False),
-    "n_filters": (1, False),
-    "dropout": (0, False),
-    "batch_labelled": (1, False),
-    "batch_unlabelled": (1, False),
-    "samples_per_volume": (1, False),
-    "queue_length": (1, False),
-    "num_workers": (0, False),
-    "validate_every": (1, False),
-    "early_stop_patience": (1, False),
-    "checkpoint_every": (1, False),
-    "max_bad_steps": (1, False),
-}
-
-
-def train_setting_problems(values: Mapping[str, Any]) -> dict[str, str]:
-    """Key -> what is wrong, for train settings of the wrong type or below their least value."""
-    from micd.setting_types import type_problems
-
-    problems = type_problems(TrainSettings, values)
-    for key, (least, excluded) in TRAIN_MINIMUMS.items():
-        value = values.get(key)
-        if key in problems or value is None:
-            continue
-        if value < least or (excluded and value == least):
-            problems[key] = f"got {value!r}, expected a value {'above' if excluded else 'of at least'} {least}"
-    if "dropout" not in problems and values.get("dropout", 0) > 1:
-        problems["dropout"] = f"got {values['dropout']!r}, expected a probability from 0 to 1"
-    return problems
-
-
-# settings that change how a run executes, not what it computes: a checkpoint written under
-# other values of these is still this run's (e.g. resumed on another node or device)
-EXECUTION_SETTINGS = frozenset(
-    {"checkpoint_every", "num_workers", "compile", "cudnn_benchmark", "channels_last", "device"}
-)
+from micd.training.console import TrainingConsole, start_line
+from micd.training.run_guard import one_trainer_per_run, stop_on_sigterm
 
 
 class TrainingError(RuntimeError):
@@ -172,26 +66,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def compute_environment(device: torch.device) -> dict[str, Any]:
-    """Where a run computes: the same run can part in the last bits of its floats on another CPU
-    instruction set or GPU, and then differ more and more as it trains."""
-    environment = {
-        "device": device.type,
-        "cpu": cpu_model(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        environment["gpu"] = torch.cuda.get_device_name(device)
-    return environment
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The mixed-precision dtype to use, or None for full precision (always on the CPU)."""
     if amp not in AMP_MODES:
@@ -201,9 +75,6 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-AMP_MODES = ("fp16", "bf16", "auto", "off")
 
 
 def poly_lr(base_lr: float, epoch: int, max_epochs: int, power: float) -> float:
@@ -238,44 +109,6 @@ class DataRandomness:
         finally:
             self.state = torch.get_rng_state()
             torch.set_rng_state(model_state)
-
-
-@contextmanager
-def stop_on_sigterm(trainer: "Trainer"):
-    """While training, SIGTERM (how SLURM preempts) asks for a checkpoint and a clean stop."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: trainer.request_stop())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def one_trainer_per_run(state_dir: Path):
-    """Hold the run's lock while training. Two trainers of one run (the same job submitted
-    twice, a requeued job whose first copy still runs, two workflows started with --nolock)
-    would resume the same checkpoint and replace each other's logs; the second is refused.
-    The lock is the kernel's, so it dies with its holder: a killed run leaves none behind."""
-    with open(state_dir / "trainer.lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise RunInUseError(
-                f"run {state_dir.parent} is being trained by {holder} (lock {handle.name}); "
-                "wait for it to end or stop it, then start this run again: it resumes from the checkpoint"
-            ) from None
-        except OSError as exc:  # a file system without locks (some NFS and Lustre mounts)
-            print(f"no lock on {handle.name} ({exc}): training without one", flush=True)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()} on {platform.node()}\n")
-        handle.flush()
-        yield
 
 
 class Trainer:

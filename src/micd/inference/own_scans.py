@@ -25,10 +25,10 @@ import numpy as np
 from micd.atomic import atomic_write, check_output_dir, stage_output_dir
 from micd.data.classes import OrganClass, classes_for
 from micd.data.convert import format_affine, to_canonical
-from micd.data.errors import DataError, case_error
 from micd.data.io import Volume, file_digest, load_nifti, save_nifti, write_csv
 from micd.data.preprocess import preprocess_image, preprocessing_target, restore_original, transform_columns
 from micd.data.scan_checks import check_scan_to_segment
+from micd.errors import DataError, case_error
 from micd.model_file import method_from_record, missing_key_error, read_model
 from micd.provenance import provenance
 
@@ -207,8 +207,8 @@ def segment_with_model(
     device: str = "auto",
 ) -> list[dict[str, object]]:
     """``micd segment``: every image (or folder of images) segmented by a run's ``model.pt``."""
-    from micd.engine import resolve_device
-    from micd.evaluation.predict import InferenceSettings, volume_segmenter
+    from micd.devices import resolve_device
+    from micd.inference.infer import InferenceSettings, volume_segmenter
 
     settings = InferenceSettings(batch_size=batch_size, blending=blending, original_grid=False)
     scans = scan_files(images)

@@ -52,7 +52,7 @@ def start_line(run_info: dict[str, Any], compute: dict[str, Any], max_epochs: in
 
 
 class TrainingConsole:
-    """Progress of one :class:`micd.engine.Trainer` run; the engine calls it around each
+    """Progress of one :class:`micd.training.loop.Trainer` run; the engine calls it around each
     epoch and iteration. ``terminal`` None: a bar when ``stream`` is a terminal."""
 
     def __init__(

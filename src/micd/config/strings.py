@@ -98,8 +98,8 @@ def settings_schema(settings_class: type) -> dict[str, Any]:
 def typed_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
     """The configuration with command-line text typed: by the schema, and in the open objects of
     method and train settings by the registered methods' and the training loop's dataclasses."""
-    from micd.engine import TrainSettings
     from micd.methods import METHODS
+    from micd.settings import TrainSettings
 
     train = settings_schema(TrainSettings)
     schema = dict(schema)

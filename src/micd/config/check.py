@@ -22,7 +22,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from micd.config_values import value_problems
+from micd.config.values import value_problems
 from micd.names import nearest
 
 
@@ -137,8 +137,8 @@ def _train_override_problems(where: str, settings: Mapping[str, Any] | None, tra
 
 def check_config(config: Mapping[str, Any], schema_path: Path | str) -> None:
     """Raise :class:`ConfigError` listing every problem of ``config`` (before defaults are set)."""
-    from micd.engine import TrainSettings
     from micd.methods import METHODS
+    from micd.settings import TrainSettings
 
     schema = yaml.safe_load(Path(schema_path).read_text())
     problems = unknown_keys(config, schema) + schema_errors(config, schema)

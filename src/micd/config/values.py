@@ -1,4 +1,4 @@
-"""Values of the configuration that the schema alone cannot judge (part of :mod:`micd.config_check`).
+"""Values of the configuration that the schema alone cannot judge (part of :mod:`micd.config.check`).
 
 - each method setting's type, from its method's settings class (``mask_block: "8"``);
 - the train settings of every layer: a data set's ``train`` and ``method_train`` entries take the
@@ -85,8 +85,8 @@ def _sizes(value: Any) -> bool:
 
 def value_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
     """Every problem of this module's kinds, one line each."""
-    from micd.engine import TrainSettings
     from micd.methods import METHODS
+    from micd.settings import TrainSettings
 
     return (
         method_setting_type_problems(config, METHODS)

@@ -10,13 +10,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from micd.engine import Trainer
+    from micd.training.loop import Trainer
 
-# bench/memory_benchmark.py's CPU records, and bench/gpu_check.py's measurements on a GPU
-RECORDS = tuple(
-    Path(__file__).resolve().parents[2] / "bench" / "results" / name
-    for name in ("memory_benchmark.jsonl", "gpu_check.jsonl")
-)
+# The records a message draws on: bench/memory_benchmark.py's CPU records and bench/gpu_check.py's
+# GPU measurements. MICD_MEMORY_RECORDS names them (files joined by the path separator); else
+# they are read where the workflow runs, the repository root. No records: the message says so.
+MEMORY_RECORDS_VARIABLE = "MICD_MEMORY_RECORDS"
+DEFAULT_RECORDS = (Path("bench/results/memory_benchmark.jsonl"), Path("bench/results/gpu_check.jsonl"))
+
+
+def memory_record_files() -> tuple[Path, ...]:
+    named = os.environ.get(MEMORY_RECORDS_VARIABLE)
+    if named:
+        return tuple(Path(part) for part in named.split(os.pathsep) if part)
+    return DEFAULT_RECORDS
+
+
 GIB = 2**30
 
 
@@ -45,7 +54,7 @@ def recorded_needs(
     """Per precision (``fp32``, ``16bit``): the GiB one step needs at this width, patch and batch,
     and where the number comes from; a GPU's measurement wins over the CPU's estimate."""
     needs: dict[str, tuple[float, str, bool]] = {}
-    for r in _memory_records(RECORDS if paths is None else paths):
+    for r in _memory_records(memory_record_files() if paths is None else paths):
         if (r["method"], r["n_filters"], r["batch"]) != (method, n_filters, batch):
             continue
         on_gpu = str(r.get("memory_kind", "")).startswith("cuda")

@@ -1,0 +1,1 @@
+"""The workflow's configuration: schema and value checks, typed --config strings."""

@@ -1,0 +1,1 @@
+"""Inference: sliding windows, the infer stage, segmenting a user's own scans."""
