@@ -19,7 +19,7 @@
 
 Every record is appended to ``--out`` (default ``bench/results/gpu_check.jsonl``) with the
 device's name and the versions, and printed as it is made; ``$OUT``, where set, gets a copy.
-The test suite runs ``--size tiny`` on the CPU (tests/test_gpu_check.py), so the script cannot
+The test suite runs ``--size tiny`` on the CPU (tests/bench/test_gpu_check.py), so the script cannot
 rot between lent GPUs. On the GPU machine: ``bash bench/gpu.sh`` (it installs the carried wheels).
 """
 

@@ -119,3 +119,9 @@ def apt_install(*packages: str) -> str | None:
     if result.returncode != 0:
         return f"apt-get could not install {', '.join(packages)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return None
+
+
+def dry_run(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """``snakemake -n ARGS`` as a user types it in the root of a copy of the workflow."""
+    command = [sys.executable, "-m", "snakemake", "-n", *args]
+    return subprocess.run(command, cwd=root, env=snakemake_env(), capture_output=True, text=True, timeout=300)

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_config_check import _dry_run as dry_run
-from workflow_helpers import ROOT, copy_workflow
+from workflow_helpers import ROOT, copy_workflow, dry_run
 
 from micd.config.check import ConfigError, check_config, check_config_file
 from micd.settings import TRAIN_MINIMUMS, TrainSettings, train_setting_problems

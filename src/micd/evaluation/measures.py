@@ -24,7 +24,7 @@ distances (``get_mask_edges`` without spacing, ``get_surface_distance``), so its
 ASD and its Dice equal ours, but its ``compute_hausdorff_distance(percentile=95)`` is the
 larger of the two directed 95th percentiles, which differs from medpy's pooled one. MONAI
 returns NaN or inf where a mask is empty; DHC's penalties above replace those here, and the
-mm metrics are NaN when exactly one mask is empty. ``tests/test_metrics.py`` checks all of
+mm metrics are NaN when exactly one mask is empty. ``tests/evaluation/test_metrics.py`` checks all of
 this against medpy and MONAI.
 """
 

@@ -408,7 +408,7 @@ channel, lightness L* at least 30, so that none sinks into black fat): drawn at
 and with deuteranopia simulated (Machado et al. 2009), any two organs are at least 9.9 apart
 (CIEDE2000; tab20 at alpha 0.6, the earlier palette, came to 2.5), organs that touch in the real
 CT got the most distinct pairs, each stays at least 12 from the grey under it and 20 from the
-white of the orientation letters. tests/test_figures.py checks these distances."""
+white of the orientation letters. tests/report/test_figures.py checks these distances."""
 
 
 def _legend_columns(width: float, n_entries: int) -> int:

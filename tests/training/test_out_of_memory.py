@@ -14,7 +14,7 @@ import micd.training.memory
 from micd.cli import main
 from micd.methods.supervised import Supervised
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from step_benchmark import make_cases  # noqa: E402

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_run(results: Path, ratio: int, method: str, seed: int, eval_dice: list[float], finished=True) -> Path:

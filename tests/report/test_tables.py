@@ -32,7 +32,7 @@ from micd.report.tables import (
     with_published,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLASSES = (
     OrganClass(0, "background", "Bg"),
     OrganClass(1, "spleen", "Sp"),

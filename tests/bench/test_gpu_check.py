@@ -10,7 +10,7 @@ from pathlib import Path
 
 from micd.methods import METHODS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_gpu_check_runs_every_method_through_workflow_and_step_timing(tmp_path):

@@ -156,7 +156,7 @@ def test_case_list_round_trip(tmp_path: Path) -> None:
 
 
 # DHC's published split files, served from a real HTTP server on loopback and judged, not trusted.
-PUBLISHED = Path(__file__).parent / "data" / "dhc_splits"
+PUBLISHED = Path(__file__).resolve().parents[1] / "fixtures" / "dhc_splits"
 PUBLISHED_RATIOS = {"amos": [2, 5, 10, 20], "synapse": [10, 20, 40]}
 
 

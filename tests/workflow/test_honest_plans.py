@@ -91,7 +91,7 @@ def planned_resources(out: str) -> dict[str, set[str]]:
 
 
 def test_a_local_plan_shows_no_cluster_resources(tmp_path):
-    """What a SLURM job would ask (tests/test_slurm.py plans it) is not shown for jobs run here."""
+    """What a SLURM job would ask (tests/workflow/test_slurm.py plans it) is not shown for jobs run here."""
     copy_workflow(tmp_path)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
     local = planned_resources(snakemake(tmp_path, "-n").stdout)

@@ -5,15 +5,15 @@ grid), three SGD steps as the engine takes them (one optimiser per student, ``af
 the teachers) run from seeded initial weights on seeded batches, on one thread, in double
 precision (single where a method's code cannot run in double: the record says which). The test
 compares each step's loss terms, every tensor of the final state and the logits of ``predict``
-with ``tests/data/golden_method_steps.json`` to 1e-9 relative. A change that is meant to change
+with ``tests/fixtures/golden_method_steps.json`` to 1e-9 relative. A change that is meant to change
 these numbers records them again and says so in its commit:
 
-    .venv/bin/python tests/test_method_golden.py --record
+    .venv/bin/python tests/methods/test_method_golden.py --record
 
 A new method or variant records its own cases alone, leaving every other case as recorded
 (docs/methods.md, "Adding a method"):
 
-    .venv/bin/python tests/test_method_golden.py --record mine
+    .venv/bin/python tests/methods/test_method_golden.py --record mine
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from micd.methods.micd import MICDSettings, builtin_variants, mask_sensitivity_v
 from micd.settings import TrainSettings
 from micd.training.loop import seed_everything
 
-GOLDEN = Path(__file__).parent / "data" / "golden_method_steps.json"
+GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden_method_steps.json"
 RELATIVE = 1e-9
 ABSOLUTE = 1e-12  # for quantities that are zero up to round-off
 NUM_CLASSES = 4
@@ -136,7 +136,7 @@ def _run_case(method_name: str, settings: dict, dtype_name: str) -> dict:
     }
 
 
-RECORD_COMMAND = ".venv/bin/python tests/test_method_golden.py --record"
+RECORD_COMMAND = ".venv/bin/python tests/methods/test_method_golden.py --record"
 
 
 def record(names: list[str] | None = None, path: Path = GOLDEN) -> None:
@@ -253,7 +253,7 @@ def test_a_method_missing_from_the_record_is_named_with_the_command_that_records
     without = {name: case for name, case in golden.items() if name not in ("dhc", "micd_mcpc")}
     assert coverage_problems(without) == (
         "not in the golden record golden_method_steps.json: dhc, micd_mcpc. A new method or variant records its "
-        "first training steps with `.venv/bin/python tests/test_method_golden.py --record dhc micd_mcpc` "
+        "first training steps with `.venv/bin/python tests/methods/test_method_golden.py --record dhc micd_mcpc` "
         "(docs/methods.md) and commits the record"
     )
     assert "recorded but no longer a method or variant: mine;" in coverage_problems({**golden, "mine": {}})

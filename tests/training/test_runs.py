@@ -18,7 +18,7 @@ from micd.training.runs import (
     variants,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 CONFIG = {
     "train": {"lr": 0.01, "max_epochs": 10, "batch_labelled": 2},

@@ -166,7 +166,7 @@ def test_a_second_run_has_nothing_to_do(tiny_run: Path):
 def test_a_changed_report_setting_replans_the_report_with_short_reasons(tiny_run: Path):
     """The settings the sidecars record reach the report jobs as a file whose job has each
     setting as a parameter: a change re-runs them all, and the reasons stay one line each
-    (tests/test_report_reasons.py: the report_config job's names the changed setting)."""
+    (tests/report/test_report_reasons.py: the report_config job's names the changed setting)."""
     (tiny_run / "no_published.yaml").write_text("published_results: null\n")
     dry = snakemake(tiny_run, "-n", configfiles=("config.yaml", "no_published.yaml"))
     out = dry.stdout + dry.stderr

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from workflow_helpers import copy_workflow, snakemake_env
+from workflow_helpers import copy_workflow, dry_run
 
 from micd.config.check import ConfigError, check_config
 from micd.training.runs import layered_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "config" / "schema.yaml"
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
@@ -95,16 +93,10 @@ def test_every_problem_is_reported_at_once():
     assert message.startswith("2 problems in the configuration:")
 
 
-def _dry_run(root: Path, *args: str) -> subprocess.CompletedProcess:
-    """``snakemake -n ARGS`` as a user types it in the root of a copy of the workflow."""
-    command = [sys.executable, "-m", "snakemake", "-n", *args]
-    return subprocess.run(command, cwd=root, env=snakemake_env(), capture_output=True, text=True, timeout=300)
-
-
 def test_the_workflow_stops_at_load_with_the_short_message_alone(tmp_path):
     root = copy_workflow(tmp_path / "root")
     (root / "typo.yaml").write_text("ratio: [5]\ntrain: {max_epoch: 3}\n")
-    result = _dry_run(root, "--configfile", "typo.yaml")
+    result = dry_run(root, "--configfile", "typo.yaml")
     assert result.returncode != 0
     assert result.stderr.splitlines() == [
         "Error: 2 problems in the configuration:",
@@ -122,10 +114,10 @@ def test_targets_go_before_configfile_or_the_file_is_given_with_an_equals_sign(t
     root = copy_workflow(tmp_path / "root")
     (root / "my.yaml").write_text("seeds: [1]\n")
     for args in (["figures", "--configfile", "my.yaml"], ["--configfile=my.yaml", "figures"]):
-        result = _dry_run(root, *args)
+        result = dry_run(root, *args)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "rule dice_vs_ratio:" in result.stdout and "rule report:" not in result.stdout
-    misplaced = _dry_run(root, "--configfile", "my.yaml", "figures")
+    misplaced = dry_run(root, "--configfile", "my.yaml", "figures")
     assert misplaced.returncode != 0
     assert "No such file or directory: 'figures'" in misplaced.stdout + misplaced.stderr
 
@@ -138,7 +130,7 @@ def test_a_setting_the_method_lacks_is_refused_with_its_settings_at_load(tmp_pat
     cld = ", ".join(sorted(f.name for f in dataclasses.fields(METHODS["cld"].Settings)))
     root = copy_workflow(tmp_path / "root")
     (root / "cld.yaml").write_text("method_settings: {cld: {masking: true}}\n")
-    result = _dry_run(root, "--configfile", "cld.yaml")
+    result = dry_run(root, "--configfile", "cld.yaml")
     assert result.returncode != 0
     assert f"  method_settings.cld.masking: cld has no setting 'masking' (cld's settings: {cld})" in (
         result.stderr.splitlines()

@@ -306,7 +306,7 @@ def test_published_rows_since_dhc_name_their_pipeline_and_source_and_add_up():
 
     from micd.data.classes import classes_for
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     rows = pd.read_csv(root / "config" / "published" / "since_dhc.csv")
     dhc = pd.read_csv(root / "config" / "published" / "dhc_tables.csv")
     assert list(rows.columns) == [*dhc.columns, "pipeline", "reported_by", "source"]

@@ -33,7 +33,7 @@ from workflow_helpers import ROOT, TINY_CONFIG, apt_install, snakemake, snakemak
 
 SLURM_TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
-WRITTEN_BY_THIS_TEST = "# written by the micd test suite (tests/test_slurm.py) for its own one-node SLURM"
+WRITTEN_BY_THIS_TEST = "# written by the micd test suite (tests/workflow/test_slurm.py) for its own one-node SLURM"
 CONTROLLER_PORT, NODE_DAEMON_PORT = 16817, 16818
 PARTITION = "micdtest"
 

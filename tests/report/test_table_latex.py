@@ -17,7 +17,7 @@ from micd.data.classes import classes_for
 from micd.report.build import build_tables
 from micd.report.table_formats import LATEX_PREAMBLE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 METHODS = ["supervised", "acisis", "dhc", "ga_cps", "dhc_stac", "micd"]  # "Basak et al.": a long name
 PUBLISHED_FILES = [ROOT / "config" / "published" / "dhc_tables.csv", ROOT / "config" / "published" / "since_dhc.csv"]
 # the published rows of the main table: those of the methods run here, with their re-runs on other

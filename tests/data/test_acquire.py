@@ -27,7 +27,7 @@ from micd.data.synthetic import generate_archive
 from micd.errors import DataError, SettingsError
 from micd.methods import display_name
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # dataset.json of AMOS 2022 spells some organs oddly; only the ids "0".."15" are checked.
 AMOS_ODD_LABELS = {
@@ -349,7 +349,7 @@ def test_amos_grid_is_dhcs_resized_raw_volume_then_windowed(served: Path, tmp_pa
 
 
 def test_fetch_published_splits_checks_each_file(tmp_path: Path) -> None:
-    splits = Path(__file__).parent / "data" / "dhc_splits" / "synapse"
+    splits = Path(__file__).resolve().parents[1] / "fixtures" / "dhc_splits" / "synapse"
     digests = {name: hashlib.sha256((splits / name).read_bytes()).hexdigest() for name in ("train.txt", "test.txt")}
     with serve(splits) as (url, _):
         fetch_files(url, digests, tmp_path / "published")
