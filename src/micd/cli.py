@@ -137,8 +137,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 def cmd_split(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from micd.data.io import write_csv
-    from micd.data.splits import ORIGIN_COLUMNS, assemble_splits, check_split_lists, write_splits
+    from micd.data.splits import assemble_splits, check_split_lists, write_origins, write_splits
     from micd.errors import DataError
 
     cases = pd.read_csv(args.cases, dtype={"case_id": str})
@@ -154,22 +153,9 @@ def cmd_split(args: argparse.Namespace) -> None:
         where = "\n  ".join(f"{row['file']}: {row['origin']}" for row in origins)
         raise DataError(f"{exc}\nwhere the lists came from:\n  {where}") from None
     write_splits(splits, args.out)
-    write_csv(args.out / "origin.csv", ORIGIN_COLUMNS, origins)
+    write_origins(origins, args.out)
     for row in origins:
         print(f"{row['file']}: {row['origin']}")
-
-
-def split_origin(split_file: Path) -> str:
-    """Where a split list came from (published or generated), as the split stage recorded it."""
-    origin_csv = split_file.parent / "origin.csv"
-    if origin_csv.is_file():
-        import csv
-
-        with open(origin_csv, newline="") as f:
-            for row in csv.DictReader(f):
-                if row["file"] == split_file.name:
-                    return row["origin"]
-    return "unknown (no origin.csv beside the split file)"
 
 
 def take_device_slot(args: argparse.Namespace) -> None:
@@ -189,6 +175,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from micd.data.classes import classes_for
     from micd.data.io import read_case_list
     from micd.data.preprocess import check_num_classes, check_patch_fits
+    from micd.data.splits import split_origin
     from micd.errors import DataError
     from micd.methods import METHODS
     from micd.methods.base import settings_from_dict

@@ -20,12 +20,12 @@ from micd.cli import main
 from micd.data.classes import AMOS_CLASSES
 from micd.data.convert import to_canonical
 from micd.data.io import Volume, load_nifti, save_nifti
-from micd.data.preprocess import label_resampling, resize_label
+from micd.data.preprocess import Preprocessing, label_resampling, resize_label
 from micd.data.scan_checks import check_ct
 from micd.data.totalsegmentator import real_ct_dir, to_amos
-from micd.inference.own_scans import PreparedScan, Preprocessing, prepare_scan
+from micd.inference.own_scans import PreparedScan, prepare_scan
 
-REAL_CT = real_ct_dir(ROOT)
+REAL_CT = real_ct_dir(ROOT.parent / "shared" / "reference" / "real_ct")  # shared/ beside the clone
 pytestmark = pytest.mark.skipif(
     not (REAL_CT / "ct.nii.gz").is_file(),
     reason=f"the real CT is not at {REAL_CT} (shared/ beside the clone: shared/reference/real_ct)",

@@ -81,9 +81,9 @@ def _fields(settings_class: type) -> set[str]:
 def method_problems(config: Mapping[str, Any], methods: Mapping[str, Any], train_fields: set[str]) -> list[str]:
     """Methods, variants and their settings that the registry does not know."""
     from micd.methods.base import unknown_setting
-    from micd.methods.micd import builtin_variants
+    from micd.training.runs import variants as run_variants
 
-    variants = {**builtin_variants(), **(config.get("variants") or {})}
+    variants = run_variants(config)
     registered = sorted(methods)
     problems = []
 

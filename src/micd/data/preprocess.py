@@ -184,6 +184,36 @@ def preprocessing_record(data_dir: Path) -> dict | None:
     return {key: stats[key] for key in ("mode", *MODES, "hu_window") if key in stats}
 
 
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a run's training images were preprocessed: the record :func:`preprocessing_record` reads
+    from a preprocessed folder, which a model file keeps and segmenting a new scan follows."""
+
+    mode: str
+    target: tuple  # the grid (D, H, W), the spacing (D, H, W mm), or () for half_inplane
+    hu_window: tuple[float, float]
+
+    @classmethod
+    def from_record(cls, record: Mapping) -> "Preprocessing":
+        """From a :func:`preprocessing_record` (as a model file keeps it); KeyError names the
+        first key missing."""
+        mode = record.get("mode")
+        needed = ["mode", "hu_window", *([mode] if mode in ("grid", "spacing") else [])]
+        missing = [key for key in needed if key not in record]
+        if missing:
+            raise KeyError(missing[0])
+        target = preprocessing_target(mode, record.get("grid"), record.get("spacing"))
+        low, high = (float(v) for v in record["hu_window"])
+        return cls(mode, target, (low, high))
+
+    def as_record(self) -> dict:
+        return {
+            "mode": self.mode,
+            **({self.mode: list(self.target)} if self.target else {}),
+            "hu_window": list(self.hu_window),
+        }
+
+
 def check_num_classes(data_dir: Path, num_classes: int, whose: str) -> None:
     """A DataError naming both counts unless the preprocessed folder's labels have ``num_classes``
     classes (its ``stats.json``; a folder without one is not checked). ``whose``: what has

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from micd.data.io import read_case_list, write_case_list
+from micd.data.io import read_case_list, write_case_list, write_csv
 from micd.errors import DataError, SettingsError
 
 
@@ -172,6 +172,24 @@ def _read_published(published_dir: Path | None) -> tuple[dict[str, list[str]], d
 
 
 ORIGIN_COLUMNS = ("split", "file", "origin")
+ORIGIN_CSV = "origin.csv"
+
+
+def write_origins(origins: list[dict[str, str]], out_dir: Path) -> None:
+    """``origin.csv`` beside the split lists: which list was published and which generated."""
+    write_csv(Path(out_dir) / ORIGIN_CSV, ORIGIN_COLUMNS, origins)
+
+
+def split_origin(split_file: Path) -> str:
+    """Where a split list came from (published or generated), as the split stage recorded it."""
+    origin_csv = Path(split_file).parent / ORIGIN_CSV
+    if not origin_csv.is_file():
+        return f"unknown (no {ORIGIN_CSV} beside the split file)"
+    with open(origin_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["file"] == Path(split_file).name:
+                return row["origin"]
+    return f"unknown ({Path(split_file).name} is not in {origin_csv})"
 
 
 def write_splits(splits: dict[str, list[str]], out_dir: Path) -> None:

@@ -7,6 +7,7 @@ labels were predicted by TotalSegmentator, not drawn by a radiologist.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,11 @@ def to_amos(labels: np.ndarray) -> np.ndarray:
     return lookup[np.asarray(labels, dtype=np.int64)]
 
 
-def real_ct_dir(repo_root: Path) -> Path:
-    """Where the real CT lies for a checkout at ``repo_root``: ``shared/`` beside the clone."""
-    return Path(repo_root).resolve().parent / "shared" / "reference" / "real_ct"
+REAL_CT_VARIABLE = "MICD_REAL_CT"
+
+
+def real_ct_dir(default: Path) -> Path:
+    """Where the real CT lies: the folder ``MICD_REAL_CT`` names, else ``default`` (the caller's
+    knowledge of its checkout, e.g. ``shared/reference/real_ct`` beside a clone)."""
+    named = os.environ.get(REAL_CT_VARIABLE)
+    return Path(named) if named else Path(default)

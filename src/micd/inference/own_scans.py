@@ -26,7 +26,7 @@ from micd.atomic import atomic_write, check_output_dir, stage_output_dir
 from micd.data.classes import OrganClass, classes_for
 from micd.data.convert import format_affine, to_canonical
 from micd.data.io import Volume, file_digest, load_nifti, save_nifti, write_csv
-from micd.data.preprocess import preprocess_image, preprocessing_target, restore_original, transform_columns
+from micd.data.preprocess import Preprocessing, preprocess_image, restore_original, transform_columns
 from micd.data.scan_checks import check_scan_to_segment
 from micd.errors import DataError, case_error
 from micd.model_file import method_from_record, missing_key_error, read_model
@@ -35,34 +35,6 @@ from micd.provenance import provenance
 VOLUME_COLUMNS = ("scan", "label", "organ", "voxels", "volume_ml")
 VOLUMES_CSV = "volumes.csv"
 RECORD_JSON = "segment.json"
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How a run's training images were preprocessed (micd.data.preprocess)."""
-
-    mode: str
-    target: tuple  # the grid (D, H, W), the spacing (D, H, W mm), or () for half_inplane
-    hu_window: tuple[float, float]
-
-    @classmethod
-    def from_record(cls, record: Mapping, model_path: Path) -> "Preprocessing":
-        """From a model's ``preprocessing`` record; a missing key is an error naming the file."""
-        mode = record.get("mode")
-        needed = ["mode", "hu_window", *([mode] if mode in ("grid", "spacing") else [])]
-        missing = [key for key in needed if key not in record]
-        if missing:
-            raise missing_key_error(model_path, f"preprocessing.{missing[0]}")
-        target = preprocessing_target(mode, record.get("grid"), record.get("spacing"))
-        low, high = (float(v) for v in record["hu_window"])
-        return cls(mode, target, (low, high))
-
-    def as_record(self) -> dict:
-        return {
-            "mode": self.mode,
-            **({self.mode: list(self.target)} if self.target else {}),
-            "hu_window": list(self.hu_window),
-        }
 
 
 @dataclass(frozen=True)
@@ -92,7 +64,11 @@ def read_model_file(model_path: Path, device) -> tuple[dict, Preprocessing, tupl
             model_path,
             f"the model has {saved['num_classes']} classes, its family {saved['provenance']['family']!r} {len(classes)}",
         )
-    return saved, Preprocessing.from_record(saved["preprocessing"], model_path), classes
+    try:
+        preprocessing = Preprocessing.from_record(saved["preprocessing"])
+    except KeyError as missing:
+        raise missing_key_error(model_path, f"preprocessing.{missing.args[0]}") from None
+    return saved, preprocessing, classes
 
 
 def scan_name(path: Path) -> str:

@@ -43,10 +43,13 @@ def sensitivity_variants(config: Mapping[str, Any]) -> dict[str, dict]:
     """The mask-sensitivity grid (config ``sensitivity``) as named MICD variants; the cell of
     MICD's configured mask is ``micd`` itself (micd.methods.micd.mask_sensitivity_variants)."""
     grid = config.get("sensitivity") or {}
-    if not grid:
+    if not isinstance(grid, Mapping) or not grid:  # a malformed grid is the schema check's to name
         return {}
     micd = (config.get("method_settings") or {}).get("micd") or {}
-    return mask_sensitivity_variants(grid["mask_ratios"], grid["mask_blocks"], micd)
+    ratios, blocks = (
+        [v for v in grid.get(key) or [] if isinstance(v, (int, float))] for key in ("mask_ratios", "mask_blocks")
+    )
+    return mask_sensitivity_variants(ratios, blocks, micd)
 
 
 def variants(config: Mapping[str, Any]) -> dict[str, dict]:
