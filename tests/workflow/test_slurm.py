@@ -1,7 +1,8 @@
 """The workflow on SLURM through profiles/slurm (snakemake-executor-plugin-slurm).
 
 The `slurm` tests start a real one-node SLURM on this machine: Debian's slurm-wlm and munge
-(installed with apt when missing), munged on a private key and socket, slurmctld and slurmd as
+(installed with apt when missing; only where MICD_TESTS_CHANGE_MACHINE=1 lets the tests change
+the machine, as CI does), munged on a private key and socket, slurmctld and slurmd as
 root on unusual ports, no cgroups (proctrack/linuxproc, task/none) and no accounting database.
 Without slurmdbd there is no sacct, so the plugin reads job states with squeue, its documented
 alternative (MinJobAge keeps finished jobs listed), and jobcomp/filetxt records every job that
@@ -29,7 +30,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from workflow_helpers import ROOT, TINY_CONFIG, apt_install, snakemake, snakemake_command, snakemake_env
+from workflow_helpers import (
+    MACHINE_CHANGES,
+    ROOT,
+    TINY_CONFIG,
+    apt_install,
+    machine_changes_allowed,
+    snakemake,
+    snakemake_command,
+    snakemake_env,
+)
 
 SLURM_TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
@@ -77,6 +87,11 @@ class SlurmRun:
 
 
 def install_slurm() -> None:
+    if not machine_changes_allowed():
+        pytest.skip(
+            "the SLURM test installs slurm-wlm and munge, writes /etc/slurm/slurm.conf and starts SLURM's daemons "
+            f"as root: {MACHINE_CHANGES}=1 lets it"
+        )
     if os.geteuid() != 0:
         pytest.fail("the SLURM tests install slurm-wlm and munge and start their daemons: they must run as root")
     if all(shutil.which(tool) for tool in SLURM_TOOLS):
