@@ -447,7 +447,7 @@ class Trainer:
         with (
             open(self.state_dir / "train_log.jsonl", "a") as log,
             open(self.state_dir / "validation.csv", "a") as validation_log,
-            stop_on_sigterm(self),
+            stop_on_sigterm(self.request_stop),
         ):
             self.method.train()
             while self.epoch <= s.max_epochs:

@@ -7,23 +7,20 @@ import os
 import platform
 import signal
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from micd.errors import RunInUseError
 
-if TYPE_CHECKING:
-    from micd.training.loop import Trainer
-
 
 @contextmanager
-def stop_on_sigterm(trainer: "Trainer"):
+def stop_on_sigterm(request_stop: Callable[[], None]):
     """While training, SIGTERM (how SLURM preempts) asks for a checkpoint and a clean stop."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: trainer.request_stop())
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: request_stop())
     try:
         yield
     finally:
