@@ -13,7 +13,7 @@ from micd.errors import SettingsError
 
 @dataclass
 class TrainSettings:
-    """Settings of the training loop; defaults are DHC's protocol (docs/method.md, section 3)."""
+    """Settings of the training loop; defaults are DHC's protocol (docs/protocol.md)."""
 
     max_epochs: int = 200  # DHC's -ep: its loop trains epochs 0 .. max_epochs
     iterations_per_epoch: int | None = None  # None: one pass over the unlabelled set

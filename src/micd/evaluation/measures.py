@@ -10,9 +10,9 @@ so its ASD is medpy's *directed* ``asd(result=prediction, reference=truth)``: th
 distance from each border voxel of the prediction to the nearest border voxel of the
 truth, in voxels of the evaluation grid (not the symmetric ``assd``). A class empty in
 exactly one of the two scores Dice 0 and ASD 128; empty in both scores ASD 0 and, in
-DHC's code, Dice ``1``: on the percent scale most likely a slip for 100, which the
-protocol (``docs/method.md`` §3) prescribes and we default to; ``both_empty_dice=1.0``
-copies DHC literally. Scores are averaged over cases per class, then over foreground
+DHC's code, Dice ``1``: on the percent scale most likely a slip for 100, which we default
+to (``docs/protocol.md``, Inference and metrics); ``both_empty_dice=1.0`` copies DHC
+literally. Scores are averaged over cases per class, then over foreground
 classes; the spread over runs is ``np.std`` (population, ddof=0) of each run's mean.
 
 Surface distances are computed with scipy.ndimage the way medpy does (border = mask

@@ -1,4 +1,4 @@
-"""MICD: Masked Image Consistency and Discrepancy learning (reconstruction, see docs/method.md).
+"""MICD: Masked Image Consistency and Discrepancy learning (reconstruction, see docs/micd_reconstruction.md).
 
 Two heterogeneous students (A weighted by DiffDW, B by DistDW) and, for CMD, an EMA teacher
 each. Per iteration: clean forward of both students; block-masked forward of both; the terms
@@ -74,7 +74,7 @@ class MICDSettings(DHCSettings):
     masking: bool = True
     mask_ratio: float = 0.5  # reconstruction choice: fraction of blocks masked
     mask_block: int = 16  # reconstruction choice: block edge in voxels, every axis
-    # reconstruction choice, see MCPC_DIRECTIONS; chosen on the benchmark's eval split (docs/method.md)
+    # reconstruction choice, see MCPC_DIRECTIONS; chosen on the benchmark's eval split (docs/micd_reconstruction.md)
     mcpc_direction: str = "clean_prediction"
     feature_distance: str = "kl"  # see FEATURE_DISTANCES
     feature_weights: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25, 0.25])
