@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from micd.provenance import cpu_model
+from micd.provenance import machine_description
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs", "report")
@@ -49,17 +48,6 @@ def tree_rss_bytes(pid: int) -> int:
         total += rss.get(p, 0)
         stack.extend(children.get(p, []))
     return total
-
-
-def machine() -> dict:
-    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    return {
-        "host": platform.node(),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "memory_gib": round(mem_kb / 2**20, 1),
-        "python": platform.python_version(),
-    }
 
 
 def main() -> None:
@@ -109,7 +97,7 @@ def main() -> None:
         ).stdout.strip(),
         "command": "snakemake --profile profiles/local",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine_description(),
         "load_average_at_start": round(load_at_start, 2),
         "wall_s": round(wall, 1),
         "peak_rss_mib": round(peak / 2**20),

@@ -44,29 +44,25 @@ import datetime as dt
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from in_process import random_cases
+from memory_benchmark import protocol_batches
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from memory_benchmark import machine, protocol_batches  # noqa: E402
-from step_benchmark import make_cases  # noqa: E402
-
-from micd.data.loaders import CaseVolumes, QueueSettings, labelled_sampler, patch_stream, stack_patches  # noqa: E402
-from micd.methods import METHODS  # noqa: E402
-from micd.settings import TrainSettings  # noqa: E402
+from micd.data.loaders import CaseVolumes, QueueSettings, labelled_sampler, patch_stream, stack_patches
+from micd.methods import METHODS
+from micd.provenance import machine_description
+from micd.settings import TrainSettings
 from micd.training.loop import TrainData, Trainer
-from micd.training.runs import layered_config, resolve_run  # noqa: E402
+from micd.training.runs import layered_config, resolve_run
 
+ROOT = Path(__file__).resolve().parents[1]
 GRID = (80, 160, 160)
 PATCH = (64, 128, 128)
 BATCH = 2
@@ -163,7 +159,7 @@ def measure_feed(feed: str, root: Path, ids: list[str], workers: int, seconds: f
 def step_flops(scratch: Path) -> dict[str, dict]:
     """TFLOP of one training step of every method at the protocol's size, from a FLOP_PATCH step."""
     data_dir = scratch / "flop_cases"
-    ids = make_cases(data_dir, FLOP_PATCH, n=8)  # a pass of the labelled queue fills the fully row's batch of 4
+    ids = random_cases(data_dir, FLOP_PATCH, n=8)  # a pass of the labelled queue fills the fully row's batch of 4
     data = TrainData(data_dir, labelled=ids[:4], unlabelled=ids[4:], eval=[], num_classes=NUM_CLASSES)
     paper = layered_config([ROOT / "config" / "config.yaml", ROOT / "config" / "paper.yaml"])
     batches = protocol_batches()
@@ -275,7 +271,7 @@ def main() -> None:
     record = {
         "benchmark": "feed",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(torch.device("cpu"), torch.get_num_threads()),
+        "machine": machine_description("cpu"),
         "cpu_count": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "grid": list(GRID),

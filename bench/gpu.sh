@@ -17,9 +17,12 @@
 # bench/results/gpu_check.jsonl there and copied to $OUT; copy that file back into bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# micd is not installed there: the checkout's src/ is its package (the bench scripts import it,
+# never put it on the module path themselves), the carried wheels beside it
+export PYTHONPATH="$PWD/src"
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site
+    export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv

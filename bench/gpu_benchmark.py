@@ -14,32 +14,20 @@ import argparse
 import datetime as dt
 import json
 import os
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from in_process import score_test_cases, synthetic_set, train_run
+
+from micd.data.splits import make_splits
+from micd.devices import resolve_device
+from micd.evaluation.measures import summarise
+from micd.provenance import machine_description
+from micd.settings import TrainSettings
+from micd.training.runs import first_run_dataset, layered_config, resolve_run
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from gpu_check import device_info  # noqa: E402
-
-from micd.data.classes import classes_for  # noqa: E402
-from micd.data.convert import convert_archive  # noqa: E402
-from micd.data.preprocess import preprocess  # noqa: E402
-from micd.data.splits import make_splits  # noqa: E402
-from micd.data.synthetic import generate_archive  # noqa: E402
-from micd.devices import resolve_device  # noqa: E402
-from micd.evaluation.measures import summarise  # noqa: E402
-from micd.evaluation.metrics import score_run  # noqa: E402
-from micd.inference.infer import InferenceSettings, predict_cases  # noqa: E402
-from micd.settings import TrainSettings
-from micd.training.loop import TrainData, Trainer
-from micd.training.runs import first_run_dataset, layered_config, resolve_run, training_cases  # noqa: E402
-
 CONFIGS = ("config/config.yaml", "config/benchmark.yaml", "config/benchmark_gpu.yaml")
 
 
@@ -63,60 +51,39 @@ def main() -> None:
         overrides["max_epochs"] = args.epochs
     if args.iterations is not None:
         overrides["iterations_per_epoch"] = args.iterations
-    machine = device_info(device)
+    machine = machine_description(device)
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    classes = classes_for(dataset["family"])
     synthetic = dataset["synthetic"]
     split = config.get("split", {})
     with tempfile.TemporaryDirectory(prefix="micd-gpu-benchmark-") as tmp:
         root = Path(tmp)
-        generate_archive(root / "archive", synthetic["n_train"], synthetic["n_validation"], seed=synthetic["seed"])
-        manifest = convert_archive(root / "archive", root / "converted")
-        preprocess(manifest, root / "preprocessed", tuple(config["preprocess"]["grid"]), num_classes=len(classes))
-        train_ids = [f"amos_{k:04d}" for k in range(1, synthetic["n_train"] + 1)]
-        test_ids = [
-            f"amos_{k:04d}"
-            for k in range(synthetic["n_train"] + 1, synthetic["n_train"] + synthetic["n_validation"] + 1)
-        ]
+        data = synthetic_set(
+            root / "data",
+            synthetic["n_train"],
+            synthetic["n_validation"],
+            seed=synthetic["seed"],
+            grid=tuple(config["preprocess"]["grid"]),
+            family=dataset["family"],
+        )
         for ratio in config["ratios"]:
-            splits = make_splits(train_ids, test_ids, [ratio], split.get("seed", 0), split.get("eval_fraction", 0.1))
+            splits = make_splits(data.train, data.test, [ratio], split.get("seed", 0), split.get("eval_fraction", 0.1))
             for method in args.methods or config["methods"]:
-                started = time.perf_counter()
                 spec = resolve_run(config, name, method)
                 settings = TrainSettings.from_dict({**spec.train_settings, **overrides})
-                labelled, unlabelled = training_cases(
-                    spec.method, splits["train"], splits[f"labelled_{ratio}p"], splits[f"unlabelled_{ratio}p"]
-                )
-                data = TrainData(root / "preprocessed", labelled, unlabelled, splits["eval"], len(classes))
-                run = root / "runs" / f"{ratio}p" / method
-                trainer = Trainer(spec.method, spec.method_settings, settings, data, run, seed=0)
-                trainer.fit()
-                trained = time.perf_counter() - started
-                predict_cases(
-                    run / "model.pt",
-                    root / "preprocessed",
-                    splits["test"],
-                    run / "predictions",
-                    InferenceSettings(original_grid=False),
-                    str(device),
-                )
+                run_dir = root / "runs" / f"{ratio}p" / method
+                run = train_run(spec.method, spec.method_settings, settings, data, splits, ratio, run_dir)
                 keys = {"dataset": name, "ratio": ratio, "method": method, "seed": 0}
-                scores = summarise(
-                    score_run(
-                        run / "predictions", root / "preprocessed", splits["test"], classes, keys, run / "metrics.csv"
-                    )
-                )
-                log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+                scores = summarise(score_test_cases(run, data, splits["test"], keys, str(device)))
                 record = {
                     "benchmark": "gpu_benchmark",
                     "date": stamp,
                     **keys,
                     "n_filters": settings.n_filters,
-                    "amp_dtype": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else None,
-                    "iterations": len(log),
-                    "skipped_steps": sum("skipped" in row for row in log),
-                    "train_seconds": round(trained, 1),
-                    "best_eval_dice": round(trainer.best_dice, 2),
+                    "amp_dtype": run.amp_dtype,
+                    "iterations": len(run.log),
+                    "skipped_steps": run.skipped_steps,
+                    "train_seconds": round(run.seconds, 1),
+                    "best_eval_dice": round(run.trainer.best_dice, 2),
                     "test_mean_dice": round(float(scores["mean_dice"].iloc[0]), 2),
                     "test_mean_asd": round(float(scores["mean_asd"].iloc[0]), 2),
                     "machine": machine,

@@ -28,67 +28,36 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
-import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from in_process import random_cases, score_test_cases, synthetic_set, train_run
+from memory_benchmark import PRECISIONS, measure_in_child, protocol_batches, step_memory
+from memory_benchmark import SIZES as MEMORY_SIZES
+from step_benchmark import SIZES, measure
+
+from micd.data.splits import make_splits
+from micd.devices import resolve_device
+from micd.methods import METHODS
+from micd.provenance import machine_description
+from micd.settings import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from memory_benchmark import PRECISIONS, measure_in_child, protocol_batches, step_memory  # noqa: E402
-from memory_benchmark import SIZES as MEMORY_SIZES  # noqa: E402
-from step_benchmark import SIZES, make_cases, measure  # noqa: E402
-
-from micd.data.classes import classes_for  # noqa: E402
-from micd.data.convert import convert_archive  # noqa: E402
-from micd.data.preprocess import preprocess  # noqa: E402
-from micd.data.splits import make_splits  # noqa: E402
-from micd.data.synthetic import generate_archive  # noqa: E402
-from micd.devices import resolve_device  # noqa: E402
-from micd.evaluation.metrics import score_run  # noqa: E402
-from micd.inference.infer import InferenceSettings, predict_cases  # noqa: E402
-from micd.methods import METHODS  # noqa: E402
-from micd.provenance import package_versions  # noqa: E402
-from micd.settings import TrainSettings
-from micd.training.loop import TrainData, Trainer
-from micd.training.runs import training_cases  # noqa: E402
-
 WORKFLOW_GRID = (32, 48, 48)
 RATIO = 25  # labelled percent of the tiny set
 WORKFLOW_PATCH = [32, 32, 32]
-
-
-def device_info(device: torch.device) -> dict:
-    info = {"host": platform.node(), "python": platform.python_version(), "torch": torch.__version__}
-    if device.type == "cuda":
-        info |= {
-            "gpu": torch.cuda.get_device_name(device),
-            "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version(),
-        }
-    info["packages"] = package_versions(("torchio", "nibabel", "numpy", "scipy"))
-    return info
 
 
 def tiny_workflow(root: Path, device: torch.device, methods: list[str], iterations: int, log) -> None:
     """Generate, convert, preprocess and split a tiny set; train, segment and score each method."""
     started = time.perf_counter()
     # 10 training cases: 2 eval, 2 labelled, 6 unlabelled (Adsh's bank needs at least 4)
-    generate_archive(root / "archive", 10, 2, seed=0, inplane=(48, 56), slices=(32, 36))
-    manifest = convert_archive(root / "archive", root / "converted")
-    classes = classes_for("synthetic")
-    preprocess(manifest, root / "preprocessed", WORKFLOW_GRID, num_classes=len(classes))
-    train_ids = [f"amos_{k:04d}" for k in range(1, 11)]
-    test_ids = [f"amos_{k:04d}" for k in range(11, 13)]
-    splits = make_splits(train_ids, test_ids, [RATIO], seed=0, eval_fraction=0.2)
+    data = synthetic_set(root / "data", 10, 2, seed=0, grid=WORKFLOW_GRID, inplane=(48, 56), slices=(32, 36))
+    splits = make_splits(data.train, data.test, [RATIO], seed=0, eval_fraction=0.2)
     log(
         {
             "stage": "workflow_data",
@@ -112,42 +81,19 @@ def tiny_workflow(root: Path, device: torch.device, methods: list[str], iteratio
             amp="fp16",
             device=str(device),
         )
-        labelled, unlabelled = training_cases(
-            method, splits["train"], splits[f"labelled_{RATIO}p"], splits[f"unlabelled_{RATIO}p"]
-        )
-        data = TrainData(root / "preprocessed", labelled, unlabelled, splits["eval"], len(classes))
-        run = root / "runs" / method
-        settings_of = {"mask_block": 8} if method == "micd" else {}
-        trainer = Trainer(
-            method, settings_of, settings, data, run, seed=0, run_info={"dataset": "gpu_check", "ratio": RATIO}
-        )
-        trainer.fit()
-        rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-        finite = all(row["losses"]["loss"] is not None and math.isfinite(row["losses"]["loss"]) for row in rows)
-        predict_cases(
-            run / "model.pt",
-            root / "preprocessed",
-            splits["test"],
-            run / "predictions",
-            InferenceSettings(original_grid=False),
-            str(device),
-        )
-        table = score_run(
-            run / "predictions",
-            root / "preprocessed",
-            splits["test"],
-            classes,
-            {"dataset": "gpu_check", "ratio": RATIO, "method": method, "seed": 0},
-            run / "metrics.csv",
-        )
+        method_settings = {"mask_block": 8} if method == "micd" else {}
+        run_info = {"dataset": "gpu_check", "ratio": RATIO}
+        run = train_run(method, method_settings, settings, data, splits, RATIO, root / "runs" / method, run_info)
+        keys = {"dataset": "gpu_check", "ratio": RATIO, "method": method, "seed": 0}
+        table = score_test_cases(run, data, splits["test"], keys, str(device))
         log(
             {
                 "stage": "workflow",
                 "method": method,
-                "iterations": len(rows),
-                "finite_losses": finite,
-                "skipped_steps": sum("skipped" in row for row in rows),
-                "amp_dtype": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else None,
+                "iterations": len(run.log),
+                "finite_losses": run.finite_losses,
+                "skipped_steps": run.skipped_steps,
+                "amp_dtype": run.amp_dtype,
                 "test_mean_dice": round(float(table["dice"].mean()), 3),
                 "seconds": round(time.perf_counter() - started, 2),
             }
@@ -156,7 +102,7 @@ def tiny_workflow(root: Path, device: torch.device, methods: list[str], iteratio
 
 def step_times(root: Path, size: str, methods: list[str], args, log) -> None:
     data_dir = root / f"data-{size}"
-    ids = make_cases(data_dir, SIZES[size]["grid"], n=8)
+    ids = random_cases(data_dir, SIZES[size]["grid"], n=8)
     args.scratch = str(root / "steps")
     precisions = ["fp32", "amp"] if args.device_type == "cuda" else ["fp32"]
     for method in methods:
@@ -176,7 +122,7 @@ def step_memory_peaks(root: Path, size: str, methods: list[str], args, log) -> N
     spec = MEMORY_SIZES[size]
     batches = protocol_batches() if size == "protocol" else {}
     data_dir = root / f"memory-{size}"
-    ids = make_cases(data_dir, tuple(spec["patch_size"]), n=8) if args.device_type == "cuda" else []
+    ids = random_cases(data_dir, tuple(spec["patch_size"]), n=8) if args.device_type == "cuda" else []
     for precision in PRECISIONS:
         for method in methods:
             job = {"method": method, "precision": precision, "patch": spec["patch_size"]}
@@ -222,7 +168,7 @@ def main() -> None:
     args.device_type = device.type
     args.workers = args.workers if args.workers is not None else (4 if device.type == "cuda" else 0)
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    machine = device_info(device)
+    machine = machine_description(device)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     print(json.dumps({"machine": machine}), flush=True)
 

@@ -3,10 +3,12 @@
 Width-32 MICD (random weights) on an 80x160x160 volume with 64x128x128 windows and stride
 16/32/32: seconds per volume at batch 1 and 4 for each blending mode, whether batching changes
 the result, peak GPU memory, odd volume shapes, and predict_cases on CUDA writing both grids.
-Run from the repository root with the wheels of bench/gpu.sh on PYTHONPATH; writes
-$OUT/gpu_check.json. Results: bench/results/gpu_inference_check.jsonl.
+On the GPU machine, from the repository root, with the package and the wheels that bench/gpu.sh
+installs on the module path (``PYTHONPATH=src:/tmp/site python3 bench/gpu_inference_check.py``);
+writes $OUT/gpu_check.json. Results: bench/results/gpu_inference_check.jsonl.
 """
 
+import datetime as dt
 import json
 import os
 import sys
@@ -15,20 +17,19 @@ import time
 from pathlib import Path
 
 import torch
+from in_process import synthetic_set
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from micd.data.convert import convert_archive
 from micd.data.io import load_nifti
-from micd.data.preprocess import preprocess, read_cases
-from micd.data.synthetic import generate_archive
+from micd.data.preprocess import read_cases
 from micd.inference.infer import InferenceSettings, original_prediction_path, predict_cases, prediction_path
 from micd.inference.sliding_window import BLENDING_MODES, sliding_window_probabilities
 from micd.methods import build_method
+from micd.provenance import machine_description
 
 out = Path(os.environ.get("OUT", "/tmp"))
-report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
 dev = torch.device("cuda")
+stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+report = {"benchmark": "gpu_inference_check", "date": stamp, "machine": machine_description(dev)}
 PATCH, STRIDE = (64, 128, 128), (16, 32, 32)
 torch.manual_seed(0)
 model = build_method("micd", {}, 16, n_filters=32, dropout=0.5).to(dev).eval()
@@ -61,9 +62,7 @@ for shape in ((50, 100, 100), (90, 170, 150)):
     report[f"shape_{'x'.join(map(str, shape))}"] = [list(p.shape), float((p.sum(0) - 1).abs().max())]
 
 root = Path(tempfile.mkdtemp())
-generate_archive(root / "archive", 2, 2, seed=1, inplane=(96, 112), slices=(40, 48))
-manifest = convert_archive(root / "archive", root / "canonical")
-preprocess(manifest, root / "pre", (80, 160, 160), num_classes=16)
+data = synthetic_set(root, 2, 2, seed=1, grid=(80, 160, 160), inplane=(96, 112), slices=(40, 48))
 torch.save(
     {
         "method_state": model.state_dict(),
@@ -74,14 +73,16 @@ torch.save(
     },
     root / "model.pt",
 )
-ids = [c for c, row in read_cases(root / "pre").items() if row["subset"] == "validation"]
-_, t = timed(lambda: predict_cases(root / "model.pt", root / "pre", ids, root / "pred", InferenceSettings(4), "cuda"))
+ids = data.test
+_, t = timed(
+    lambda: predict_cases(root / "model.pt", data.preprocessed, ids, root / "pred", InferenceSettings(4), "cuda")
+)
 report["predict_cases_cuda"] = {
     "cases": len(ids),
     "seconds": round(t, 2),
     "grid_shape": list(load_nifti(prediction_path(root / "pred", ids[0])).data.shape),
     "original_shape": list(load_nifti(original_prediction_path(root / "pred", ids[0])).data.shape),
-    "source_shape": read_cases(root / "pre")[ids[0]]["source_shape"],
+    "source_shape": read_cases(data.preprocessed)[ids[0]]["source_shape"],
 }
 print(json.dumps(report, indent=1))
 (out / "gpu_check.json").write_text(json.dumps(report, indent=1))

@@ -52,7 +52,6 @@ import datetime as dt
 import gc
 import json
 import math
-import platform
 import resource
 import subprocess
 import sys
@@ -62,23 +61,19 @@ import weakref
 from pathlib import Path
 
 import torch
+from in_process import NUM_CLASSES, amp_name, random_cases
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from step_benchmark import NUM_CLASSES, make_cases  # noqa: E402
-
-from micd.devices import resolve_device  # noqa: E402
-from micd.methods import METHODS  # noqa: E402
-from micd.provenance import cpu_model  # noqa: E402
+from micd.devices import resolve_device
+from micd.methods import METHODS
+from micd.provenance import machine_description
 from micd.settings import TrainSettings
 from micd.training.loop import TrainData, Trainer
-from micd.training.memory import usable  # noqa: E402
-from micd.training.runs import layered_config, resolve_run  # noqa: E402
+from micd.training.memory import usable
+from micd.training.runs import layered_config, resolve_run
 
+ROOT = Path(__file__).resolve().parents[1]
 SIZES = {
     "tiny": {"n_filters": 2, "patch_size": [64, 32, 32], "measured": [[16, 32, 32], [32, 32, 32]]},
     "gpu_benchmark": {"n_filters": 16, "patch_size": [32, 48, 48], "measured": [[32, 48, 48]]},
@@ -89,7 +84,6 @@ SIZES = {
 PRECISIONS = ("fp32", "16bit")
 WARMUP_PATCH = [16, 32, 32]  # the smallest whose deepest maps have more than one voxel
 MAX_ATTEMPTS = 12
-GIB = 2**30
 
 
 def protocol_batches() -> dict[str, dict[str, int]]:
@@ -260,7 +254,7 @@ def step_memory(
     record = {
         "method": method,
         "precision": precision,
-        "amp_dtype": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else None,
+        "amp_dtype": amp_name(trainer),
         "n_filters": n_filters,
         "patch_size": list(patch),
         "batch": f"{settings.batch_labelled}+{settings.batch_unlabelled if trainer.method.uses_unlabelled else 0}",
@@ -282,39 +276,12 @@ def step_memory(
     return record
 
 
-def machine(device: torch.device, threads: int) -> dict:
-    info = {"host": platform.node(), "cpu": cpu_model(), "cpu_threads": threads}
-    info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-    info["cpu_bf16"] = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})  # bf16 convolutions in hardware
-    info |= {"python": platform.python_version(), "torch": torch.__version__}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["gpu_memory_mib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**20)
-    else:
-        info["memory_gib"] = round(resident_total() / GIB, 1)
-    return info
-
-
-def cpu_flags() -> set[str]:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def resident_total() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def child(spec: dict) -> None:
     """Measure one step in this process and print its record as the last line of stdout."""
     torch.set_num_threads(spec["threads"])
     with tempfile.TemporaryDirectory(prefix="micd-memory-") as tmp:
         grid = tuple(spec["patch"])
-        ids = make_cases(Path(tmp) / "data", grid, n=8)
+        ids = random_cases(Path(tmp) / "data", grid, n=8)
         record = step_memory(
             spec["method"],
             spec["precision"],
@@ -420,7 +387,7 @@ def main() -> None:
         return
     device = resolve_device(args.device)
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    host = machine(device, args.threads)
+    host = machine_description(device, threads=args.threads)
     batches = protocol_batches()
     args.out.parent.mkdir(parents=True, exist_ok=True)
 

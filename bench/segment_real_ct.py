@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from default_run import machine, tree_rss_bytes
+from default_run import tree_rss_bytes
 
 from micd.atomic import atomic_write
 from micd.data.classes import AMOS_CLASSES
@@ -38,12 +38,12 @@ from micd.data.preprocess import window_normalise
 from micd.data.totalsegmentator import REAL_CT_SOURCE, real_ct_dir, to_amos
 from micd.evaluation.measures import dice_percent
 from micd.model_file import read_model
-from micd.provenance import code_version, provenance
+from micd.provenance import code_version, machine_description, provenance
 from micd.report.figures import plot_label_maps
 from micd.report.sidecar import sidecar_path
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_CT = real_ct_dir(ROOT)
+REAL_CT = real_ct_dir(ROOT.parent / "shared" / "reference" / "real_ct")  # shared/ beside the clone
 RESULTS = ROOT / "bench" / "results"
 DISPLAY_WINDOW = (-75.0, 275.0)  # HU: the workflow's preprocessing window, the one a model sees
 REFERENCE_NAME = "TotalSegmentator labels"
@@ -147,7 +147,7 @@ def benchmark(model: Path, note: str) -> None:
     record = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": code_version(),
-        "machine": machine(),
+        "machine": machine_description(threads=1),  # micd segment's default, as the command runs it
         "load_average_at_start": round(load_at_start, 2),
         "command": "micd segment ct.nii.gz --model model.pt --out DIR (one thread, CPU)",
         "wall_s": round(wall, 2),

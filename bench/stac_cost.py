@@ -20,9 +20,7 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -30,13 +28,12 @@ import numpy as np
 import torch
 from scipy.ndimage import zoom
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from micd.data.synthetic import generate_case
+from micd.methods import Batch, build_method
+from micd.methods.stac import shape_transform, signed_distance
+from micd.provenance import machine_description
 
-from micd.data.synthetic import generate_case  # noqa: E402
-from micd.methods import Batch, build_method  # noqa: E402
-from micd.methods.stac import shape_transform, signed_distance  # noqa: E402
-from micd.provenance import cpu_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PATCH = (64, 128, 128)
 GRID = (80, 160, 160)  # DHC's AMOS volumes, the whole labelled volume STAC transforms
@@ -97,13 +94,7 @@ def main() -> None:
     record = {
         "benchmark": "stac_cost",
         "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": {
-            "host": platform.node(),
-            "cpu": cpu_model(),
-            "cpus": os.cpu_count(),
-            "threads": 1,
-            "numpy": np.__version__,
-        },
+        "machine": machine_description(),
         "load_average_1min": {"before": load_before, "after": round(os.getloadavg()[0], 2)},
         "patch_shapes": shapes,
         "labelled_patch_s": [round(s, 4) for s in labelled_s],

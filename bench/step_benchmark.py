@@ -20,52 +20,26 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import resource
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
+from in_process import NUM_CLASSES, amp_name, random_cases
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from micd.devices import resolve_device  # noqa: E402
-from micd.provenance import cpu_model  # noqa: E402
+from micd.devices import resolve_device
+from micd.provenance import machine_description
 from micd.settings import TrainSettings
 from micd.training.loop import TrainData, Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SIZES = {
     "tiny": {"grid": (32, 48, 48), "patch_size": [32, 32, 32], "n_filters": 2},
     "cpu": {"grid": (32, 64, 64), "patch_size": [32, 48, 48], "n_filters": 8},
     "protocol": {"grid": (80, 160, 160), "patch_size": [64, 128, 128], "n_filters": 32},
 }
-NUM_CLASSES = 16
-
-
-def make_cases(root: Path, grid: tuple[int, int, int], n: int) -> list[str]:
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    rng = np.random.default_rng(0)
-    ids = []
-    for i in range(n):
-        case_id = f"case_{i:03d}"
-        np.save(root / "images" / f"{case_id}.npy", rng.random(grid, dtype=np.float32))
-        np.save(root / "labels" / f"{case_id}.npy", rng.integers(0, NUM_CLASSES, grid, dtype=np.uint8))
-        ids.append(case_id)
-    return ids
-
-
-def machine(device: torch.device) -> dict:
-    info = {"host": platform.node(), "python": platform.python_version(), "torch": torch.__version__}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    info["cpu"] = cpu_model()
-    info["cpu_threads"] = torch.get_num_threads()
-    return info
 
 
 def measure(
@@ -117,7 +91,7 @@ def measure(
         "method": method,
         "size": size,
         "precision": precision if trainer.amp_dtype else "fp32",
-        "amp_dtype": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else None,
+        "amp_dtype": amp_name(trainer),
         "channels_last": channels_last,
         "compiled": compile,
         "patch_size": spec["patch_size"],
@@ -158,13 +132,13 @@ def main() -> None:
         args.scratch = args.scratch or tmp
         for size in args.sizes:
             data_dir = Path(tmp) / f"data-{size}"
-            ids = make_cases(data_dir, SIZES[size]["grid"], n=8)
+            ids = random_cases(data_dir, SIZES[size]["grid"], n=8)
             for method in args.methods:
                 for precision in args.precisions:
                     record = {
                         "benchmark": "step",
                         "date": stamp,
-                        "machine": machine(device),
+                        "machine": machine_description(device),
                         **measure(method, size, precision, data_dir, ids, args),
                     }
                     print(json.dumps(record), flush=True)

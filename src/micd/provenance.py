@@ -1,8 +1,10 @@
-"""Provenance carried by every result file, and atomic writes so no half-written file is left."""
+"""Provenance carried by every result file, the machine a measurement ran on, and atomic writes
+so no half-written file is left."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import subprocess
 from collections.abc import Sequence
@@ -56,6 +58,26 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's instruction-set flags as /proc/cpuinfo gives them (none elsewhere)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def memory_gib() -> float | None:
+    """The host's memory (``MemTotal`` of /proc/meminfo) in GiB, None where there is none."""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    return None
+
+
 def provenance(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         **(extra or {}),
@@ -90,3 +112,31 @@ def compute_environment(device: "torch.device") -> dict[str, Any]:
     if device.type == "cuda":
         environment["gpu"] = torch.cuda.get_device_name(device)
     return environment
+
+
+MACHINE_PACKAGES = ("numpy", "scipy", "torchio", "nibabel")
+
+
+def machine_description(device: "torch.device | str | None" = None, threads: int | None = None) -> dict[str, Any]:
+    """Where a measurement ran: every bench record's ``machine``. The :func:`compute_environment`
+    a trained model records (the device, the CPU's model and instruction set, the threads, the GPU)
+    and beside it the host, its cores and memory, whether the CPU has bf16 instructions (without
+    them bf16 convolutions take a slow fallback path), a GPU's memory and its CUDA and cuDNN, and
+    the versions of Python, PyTorch and the packages a measurement leans on. ``threads`` names the
+    threads the measured processes use where they are not this one's (the memory benchmark's
+    children)."""
+    import torch
+
+    device = torch.device(device or "cpu")
+    environment = compute_environment(device)
+    if threads is not None:
+        environment["threads"] = threads
+    machine = {"host": platform.node(), **environment}
+    machine |= {"cpu_bf16": bool(cpu_flags() & {"avx512_bf16", "amx_bf16"}), "cores": os.cpu_count()}
+    machine["memory_gib"] = memory_gib()
+    if device.type == "cuda":
+        machine["gpu_memory_mib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**20)
+        machine |= {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
+    machine |= {"python": platform.python_version(), "torch": torch.__version__}
+    machine["packages"] = package_versions(MACHINE_PACKAGES)
+    return machine

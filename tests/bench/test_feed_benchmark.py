@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
+from feed_benchmark import FEEDS, RESULTS, delivered, feed_capacity, table
 
-from feed_benchmark import FEEDS, RESULTS, delivered, feed_capacity, table  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def last_record() -> dict:

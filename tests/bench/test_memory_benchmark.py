@@ -9,12 +9,10 @@ import sys
 from pathlib import Path
 
 import torch
+from in_process import random_cases
+from memory_benchmark import LiveTensorBytes, extrapolate, step_memory
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-
-from memory_benchmark import LiveTensorBytes, extrapolate, step_memory  # noqa: E402
-from step_benchmark import make_cases  # noqa: E402
 
 
 def test_the_memory_benchmark_measures_each_method_in_its_own_process_and_extrapolates(tmp_path):
@@ -33,7 +31,7 @@ def test_the_memory_benchmark_measures_each_method_in_its_own_process_and_extrap
         assert 1 <= r["attempts"] <= 12
         assert r["step_mib"] >= r["weights_mib"] + r["optimiser_state_mib"] > 0
         assert r["amp_dtype"] == ("bfloat16" if r["precision"] == "16bit" else None)
-        assert r["machine"]["cpu"] and r["machine"]["cpu_threads"] == 1 and "cpu_bf16" in r["machine"]
+        assert r["machine"]["cpu"] and r["machine"]["threads"] == 1 and "cpu_bf16" in r["machine"]
     # MICD's step (two students and two teachers, four forward passes over 2 + 2 patches) needs
     # more than the lower bound's (one network, 2 labelled patches)
     by = {(r["method"], r["precision"], tuple(r["patch_size"])): r for r in measured}
@@ -56,7 +54,7 @@ def test_the_extrapolation_is_the_line_through_the_measured_patches():
 
 def test_one_step_in_this_process_as_the_gpu_check_runs_it(tmp_path):
     """bench/gpu_check.py's memory stage calls step_memory in its own process on a GPU."""
-    ids = make_cases(tmp_path / "data", (16, 32, 32), n=8)
+    ids = random_cases(tmp_path / "data", (16, 32, 32), n=8)
     job = {
         "method": "fully",
         "precision": "fp32",

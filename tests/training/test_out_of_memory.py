@@ -17,11 +17,11 @@ from micd.methods.supervised import Supervised
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from step_benchmark import make_cases  # noqa: E402
+from in_process import random_cases  # noqa: E402
 
 
 def train_args(tmp_path: Path) -> list[str]:
-    ids = make_cases(tmp_path / "data", (16, 32, 32), n=4)
+    ids = random_cases(tmp_path / "data", (16, 32, 32), n=4)
     lists = {"labelled": ids[:2], "unlabelled": ids[2:3], "eval": ids[3:]}
     for name, cases in lists.items():
         (tmp_path / f"{name}.txt").write_text("".join(f"{c}\n" for c in cases))
