@@ -1,6 +1,6 @@
-"""The benchmark's records: bench/benchmark_summary.py (one row per finished run, gathered across
-parts run apart, each run's small outputs archived beside the recorded tables) and
-bench/join_tables.py (tables of parts run apart joined into one and ranked against DHC's)."""
+"""The benchmark's records: bench/history/benchmark_summary.py (one row per finished run, gathered
+across parts run apart, each run's small outputs archived beside the recorded tables) and
+bench/history/join_tables.py (tables of parts run apart joined into one and ranked against DHC's)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+HISTORY = ROOT / "bench" / "history"
 
 
 def write_run(results: Path, ratio: int, method: str, seed: int, eval_dice: list[float], finished=True) -> Path:
@@ -34,7 +35,7 @@ def write_run(results: Path, ratio: int, method: str, seed: int, eval_dice: list
 def summarise(results: Path, out: Path, archive: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [
         sys.executable,
-        str(ROOT / "bench" / "benchmark_summary.py"),
+        str(HISTORY / "benchmark_summary.py"),
         "--results",
         str(results),
         "--out",
@@ -82,9 +83,7 @@ def test_rows_gather_across_results_folders_and_runs_are_archived(tmp_path):
 
 
 def join(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "join_tables.py"), *args], capture_output=True, text=True
-    )
+    return subprocess.run([sys.executable, str(HISTORY / "join_tables.py"), *args], capture_output=True, text=True)
 
 
 def test_part_tables_join_in_config_order_and_rank_against_dhc(tmp_path):
@@ -114,7 +113,7 @@ def test_part_tables_join_in_config_order_and_rank_against_dhc(tmp_path):
 
 
 def test_mask_grid_is_drawn_from_the_archived_cells(tmp_path):
-    """bench/archived_sensitivity.py: the cells archived so far, named as the workflow names
+    """bench/history/archived_sensitivity.py: the cells archived so far, named as the workflow names
     them (the configured mask is ``micd`` itself), the others listed as missing."""
     recorded = pd.read_csv(
         ROOT / "bench" / "results" / "synthetic_benchmark" / "runs" / "10p" / "micd" / "seed0" / "metrics.csv"
@@ -126,7 +125,7 @@ def test_mask_grid_is_drawn_from_the_archived_cells(tmp_path):
         cell.to_csv(runs / name / "seed0" / "metrics.csv", index=False)
     (runs / "micd_mask70_block8" / "seed0").mkdir(parents=True)  # a cell still training: no metrics.csv
 
-    command = [sys.executable, str(ROOT / "bench" / "archived_sensitivity.py"), "--archive", str(tmp_path)]
+    command = [sys.executable, str(HISTORY / "archived_sensitivity.py"), "--archive", str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     listed = json.loads(done.stdout)
@@ -141,16 +140,15 @@ def test_mask_grid_is_drawn_from_the_archived_cells(tmp_path):
 
 
 def test_the_grid_parts_train_every_cell_of_the_configured_grid_once():
-    """bench/benchmark_parts.sh names the grid's cells for its parts grid1..grid5; they must be the
+    """bench/history/benchmark_parts.sh names the grid's cells for its parts grid1..grid5; they must be the
     workflow's names of config/benchmark.yaml's grid, each once, or a part would train a run the
     heat map never reads."""
-    sys.path.insert(0, str(ROOT / "bench"))
     from archived_sensitivity import resolved_config
 
     from micd.training.runs import sensitivity_variants
 
     grid = sensitivity_variants(resolved_config([ROOT / "config" / "benchmark.yaml"]))
-    script = (ROOT / "bench" / "benchmark_parts.sh").read_text()
+    script = (HISTORY / "benchmark_parts.sh").read_text()
     cells = re.search(r"^GRID=\(([^)]*)\)", script, re.MULTILINE).group(1).split()
     assert sorted(cells) == sorted(grid) and len(cells) == len(set(cells)) == 9
     assert "grid[1-5])" in script  # five parts of two cells: the nine cells

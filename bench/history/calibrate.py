@@ -6,9 +6,9 @@ already preprocessed and split, and appends one record per candidate to
 ``bench/results/calibration.jsonl``: its train settings, wall time, seconds per iteration and
 eval curve (epoch, iteration, mean Dice). ``--figure`` draws the recorded curves.
 
-    python bench/calibrate.py --base config/config.yaml config/benchmark.yaml \\
+    python bench/history/calibrate.py --base config/config.yaml config/benchmark.yaml \\
         --candidate fully-10p-lr0.3 fully 10 '{"lr": 0.3}' --candidate supervised-5p supervised 5 '{}'
-    python bench/calibrate.py --figure bench/results/calibration.png
+    python bench/history/calibrate.py --figure bench/results/calibration.png
 """
 
 from __future__ import annotations
@@ -16,17 +16,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from micd.provenance import cpu_model
+from micd.provenance import machine_description
 from micd.training.runs import Run, first_run_dataset, layered_config, resolve_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECORDS = ROOT / "bench" / "results" / "calibration.jsonl"
 
 
@@ -57,7 +56,7 @@ def run(name: str, spec: Run, ratio: int, extra: dict, dataset: str, out_root: P
     return {
         "benchmark": "calibration",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"host": platform.node(), "cpu": cpu_model(), "threads": 1},
+        "machine": machine_description(threads=1),  # micd train --threads 1
         "name": name,
         "dataset": dataset,
         "method": spec.name,

@@ -1,6 +1,6 @@
 """Join results tables that parts of the benchmark wrote apart into one, and rank it against DHC.
 
-A part of the benchmark (bench/benchmark_parts.sh) that trains some of the rows writes a table
+A part of the benchmark (bench/history/benchmark_parts.sh) that trains some of the rows writes a table
 of those rows only (``results/tables/synthetic_benchmark_results.csv``, kept under
 ``bench/results/``). This joins such tables of one labelled ratio into one table in
 ``config/benchmark.yaml``'s row order (Markdown and CSV, via the report's own formatting) and
@@ -9,7 +9,7 @@ published for AMOS at the same ratio, over the semi-supervised methods both have
 bound, trained on every case, is left out of the ranking). A p against MICD is kept as
 each part's table computed it: rows of a part without MICD have none.
 
-    python bench/join_tables.py TABLE.csv TABLE.csv --out bench/results/synthetic_benchmark_10p
+    python bench/history/join_tables.py TABLE.csv TABLE.csv --out bench/results/synthetic_benchmark_10p
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from micd.methods import display_name, trains_on_every_case
 from micd.report.table_formats import to_markdown
 from micd.report.tables import TABLE_KEYS, main_display, order_rows
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def join_tables(tables: list[pd.DataFrame], method_order: list[str]) -> pd.DataFrame:

@@ -20,7 +20,7 @@ clone), and tables and paired tests over parts run apart can be rebuilt from it
 With ``--figure`` it draws the eval Dice against epoch of every archived run, one panel per
 labelled ratio.
 
-    python bench/benchmark_summary.py [--results results] [--dataset synthetic_benchmark] [--figure PNG]
+    python bench/history/benchmark_summary.py [--results results] [--dataset synthetic_benchmark] [--figure PNG]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN_KEY = ["ratio", "method", "seed"]
 ARCHIVED_FILES = ("validation.csv", "metrics.csv")
 

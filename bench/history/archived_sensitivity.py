@@ -1,13 +1,13 @@
 """MICD's mask-sensitivity table and heat map from the archived runs of the synthetic benchmark.
 
 The grid's nine MICD runs take longer than one session here, and a session's ``results/`` is
-not always kept, so the grid is trained in parts (``bench/benchmark_parts.sh grid1 ... grid5``) and
-each finished cell's per-case ``metrics.csv`` is archived by ``bench/benchmark_summary.py``.
+not always kept, so the grid is trained in parts (``bench/history/benchmark_parts.sh grid1 ... grid5``) and
+each finished cell's per-case ``metrics.csv`` is archived by ``bench/history/benchmark_summary.py``.
 This draws what the workflow's ``sensitivity`` target draws, from the archive: the same grid
 names and settings (micd.training.runs.sensitivity_variants on the resolved workflow config), the same
 table and figure code. Cells not archived yet are listed and left blank.
 
-    python bench/archived_sensitivity.py [--ratio 5] [--out bench/results/synthetic_benchmark_mask_sensitivity]
+    python bench/history/archived_sensitivity.py [--ratio 5] [--out bench/results/synthetic_benchmark_mask_sensitivity]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from snakemake.utils import update_config, validate
 from micd.report.build import build_mask_sensitivity
 from micd.training.runs import sensitivity_variants
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # the settings the provenance sidecars record, as the workflow's report_config does
 PROVENANCE_KEYS = ["split", "preprocess", "train", "method_settings", "sensitivity"]
 

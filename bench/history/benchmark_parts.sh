@@ -3,11 +3,11 @@
 # 150 minutes on this project's 2-core machine, timed and recorded in
 # bench/results/benchmark_parts.jsonl. From the repository root, with the venv active:
 #
-#   bash bench/benchmark_parts.sh choice A5a A5b seeds A10a A10b ablation sensitivity8_16 sensitivity final
+#   bash bench/history/benchmark_parts.sh choice A5a A5b seeds A10a A10b ablation sensitivity8_16 sensitivity final
 #
 # or, where results/ does not outlive a session, the grid in five parts whose runs are archived:
 #
-#   bash bench/benchmark_parts.sh grid1 grid2 grid3 grid4 grid5
+#   bash bench/history/benchmark_parts.sh grid1 grid2 grid3 grid4 grid5
 #
 # (The recorded runs took `choice core5 added5 A5a cld_ablation seeds`: the same 5 % runs, grouped
 # as the rows were added; `since_dhc` trains the two rows published since DHC, at 5 % only.)
@@ -15,10 +15,10 @@
 # stopped when started again (each run resumes from its checkpoint). `final` builds the tables
 # and figures of config/benchmark.yaml alone.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 # keep going: one run that fails (its log says why) does not stop the others of its part
 BASE=(--profile profiles/local --keep-going --configfile config/benchmark.yaml)
-P=bench/parts
+P=bench/history/parts
 CHOICE=results/synthetic_benchmark/runs/5p
 RUNS10=results/synthetic_benchmark/runs/10p
 # the mask-sensitivity grid's cells at 5 % as the workflow names them (config/benchmark.yaml:
@@ -38,14 +38,12 @@ run_part() {
     snakemake "$@" || status=$?
     end=$(date +%s)
     python3 - "$name" "$started" "$end" "$status" "$commit" "$*" <<'PY'
-import json, sys, platform, datetime as dt
-import torch
-from micd.provenance import cpu_model
+import json, sys, datetime as dt
+from micd.provenance import machine_description
 name, started, end, status, commit, args = sys.argv[1:]
 record = {"benchmark": "synthetic_benchmark_part", "part": name, "commit": commit, "command": "snakemake " + args,
           "started": dt.datetime.fromtimestamp(int(started), dt.timezone.utc).isoformat(), "wall_min": round((int(end) - int(started)) / 60, 1),
-          "exit_status": int(status), "machine": {"host": platform.node(), "cpu": cpu_model(),
-          "cpu_capability": torch.backends.cpu.get_cpu_capability()}}
+          "exit_status": int(status), "machine": machine_description()}
 open("bench/results/benchmark_parts.jsonl", "a").write(json.dumps(record) + "\n")
 print(json.dumps(record))
 PY
@@ -58,8 +56,8 @@ grid_part() {
     local name=$1 first=$(( (${1#grid} - 1) * 2 )) status=0 cell targets=()
     for cell in "${GRID[@]:$first:2}"; do targets+=("$CHOICE/$cell/seed0/metrics.csv"); done
     run_part "$name" "${targets[@]}" "${BASE[@]}" $P/5p.yaml || status=$?
-    python bench/benchmark_summary.py
-    python bench/archived_sensitivity.py
+    python bench/history/benchmark_summary.py
+    python bench/history/archived_sensitivity.py
     return "$status"
 }
 
