@@ -52,6 +52,7 @@ include: "rules/preprocess.smk"
 include: "rules/split.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/report_common.smk"
 include: "rules/report.smk"
 include: "rules/segment.smk"
 

@@ -1,6 +1,6 @@
-# Tables and figures of finished runs (paths and helpers: rules/common.smk). Each writes
-# {file}.provenance.json beside every file it writes and reads only the runs' outputs, so
-# `snakemake tables` / `snakemake figures` rebuild them alone.
+# Tables and figures of finished runs. Each writes {file}.provenance.json beside every file it
+# writes and reads only the runs' outputs, so `snakemake tables` / `snakemake figures` rebuild
+# them alone. Their paths and the helpers of these rules: rules/report_common.smk.
 
 
 # The settings every sidecar records, as a file. Each setting is a parameter of its own
@@ -174,7 +174,7 @@ rule sensitivity_report:
 
 
 # Copies of this configuration's tables and figures under results/configs/{dataset}/{tag}/
-# (rules/common.smk: KEPT), which a run of another configuration leaves as they are.
+# (rules/report_common.smk: KEPT), which a run of another configuration leaves as they are.
 rule keep_tables:
     input:
         files=TABLE_FILES + sidecars(*TABLE_FILES),
