@@ -70,8 +70,26 @@ def spaced(key):
     return lambda wildcards: " ".join(map(str, preprocess_settings(wildcards)[key]))
 
 
+# A run's folder, the one place its path is spelled, and what it holds (micd train writes the
+# first three, micd infer the predictions, micd metrics the scores); every path of a run in the
+# rules and their helpers is one of these.
+RUN = "results/{dataset}/runs/{ratio}p/{method}/seed{seed}"
+MODEL = f"{RUN}/model.pt"
+TRAIN_LOG = f"{RUN}/train_log.jsonl"
+VALIDATION = f"{RUN}/validation.csv"
+PREDICTIONS = f"{RUN}/predictions"
+METRICS = f"{RUN}/metrics.csv"
+
+
+def run_path(pattern, dataset, ratio, method, seed):
+    """``pattern`` (RUN or a path in it) of one run."""
+    return pattern.format(dataset=dataset, ratio=ratio, method=method, seed=seed)
+
+
 def run_dir(wildcards):
-    return f"results/{wildcards.dataset}/runs/{wildcards.ratio}p/{wildcards.method}/seed{wildcards.seed}"
+    return run_path(
+        RUN, wildcards.dataset, wildcards.ratio, wildcards.method, wildcards.seed
+    )
 
 
 def as_json(value):
@@ -108,12 +126,11 @@ def larger_ratios():
     return name_pattern([str(ratio) for ratio in sorted(config["ratios"])[1:]])
 
 
-def at_smallest_ratio(name):
-    """An input function: file ``name`` of the same run at the smallest configured ratio."""
+def at_smallest_ratio(pattern):
+    """An input function: ``pattern`` (a path in RUN) of the same run at the smallest
+    configured ratio."""
     ratio = min(config["ratios"])
-    return (
-        lambda wc: f"results/{wc.dataset}/runs/{ratio}p/{wc.method}/seed{wc.seed}/{name}"
-    )
+    return lambda wc: run_path(pattern, wc.dataset, ratio, wc.method, wc.seed)
 
 
 def run_datasets():

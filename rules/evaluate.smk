@@ -1,10 +1,10 @@
 rule infer:
     input:
-        model="results/{dataset}/runs/{ratio}p/{method}/seed{seed}/model.pt",
+        model=MODEL,
         data="results/{dataset}/preprocessed",
         cases="results/{dataset}/splits/test.txt",
     output:
-        directory("results/{dataset}/runs/{ratio}p/{method}/seed{seed}/predictions"),
+        directory(PREDICTIONS),
     log:
         "results/logs/{dataset}/infer_{ratio}p_{method}_seed{seed}.log",
     conda:
@@ -28,11 +28,11 @@ rule infer:
 
 rule metrics:
     input:
-        predictions="results/{dataset}/runs/{ratio}p/{method}/seed{seed}/predictions",
+        predictions=PREDICTIONS,
         data="results/{dataset}/preprocessed",
         cases="results/{dataset}/splits/test.txt",
     output:
-        "results/{dataset}/runs/{ratio}p/{method}/seed{seed}/metrics.csv",
+        METRICS,
     log:
         "results/logs/{dataset}/metrics_{ratio}p_{method}_seed{seed}.log",
     conda:

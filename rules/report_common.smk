@@ -217,8 +217,8 @@ def training_runs(wildcards):
         wildcards.dataset,
         table_rows(wildcards.table),
         config["seeds"],
-        train_log="train_log.jsonl",
-        validation="validation.csv",
+        train_log=TRAIN_LOG,
+        validation=VALIDATION,
     )
 
 
@@ -228,14 +228,14 @@ def qualitative_runs(wildcards):
         wildcards.dataset,
         config["methods"],
         config["seeds"][:1],
-        predictions="predictions",
+        predictions=PREDICTIONS,
     )
 
 
 def run_records(dataset, methods, seeds, **files):
     """Each run of ``dataset`` (every ratio, ``methods``, ``seeds``) as its dataset, ratio, method
-    and seed, plus the path of each named file of its folder: ``metrics="metrics.csv"`` adds
-    ``"metrics": "results/.../metrics.csv"``."""
+    and seed, plus the path of each named file of its folder (rules/common.smk: RUN):
+    ``metrics=METRICS`` adds ``"metrics": "results/.../metrics.csv"``."""
     return [
         {
             "dataset": dataset,
@@ -243,8 +243,8 @@ def run_records(dataset, methods, seeds, **files):
             "method": method,
             "seed": seed,
             **{
-                key: f"results/{dataset}/runs/{ratio}p/{method}/seed{seed}/{name}"
-                for key, name in files.items()
+                key: run_path(pattern, dataset, ratio, method, seed)
+                for key, pattern in files.items()
             },
         }
         for ratio in config["ratios"]
@@ -259,7 +259,7 @@ def record_paths(records, key):
 
 def metrics_files(dataset, methods=None):
     runs = run_records(
-        dataset, methods or config["methods"], config["seeds"], metrics="metrics.csv"
+        dataset, methods or config["methods"], config["seeds"], metrics=METRICS
     )
     return record_paths(runs, "metrics")
 

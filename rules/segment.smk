@@ -6,12 +6,10 @@
 
 rule segment:
     input:
-        model="results/{dataset}/runs/{ratio}p/{method}/seed{seed}/model.pt",
+        model=MODEL,
         scans="scans/{folder}",
     output:
-        directory(
-            "results/{dataset}/runs/{ratio}p/{method}/seed{seed}/segmented/{folder}"
-        ),
+        directory(f"{RUN}/segmented/{{folder}}"),
     log:
         "results/logs/{dataset}/segment_{ratio}p_{method}_seed{seed}_{folder}.log",
     wildcard_constraints:

@@ -6,9 +6,9 @@ rule train:
         unlabelled="results/{dataset}/splits/unlabelled_{ratio}p.txt",
         eval="results/{dataset}/splits/eval.txt",
     output:
-        model="results/{dataset}/runs/{ratio}p/{method}/seed{seed}/model.pt",
-        log="results/{dataset}/runs/{ratio}p/{method}/seed{seed}/train_log.jsonl",
-        validation="results/{dataset}/runs/{ratio}p/{method}/seed{seed}/validation.csv",
+        model=MODEL,
+        log=TRAIN_LOG,
+        validation=VALIDATION,
     log:
         "results/logs/{dataset}/train_{ratio}p_{method}_seed{seed}.log",
     benchmark:
@@ -40,13 +40,13 @@ rule train:
 # outputs, so that its predictions, scores and curves sit beside the other rows of the ratio.
 rule share_every_case_run:
     input:
-        model=at_smallest_ratio("model.pt"),
-        log=at_smallest_ratio("train_log.jsonl"),
-        validation=at_smallest_ratio("validation.csv"),
+        model=at_smallest_ratio(MODEL),
+        log=at_smallest_ratio(TRAIN_LOG),
+        validation=at_smallest_ratio(VALIDATION),
     output:
-        model="results/{dataset}/runs/{ratio}p/{method}/seed{seed}/model.pt",
-        log="results/{dataset}/runs/{ratio}p/{method}/seed{seed}/train_log.jsonl",
-        validation="results/{dataset}/runs/{ratio}p/{method}/seed{seed}/validation.csv",
+        model=MODEL,
+        log=TRAIN_LOG,
+        validation=VALIDATION,
     log:
         "results/logs/{dataset}/share_{ratio}p_{method}_seed{seed}.log",
     wildcard_constraints:
