@@ -41,6 +41,17 @@ def test_micd_train_help_describes_each_option_and_the_json_settings():
     assert "JSON object of the method's settings (config/schema.yaml: method_settings" in text
 
 
+def test_micd_report_is_the_old_name_of_micd_tables_and_says_so():
+    """For one release `micd report` takes the options of `micd tables` and runs it (tests/report/test_tables.py)."""
+    result = micd("report", "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "micd report is now micd tables; the old name goes in the next release\n"
+    assert "Old name of `micd tables`, which it runs; it goes in the next release." in " ".join(result.stdout.split())
+    options = {name: [a.option_strings for a in subcommands()[name]._actions] for name in ("tables", "report")}
+    assert options["report"] == options["tables"]
+    assert micd("tables", "--help").stderr == ""
+
+
 @pytest.mark.parametrize("name", sorted(subcommands()))
 def test_every_option_of_every_subcommand_has_help(name):
     options = [a for a in subcommands()[name]._actions if a.option_strings and a.dest != "help"]

@@ -275,7 +275,7 @@ def cmd_metrics(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_report(args: argparse.Namespace) -> None:
+def cmd_tables(args: argparse.Namespace) -> None:
     from micd.report.build import build_tables
     from micd.report.table_formats import TablePaths
 
@@ -355,6 +355,10 @@ def add_device_slot_options(s: argparse.ArgumentParser) -> None:
     )
 
 
+# Subcommands renamed, by their old names: for one release an old name still runs the new one, and
+# says so on stderr (`micd report` wrote only tables).
+RENAMED = {"report": "tables"}
+TABLES_HELP = "results or ablation tables of a data set, main and per organ: md, LaTeX, HTML, CSV"
 FAMILY_HELP = "data-set family, which names the organ classes: amos, synapse or synthetic"
 CASE_LIST_HELP = "path to a text file of case ids, one per line"
 SETTINGS_HELP = "JSON object of {} settings (config/schema.yaml: {}); unset keys take their defaults"
@@ -362,8 +366,13 @@ METRICS_HELP = "paths of metrics.csv files (micd metrics), one per run"
 
 
 def _report_parser(sub: argparse._SubParsersAction, name: str, help: str, func) -> argparse.ArgumentParser:
-    """A report subcommand: each writes a ``{file}.provenance.json`` beside every file it writes."""
-    s = sub.add_parser(name, help=help)
+    """A report subcommand: each writes a ``{file}.provenance.json`` beside every file it writes.
+    An old name (RENAMED) says so in its help and runs the new one."""
+    if name in RENAMED:
+        help = f"old name of `micd {RENAMED[name]}`, which it runs; it goes in the next release"
+        s = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+    else:
+        s = sub.add_parser(name, help=help)
     s.add_argument(
         "--config",
         type=_json_file,
@@ -373,6 +382,33 @@ def _report_parser(sub: argparse._SubParsersAction, name: str, help: str, func) 
     )
     s.set_defaults(func=func)
     return s
+
+
+def _tables_options(s: argparse.ArgumentParser) -> None:
+    """The options of ``micd tables`` (and of its old name, ``micd report``)."""
+    s.add_argument("--metrics", type=Path, nargs="+", required=True, help=METRICS_HELP)
+    s.add_argument("--family", required=True, help=FAMILY_HELP)
+    s.add_argument("--methods", nargs="+", required=True, help="method names, in row order")
+    for fmt, kind in (("md", "Markdown"), ("tex", "LaTeX"), ("html", "HTML"), ("csv", "CSV")):
+        s.add_argument(f"--table-{fmt}", type=Path, required=True, help=f"path of the main {kind} table to write")
+    for fmt, kind in (("md", "Markdown"), ("tex", "LaTeX"), ("html", "HTML")):
+        s.add_argument(f"--organs-{fmt}", type=Path, required=True, help=f"path of the per-organ {kind} table to write")
+    s.add_argument(
+        "--published",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="published results (long CSVs, config/published/) to show beside ours; the first file's rows marked †",
+    )
+    s.add_argument(
+        "--published-main",
+        nargs="*",
+        metavar="METHOD",
+        help="methods whose published rows the main table shows (default: every published row; "
+        "the per-organ table always shows all)",
+    )
+    s.add_argument("--subject", default="", help="what the table is where not the main results, e.g. ablation")
+    s.add_argument("--note", default="", help="last sentence of the captions, e.g. where the splits come from")
 
 
 def _figure_argument(s: argparse.ArgumentParser) -> None:
@@ -641,32 +677,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="path of the metrics.csv to write")
     s.set_defaults(func=cmd_metrics)
 
-    s = _report_parser(
-        sub, "report", "results or ablation tables of a data set, main and per organ: md, LaTeX, HTML, CSV", cmd_report
-    )
-    s.add_argument("--metrics", type=Path, nargs="+", required=True, help=METRICS_HELP)
-    s.add_argument("--family", required=True, help=FAMILY_HELP)
-    s.add_argument("--methods", nargs="+", required=True, help="method names, in row order")
-    for fmt, kind in (("md", "Markdown"), ("tex", "LaTeX"), ("html", "HTML"), ("csv", "CSV")):
-        s.add_argument(f"--table-{fmt}", type=Path, required=True, help=f"path of the main {kind} table to write")
-    for fmt, kind in (("md", "Markdown"), ("tex", "LaTeX"), ("html", "HTML")):
-        s.add_argument(f"--organs-{fmt}", type=Path, required=True, help=f"path of the per-organ {kind} table to write")
-    s.add_argument(
-        "--published",
-        type=Path,
-        nargs="+",
-        default=[],
-        help="published results (long CSVs, config/published/) to show beside ours; the first file's rows marked †",
-    )
-    s.add_argument(
-        "--published-main",
-        nargs="*",
-        metavar="METHOD",
-        help="methods whose published rows the main table shows (default: every published row; "
-        "the per-organ table always shows all)",
-    )
-    s.add_argument("--subject", default="", help="what the table is where not the main results, e.g. ablation")
-    s.add_argument("--note", default="", help="last sentence of the captions, e.g. where the splits come from")
+    for name in ("tables", "report"):  # report: its old name (RENAMED)
+        _tables_options(_report_parser(sub, name, TABLES_HELP, cmd_tables))
 
     s = _report_parser(sub, "dice-per-class", "figure: Dice per organ class, methods side by side", cmd_dice_per_class)
     s.add_argument("--metrics", type=Path, nargs="+", required=True, help=METRICS_HELP)
@@ -709,6 +721,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     from micd.errors import DataError, DiskFullError, RunInUseError, SettingsError
 
+    words = sys.argv[1:] if argv is None else argv
+    command = next((word for word in words if not word.startswith("-")), None)
+    if command in RENAMED:  # before parsing, so that a usage error or --help says it too
+        print(f"micd {command} is now micd {RENAMED[command]}; the old name goes in the next release", file=sys.stderr)
     args = parser().parse_args(argv)
     try:
         args.func(args)

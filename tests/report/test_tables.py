@@ -567,7 +567,7 @@ def test_amos_and_synapse_tables_show_the_rows_of_both_published_files(
     assert record["published_files"] == [{"path": str(p), "sha256": file_digest(p)} for p in PUBLISHED_FILES]
 
 
-def test_micd_report_takes_a_single_published_file_as_before(per_case: pd.DataFrame, tmp_path: Path) -> None:
+def test_micd_tables_takes_a_single_published_file_as_before(per_case: pd.DataFrame, tmp_path: Path, capsys) -> None:
     PUBLISHED.to_csv(tmp_path / "dhc.csv", index=False)
     paths = table_paths(tmp_path, "synapse_results")
     options = [f"--table-{ext}" for ext in ("md", "tex", "html", "csv")] + [
@@ -575,8 +575,9 @@ def test_micd_report_takes_a_single_published_file_as_before(per_case: pd.DataFr
     ]
     outputs = [part for option, path in zip(options, paths.all(), strict=True) for part in (option, str(path))]
     runs = [str(path) for path in metrics_files(per_case, tmp_path / "runs")]
-    command = ["report", "--metrics", *runs, "--family", "synapse", "--methods", "dhc", "micd", *outputs]
-    micd([*command, "--published", str(tmp_path / "dhc.csv")])
+    command = ["--metrics", *runs, "--family", "synapse", "--methods", "dhc", "micd", *outputs]
+    micd(["tables", *command, "--published", str(tmp_path / "dhc.csv")])
+    assert capsys.readouterr().err == ""
     main_table = paths.markdown.read_text(encoding="utf-8")
     caption = main_table.splitlines()[0]
     assert "| 10 % | DHC† | 90.12 ± 1.2 | 1.05 ± 0.4 | – |" in main_table and "| 10 % | CPS† |" in main_table
@@ -586,8 +587,10 @@ def test_micd_report_takes_a_single_published_file_as_before(per_case: pd.DataFr
     assert record["published_files"] == [
         {"path": str(tmp_path / "dhc.csv"), "sha256": file_digest(tmp_path / "dhc.csv")}
     ]
-    # --published-main: the main table shows only the published rows of those methods, the per-organ table all
-    micd([*command, "--published", str(tmp_path / "dhc.csv"), "--published-main", "dhc"])
+    # --published-main: the main table shows only the published rows of those methods, the per-organ table all;
+    # by the old name, `micd report`, which runs `micd tables` for one more release and says so
+    micd(["report", *command, "--published", str(tmp_path / "dhc.csv"), "--published-main", "dhc"])
+    assert capsys.readouterr().err == "micd report is now micd tables; the old name goes in the next release\n"
     main_table = paths.markdown.read_text(encoding="utf-8")
     assert "| 10 % | DHC† |" in main_table and "CPS†" not in main_table
     assert "Of the published rows this table shows those of DHC; the per-organ table shows all." in main_table
