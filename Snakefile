@@ -67,6 +67,7 @@ localrules:
     split,
     share_every_case_run,
     report_config,
+    table,
     report,
     dice_per_class,
     dice_vs_ratio,

@@ -18,6 +18,8 @@ QUALITATIVE = "results/figures/{dataset}_qualitative.png"
 SENSITIVITY_TABLE = "results/tables/{dataset}_mask_sensitivity.csv"
 SENSITIVITY_FIGURE = "results/figures/{dataset}_mask_sensitivity.png"
 REPORT_CONFIG = "results/{dataset}/report_config.json"
+# what the old name of the tables target says (rules/report.smk: report)
+REPORT_RENAMED = "`snakemake report` is now `snakemake tables`; the old name goes in the next release"
 
 
 def sidecars(*paths):
@@ -115,7 +117,7 @@ def published_reference(wildcards):
 
 
 def published_args(wildcards):
-    """`micd report`'s published files and, where the main table shows only some methods'
+    """`micd tables`' published files and, where the main table shows only some methods'
     published rows, which (`published_main_methods`)."""
     paths = published_reference(wildcards)
     if not paths:

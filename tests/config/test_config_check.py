@@ -116,7 +116,7 @@ def test_targets_go_before_configfile_or_the_file_is_given_with_an_equals_sign(t
     for args in (["figures", "--configfile", "my.yaml"], ["--configfile=my.yaml", "figures"]):
         result = dry_run(root, *args)
         assert result.returncode == 0, result.stderr[-3000:]
-        assert "rule dice_vs_ratio:" in result.stdout and "rule report:" not in result.stdout
+        assert "rule dice_vs_ratio:" in result.stdout and "rule table:" not in result.stdout
     misplaced = dry_run(root, "--configfile", "my.yaml", "figures")
     assert misplaced.returncode != 0
     assert "No such file or directory: 'figures'" in misplaced.stdout + misplaced.stderr

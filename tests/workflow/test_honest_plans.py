@@ -114,7 +114,7 @@ def test_a_cluster_plan_shows_what_jobs_ask_of_slurm_and_names_the_jobs_run_here
     note = "Run where Snakemake runs, not submitted (Snakefile `localrules`; this plan prints them as `rule`): "
     assert note in dry.stderr
     named = dry.stderr.split(note)[1].splitlines()[0].split(", ")
-    assert {"synthesise", "split", "report", "report_config"} <= set(named) and "train" not in named
+    assert {"synthesise", "split", "table", "report_config"} <= set(named) and "train" not in named
 
 
 def test_a_cluster_executor_named_without_the_profile_plans_the_cluster_resources(tmp_path):

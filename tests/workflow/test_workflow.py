@@ -14,7 +14,7 @@ from workflow_helpers import ROOT, TINY_CONFIG, snakemake
 
 from micd.evaluation.measures import summarise
 
-REPORT_RULES = ("report", "dice_per_class", "dice_vs_ratio", "training_curves", "qualitative")
+REPORT_RULES = ("table", "dice_per_class", "dice_vs_ratio", "training_curves", "qualitative")
 TABLES = [f"tables/synthetic_results.{ext}" for ext in ("md", "tex", "html", "csv")] + [
     f"tables/synthetic_results_per_organ.{ext}" for ext in ("md", "tex", "html")
 ]
@@ -36,7 +36,7 @@ def test_dry_run_plans_the_default_target_and_lint_is_clean(tmp_path):
     assert "Lints for" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
     graph = snakemake(tmp_path, "--rulegraph")
     assert graph.stdout.lstrip().startswith("digraph")
-    for rule in ("synthesise", "train", "report"):
+    for rule in ("synthesise", "train", "table"):
         assert f'label = "{rule}"' in graph.stdout
 
 
@@ -55,6 +55,17 @@ def test_ablation_and_sensitivity_targets_plan_every_variant(tmp_path):
     ):
         assert f"runs/5p/{variant}/seed0/model.pt" in out
     assert "--method micd --variant micd_mcpc_cmd" in out.replace("\n", " ")
+
+
+def test_the_old_report_target_plans_the_tables_and_says_it_is_now_tables(tmp_path):
+    """`snakemake report`, the tables target's old name for one release, plans what `snakemake tables`
+    plans and says, in the plan too, that it is now `snakemake tables`."""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
+    dry = snakemake(tmp_path, "-n", "report")
+    out = dry.stdout + dry.stderr
+    assert "`snakemake report` is now `snakemake tables`; the old name goes in the next release" in out
+    assert "rule table:" in out and "rule dice_per_class:" not in out
+    assert "tables/synthetic_results.md" in out and not (tmp_path / "results").exists()
 
 
 def test_tiny_workflow_writes_table_and_figure_from_its_own_numbers(tiny_run: Path):
@@ -147,7 +158,7 @@ def test_rebuilding_the_figures_runs_no_training(tiny_run: Path):
         "share_every_case_run",
         "infer",
         "metrics",
-        "report",
+        "table",
         "qualitative",
         "training_curves",
         "dice_per_class",
