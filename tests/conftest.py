@@ -7,6 +7,19 @@ from workflow_helpers import TINY_CONFIG, snakemake
 
 from micd.data.synthetic import generate_archive
 
+# Fixtures that cost minutes: a test that uses one is in the slow tier whatever its own cost.
+SLOW_FIXTURES = frozenset({"tiny_run"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fast tier (`pytest -m "not slow"`) leaves out the workflow and SLURM tests and every
+    test that needs the tiny workflow run; the whole suite runs them all."""
+    for item in items:
+        if item.get_closest_marker("workflow") or item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.slow)
+        elif SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
