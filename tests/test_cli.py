@@ -62,6 +62,7 @@ def test_every_option_of_every_subcommand_has_help(name):
     assert all(a.option_strings[0] in text for a in options)
 
 
+@pytest.mark.slow
 def test_a_figure_of_an_unknown_format_is_refused_before_anything_runs(tmp_path):
     """A usage error naming the file and the formats, not a traceback after the drawing."""
     metrics = tmp_path / "metrics.csv"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from workflow_helpers import ROOT, TINY_CONFIG, snakemake
 
@@ -55,6 +56,7 @@ def test_command_line_text_is_typed_as_the_schema_and_the_settings_classes_say()
         raise AssertionError("a seed 'x' passed the check")
 
 
+@pytest.mark.workflow
 def test_a_dry_run_plans_seeds_given_on_the_command_line(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
     dry = snakemake(tmp_path, "-n", "--config", "seeds=[0,1]")
@@ -66,6 +68,7 @@ def test_a_dry_run_plans_seeds_given_on_the_command_line(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.workflow
 def test_a_method_setting_typo_gets_the_nearest_setting_in_the_check_and_in_micd_train(tmp_path):
     assert nearest("blok", [f for f in METHODS["micd"].Settings.__dataclass_fields__]) == "mask_block"
     config = {

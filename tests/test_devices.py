@@ -71,6 +71,7 @@ def test_concurrent_jobs_get_different_devices_and_a_third_fails_naming_the_hold
         release(first, second)
 
 
+@pytest.mark.slow
 def test_a_waiting_job_takes_the_slot_its_holder_gives_up(tmp_path):
     first = start_holder(tmp_path, devices=["3"])
     assert device_of(first) == "3"
@@ -118,6 +119,7 @@ def test_auto_chooses_among_an_inherited_cuda_visible_devices(tmp_path, monkeypa
         release(holder)
 
 
+@pytest.mark.slow
 def test_micd_train_and_infer_take_a_slot_before_anything_else(tmp_path):
     """The wiring: the slot line is the commands' first output (the missing data fails later)."""
     lock_dir = tmp_path / "locks"

@@ -122,6 +122,7 @@ def test_a_broken_defaults_file_is_named(tmp_path: Path, monkeypatch, content: s
     assert expected in str(info.value)
 
 
+@pytest.mark.workflow
 def test_snakemake_n_stops_on_a_method_setting_of_the_wrong_type(tmp_path: Path, snapshot, assert_unchanged) -> None:
     root = copy_workflow(tmp_path / "root")
     (root / "mine.yaml").write_text("method_settings:\n  micd:\n    mask_block: '8'\n")
@@ -135,6 +136,7 @@ def test_snakemake_n_stops_on_a_method_setting_of_the_wrong_type(tmp_path: Path,
     assert_unchanged(root, before, exclude=(".snakemake",))
 
 
+@pytest.mark.workflow
 def test_snakemake_n_names_an_empty_defaults_file(tmp_path: Path) -> None:
     root = copy_workflow(tmp_path / "root")
     (root / "config" / "config.yaml").write_text("")

@@ -26,6 +26,7 @@ def infer_with_slot(tmp_path: Path, lock_dir: Path) -> subprocess.CompletedProce
     return subprocess.run([str(MICD), "infer", *options, *slot], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_the_default_lock_folder_is_the_users_own_and_private(tmp_path) -> None:
     assert DEFAULT_LOCK_DIR.name == f"micd-device-slots-{os.getuid()}"
     lock_dir = tmp_path / "locks"

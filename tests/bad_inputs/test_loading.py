@@ -255,6 +255,7 @@ def zip_without_pickle(good: bytes, tmp_path: Path) -> bytes:
 
 
 @pytest.mark.parametrize("form", BAD_CHECKPOINTS)
+@pytest.mark.slow
 def test_a_bad_checkpoint_is_set_aside_and_training_starts_afresh(
     data_dir, real_checkpoint, tmp_path, capsys, snapshot, assert_unchanged, form
 ) -> None:

@@ -244,6 +244,7 @@ rule synthesise:
 """
 
 
+@pytest.mark.workflow
 def test_snakemake_reruns_and_forced_reruns_of_a_stage_work(tmp_path) -> None:
     """Snakemake removes a job's outputs before running it; a forced rerun and a rerun after the
     output was removed still work."""

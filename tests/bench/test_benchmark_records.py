@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +48,7 @@ def summarise(results: Path, out: Path, archive: Path, *extra: str) -> subproces
     return subprocess.run(command, capture_output=True, text=True, check=True)
 
 
+@pytest.mark.slow
 def test_rows_gather_across_results_folders_and_runs_are_archived(tmp_path):
     out, archive = tmp_path / "runs.csv", tmp_path / "archive"
     first, second = tmp_path / "session1", tmp_path / "session2"
@@ -86,6 +88,7 @@ def join(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(HISTORY / "join_tables.py"), *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_part_tables_join_in_config_order_and_rank_against_dhc(tmp_path):
     recorded = pd.read_csv(ROOT / "bench" / "results" / "synthetic_benchmark_results.csv")  # the 5 % table, 18 rows
     last_rows = ["adsh", "crest", "simis", "acisis", "cld", "dhc", "distdw", "diffdw", "micd"]
@@ -112,6 +115,7 @@ def test_part_tables_join_in_config_order_and_rank_against_dhc(tmp_path):
     assert not (tmp_path / "twice.md").exists()
 
 
+@pytest.mark.slow
 def test_mask_grid_is_drawn_from_the_archived_cells(tmp_path):
     """bench/history/archived_sensitivity.py: the cells archived so far, named as the workflow names
     them (the configured mask is ``micd`` itself), the others listed as missing."""

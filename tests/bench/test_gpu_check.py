@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from micd.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_every_method_through_workflow_and_step_timing(tmp_path):
     out = tmp_path / "gpu_check.jsonl"
     command = [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--size", "tiny", "--threads", "1"]
@@ -37,6 +40,7 @@ def test_the_gpu_check_runs_every_method_through_workflow_and_step_timing(tmp_pa
     assert records[-1]["stage"] == "done" and all(r["machine"]["torch"] for r in records)
 
 
+@pytest.mark.slow
 def test_the_gpu_benchmark_reads_the_layered_configs_and_scores_a_row(tmp_path):
     """bench/gpu_benchmark.py, the core rows on a lent GPU, as a smoke run on the CPU."""
     out = tmp_path / "gpu_benchmark.jsonl"

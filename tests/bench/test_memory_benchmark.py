@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from in_process import random_cases
 from memory_benchmark import LiveTensorBytes, extrapolate, step_memory
@@ -15,6 +16,7 @@ from memory_benchmark import LiveTensorBytes, extrapolate, step_memory
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_the_memory_benchmark_measures_each_method_in_its_own_process_and_extrapolates(tmp_path):
     out = tmp_path / "memory.jsonl"
     command = [sys.executable, str(ROOT / "bench" / "memory_benchmark.py"), "--sizes", "tiny", "--out", str(out)]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from in_process import case_subsets, synthetic_set
 
@@ -49,6 +50,7 @@ def test_the_in_process_pipeline_takes_its_case_ids_from_the_data(tmp_path):
         assert "amos_" not in (BENCH / script).read_text(), script
 
 
+@pytest.mark.slow
 def test_the_gpu_scripts_import_nothing_the_gpu_machine_lacks():
     """The lent GPU machine has PyTorch and the carried wheels (torchio, nibabel, SimpleITK), no
     Snakemake and no Matplotlib."""

@@ -93,6 +93,7 @@ def test_every_problem_is_reported_at_once():
     assert message.startswith("2 problems in the configuration:")
 
 
+@pytest.mark.workflow
 def test_the_workflow_stops_at_load_with_the_short_message_alone(tmp_path):
     root = copy_workflow(tmp_path / "root")
     (root / "typo.yaml").write_text("ratio: [5]\ntrain: {max_epoch: 3}\n")
@@ -107,6 +108,7 @@ def test_the_workflow_stops_at_load_with_the_short_message_alone(tmp_path):
     assert not (root / ".snakemake").exists() or not any((root / ".snakemake").rglob("*.lock"))
 
 
+@pytest.mark.workflow
 def test_targets_go_before_configfile_or_the_file_is_given_with_an_equals_sign(tmp_path):
     """Snakemake's --configfile takes every following word as a file and opens each before the
     workflow is read, so a target after it fails in Snakemake itself (README, "Run"); the two
@@ -122,6 +124,7 @@ def test_targets_go_before_configfile_or_the_file_is_given_with_an_equals_sign(t
     assert "No such file or directory: 'figures'" in misplaced.stdout + misplaced.stderr
 
 
+@pytest.mark.workflow
 def test_a_setting_the_method_lacks_is_refused_with_its_settings_at_load(tmp_path):
     """Issue 28: CLD has none of MICD's keys; the dry run names cld, the nearest key if one is
     close, and cld's settings; a variant's settings are checked against its method alike."""

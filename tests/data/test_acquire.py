@@ -369,6 +369,7 @@ def _snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedP
     return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.workflow
 def test_workflow_gets_both_data_sets_to_splits(served: Path, tmp_path: Path) -> None:
     """AMOS from the Zenodo record and DHC-style split files, Synapse from a placed RawData.zip."""
     splits = served / "amos_splits"
@@ -423,6 +424,7 @@ def test_workflow_gets_both_data_sets_to_splits(served: Path, tmp_path: Path) ->
     assert sorted(cases) == ["0001", "0002", "0003"] and {row["mode"] for row in cases.values()} == {"spacing"}
 
 
+@pytest.mark.workflow
 def test_paper_config_plans_the_whole_grid_with_no_data(tmp_path: Path) -> None:
     config = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     result = _snakemake(tmp_path, config, "-n")

@@ -188,6 +188,7 @@ def test_micd_segment_errors_name_the_file_and_what_is_wrong(tiny_run: Path, tmp
     assert (occupied / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.workflow
 def test_the_workflow_segments_a_folder_of_scans_with_a_run_it_trains(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
     (tmp_path / "scans" / "mine").mkdir(parents=True)

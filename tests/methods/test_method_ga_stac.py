@@ -338,21 +338,11 @@ def test_published_rows_since_dhc_name_their_pipeline_and_source_and_add_up():
 def test_a_run_killed_and_resumed_trains_the_same_weights(tmp_path, method, settings):
     """The engine trains both rows; STAC's random steps come from the checkpointed generator, so a
     resumed run draws what the straight run drew."""
-    from test_engine import StopAt, final_state, tiny_data, tiny_settings
+    from training_helpers import StopAt, final_state, tiny_data, tiny_settings, write_tiny_cases
 
     from micd.training.loop import Trainer
 
-    data_dir = tmp_path / "preprocessed"  # test_engine's six tiny cases: a box of each class
-    (data_dir / "images").mkdir(parents=True)
-    (data_dir / "labels").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        label = np.zeros((20, 40, 40), np.uint8)
-        for c in range(1, 4):
-            z, y, x = rng.integers(2, 12), rng.integers(2, 30), rng.integers(2, 30)
-            label[z : z + 6, y : y + 8, x : x + 8] = c
-        np.save(data_dir / "images" / f"case_{i}.npy", (label / 4 + rng.normal(0, 0.1, label.shape)).astype(np.float32))
-        np.save(data_dir / "labels" / f"case_{i}.npy", label)
+    data_dir = write_tiny_cases(tmp_path / "preprocessed")
     train = tiny_settings()
     straight = Trainer(method, settings, train, tiny_data(data_dir), tmp_path / "straight", seed=1)
     assert straight.fit()

@@ -434,6 +434,7 @@ def test_methods_and_loss_terms_stay_apart_for_red_green_colour_blindness(kind) 
     assert closest > 0.18  # tab10's green and red, which the curves had, come to 0.12 and 0.10
 
 
+@pytest.mark.slow
 def test_every_figure_is_also_written_as_pdf(tmp_path: Path) -> None:
     """Every figure in PNG (300 dpi) and PDF from one drawing; the same numbers give the same PDF."""
     losses, validation = training_logs()

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from workflow_helpers import TINY_CONFIG, snakemake
 
@@ -55,6 +56,7 @@ def test_two_configurations_keep_their_tables_and_figures_side_by_side(tiny_run:
     assert "| V-Net (fully) |" in markdown and "| V-Net (fully) |" not in (latest / KEPT_TABLES[0]).read_text()
 
 
+@pytest.mark.workflow
 def test_a_folder_of_another_configuration_is_not_written_from_this_one(tmp_path: Path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
     other = "results/configs/synthetic/00000000/tables/synthetic_results.md"

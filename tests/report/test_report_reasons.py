@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from workflow_helpers import TINY_CONFIG, copy_workflow, snakemake
 
 
+@pytest.mark.workflow
 def test_a_changed_setting_is_named_in_the_reason_and_the_file_is_the_settings(tmp_path):
     copy_workflow(tmp_path)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY_CONFIG))

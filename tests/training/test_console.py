@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from micd.training.console import TrainingConsole, clock_text, start_line
 
 MICD = Path(sys.executable).parent / "micd"
@@ -101,6 +103,7 @@ def micd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow
 def test_a_real_training_through_micd_train_prints_start_progress_and_data_wait(tmp_path):
     """The stages a rule runs, at a tiny size, then `micd train` as the train rule calls it
     (its output to a file, as `> {log} 2>&1` does): the log reads as a person would want."""

@@ -12,60 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from training_helpers import NUM_CLASSES, StopAt, final_state, tiny_data, tiny_settings, write_tiny_cases
 
 from micd.data.loaders import data_fingerprint
 from micd.errors import RunInUseError
 from micd.model_file import read_model
 from micd.settings import TrainSettings
-from micd.training.loop import TrainData, Trainer, autocast_dtype, poly_lr
-
-NUM_CLASSES = 4
+from micd.training.loop import Trainer, autocast_dtype, poly_lr
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     """Six tiny preprocessed cases: a bright box of each class in a noisy volume."""
-    root = tmp_path_factory.mktemp("preprocessed")
-    (root / "images").mkdir()
-    (root / "labels").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        label = np.zeros((20, 40, 40), np.uint8)
-        for c in range(1, NUM_CLASSES):
-            z, y, x = rng.integers(2, 12), rng.integers(2, 30), rng.integers(2, 30)
-            label[z : z + 6, y : y + 8, x : x + 8] = c
-        image = (label / NUM_CLASSES + rng.normal(0, 0.1, label.shape)).astype(np.float32)
-        np.save(root / "images" / f"case_{i}.npy", image)
-        np.save(root / "labels" / f"case_{i}.npy", label)
-    return root
-
-
-def tiny_settings(**overrides) -> TrainSettings:
-    values = dict(
-        max_epochs=3,
-        iterations_per_epoch=2,
-        n_filters=2,
-        patch_size=[16, 32, 32],
-        batch_labelled=1,
-        batch_unlabelled=1,
-        queue_length=4,
-        validate_every=1,
-        window_stride=[4, 8, 8],
-        checkpoint_every=1000,
-        early_stop_patience=None,
-    )
-    values.update(overrides)
-    return TrainSettings(**values)
-
-
-def tiny_data(data_dir: Path) -> TrainData:
-    return TrainData(
-        data_dir,
-        labelled=["case_0", "case_1"],
-        unlabelled=["case_2", "case_3", "case_4"],
-        eval=["case_5"],
-        num_classes=NUM_CLASSES,
-    )
+    return write_tiny_cases(tmp_path_factory.mktemp("preprocessed"))
 
 
 def train_command(
@@ -83,22 +42,6 @@ def train_command(
         "--family", "synthetic", "--dataset", "tiny", "--ratio", "5", "--seed", "0",
         *[arg for name, path in lists.items() for arg in (f"--{name}", str(path))],
     ]  # fmt: skip
-
-
-class StopAt(Trainer):
-    """A trainer 'killed' right after a given iteration (a checkpoint is written first)."""
-
-    stop_at = 3
-
-    def step(self, streams, lr):
-        row = super().step(streams, lr)
-        if self.iteration == self.stop_at:
-            self.request_stop()
-        return row
-
-
-def final_state(out_dir: Path) -> dict:
-    return torch.load(out_dir / "state" / "checkpoint.pt", weights_only=True)["method"]
 
 
 @pytest.mark.parametrize("method", ["micd", "supervised"])
@@ -166,6 +109,7 @@ def case_lists(folder: Path) -> dict[str, Path]:
     return lists
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_the_rerun_resumes_above_step_zero(data_dir, tmp_path):
     lists = case_lists(tmp_path)
     settings = json.dumps(
@@ -210,6 +154,7 @@ with one_trainer_per_run(Path(sys.argv[1])):
 """
 
 
+@pytest.mark.slow
 def test_a_second_trainer_of_a_run_in_training_is_refused(data_dir, tmp_path):
     """The same run started while another process trains it (a job submitted twice, a requeued
     copy, two workflows with --nolock) is refused with the holder's name and writes nothing; the
@@ -293,6 +238,7 @@ def test_labelled_patch_sampling_follows_the_method_or_the_class_balanced_switch
     assert max(seen[2].values()) > 1.0
 
 
+@pytest.mark.slow
 def test_the_command_line_names_a_bad_setting_without_a_traceback(data_dir, tmp_path):
     ids = tmp_path / "ids.txt"
     ids.write_text("case_0\n")
@@ -408,6 +354,7 @@ def test_validation_scores_the_configured_way(data_dir, tmp_path, validation, mo
         TrainSettings.from_dict({"validation": "whole"})
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_other_settings_is_not_resumed(data_dir, tmp_path, capsys):
     """The workflow re-runs a training whose configuration changed; its old checkpoint (even of a
     finished run) must not be taken for this run's."""

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from workflow_helpers import ROOT, copy_workflow
 
+# every test here plans or runs the real workflow (tests/conftest.py: the slow tier)
+pytestmark = pytest.mark.workflow
+
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:

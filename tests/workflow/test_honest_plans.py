@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 from workflow_helpers import TINY_CONFIG, copy_workflow, snakemake, snakemake_env
 
 from micd.prerequisites import missing_prerequisites, plan_message
+
+# every test here plans or runs the real workflow (tests/conftest.py: the slow tier)
+pytestmark = pytest.mark.workflow
 
 PAPER = ("config/config.yaml", "config/paper.yaml")
 AMOS = {"source": "zenodo", "family": "amos", "licence": "CC BY 4.0", "licence_accepted": False}

@@ -41,6 +41,9 @@ from workflow_helpers import (
     snakemake_env,
 )
 
+# every test here plans or runs the real workflow (tests/conftest.py: the slow tier)
+pytestmark = pytest.mark.workflow
+
 SLURM_TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 WRITTEN_BY_THIS_TEST = "# written by the micd test suite (tests/workflow/test_slurm.py) for its own one-node SLURM"

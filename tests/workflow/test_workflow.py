@@ -14,6 +14,9 @@ from workflow_helpers import ROOT, TINY_CONFIG, snakemake
 
 from micd.evaluation.measures import summarise
 
+# every test here plans or runs the real workflow (tests/conftest.py: the slow tier)
+pytestmark = pytest.mark.workflow
+
 REPORT_RULES = ("table", "dice_per_class", "dice_vs_ratio", "training_curves", "qualitative")
 TABLES = [f"tables/synthetic_results.{ext}" for ext in ("md", "tex", "html", "csv")] + [
     f"tables/synthetic_results_per_organ.{ext}" for ext in ("md", "tex", "html")
