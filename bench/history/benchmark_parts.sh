@@ -77,6 +77,10 @@ for part in "$@"; do
         # the part of A10b that one session could train on a slower day (docs/benchmark.md)
         A10b_trained) run_part A10b_trained "${BASE[@]}" $P/10p.yaml $P/last_rows_trained.yaml ;;
         since_dhc) run_part since_dhc "${BASE[@]}" $P/since_dhc.yaml ;;
+        # DHC and MICD at 5 % again beside since_dhc, on its host and with its code and feed (a
+        # second workflow in the same folder: --nolock, its targets apart from since_dhc's)
+        since_dhc_reference) run_part since_dhc_reference "$CHOICE"/{dhc,micd}/seed0/metrics.csv --nolock \
+            "${BASE[@]}" $P/5p.yaml ;;
         seeds) run_part seeds "${BASE[@]}" $P/seeds.yaml ;;
         ablation) run_part ablation ablation "${BASE[@]}" $P/5p.yaml ;;
         # CLD (the last row not yet trained at 5 %) beside the ablation: four runs keep both cores busy
