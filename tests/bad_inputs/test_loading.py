@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 from bad_nifti import micd_error
+from training_helpers import tiny_settings
 
 from micd.data.classes import AMOS_CLASSES
 from micd.errors import DataError, DiskFullError
 from micd.methods import build_method
 from micd.model_file import model_record, read_model, save_model
-from micd.settings import TrainSettings
 from micd.training.loop import TrainData, Trainer
 
 NUM_CLASSES = 3
@@ -181,18 +181,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def tiny_trainer(data_dir: Path, out: Path) -> Trainer:
-    settings = TrainSettings(
-        max_epochs=1,
-        iterations_per_epoch=1,
-        n_filters=2,
-        patch_size=[16, 32, 32],
-        batch_labelled=1,
-        batch_unlabelled=1,
-        queue_length=2,
-        validate_every=1,
-        window_stride=[8, 16, 16],
-        early_stop_patience=None,
-    )
+    settings = tiny_settings(max_epochs=1, iterations_per_epoch=1, queue_length=2, window_stride=[8, 16, 16])
     data = TrainData(data_dir, labelled=["case_0", "case_1"], unlabelled=["case_2"], eval=["case_3"], num_classes=3)
     return Trainer("supervised", {}, settings, data, out, seed=0)
 
