@@ -9,26 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_helpers import ROOT, copy_workflow, dry_run
+from config_helpers import DEFAULT, SCHEMA, problems_of
+from workflow_helpers import copy_workflow, dry_run
 
 from micd.config.check import ConfigError, check_config, check_config_file
 from micd.settings import TRAIN_MINIMUMS, TrainSettings, train_setting_problems
-
-SCHEMA = ROOT / "config" / "schema.yaml"
-DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-
-
-def problems_of(changes: dict) -> str:
-    config = copy.deepcopy(DEFAULT)
-    for dotted, value in changes.items():
-        *parents, key = dotted.split(".")
-        node = config
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[key] = value
-    with pytest.raises(ConfigError) as info:
-        check_config(config, SCHEMA)
-    return str(info.value)
 
 
 @pytest.mark.parametrize(

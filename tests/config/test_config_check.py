@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from pathlib import Path
 
 import pytest
-import yaml
+from config_helpers import DEFAULT, SCHEMA, problems_of
 from workflow_helpers import copy_workflow, dry_run
 
-from micd.config.check import ConfigError, check_config
+from micd.config.check import check_config
 from micd.training.runs import layered_config
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = ROOT / "config" / "schema.yaml"
-DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-
-
-def problems_of(changes: dict) -> str:
-    config = copy.deepcopy(DEFAULT)
-    for path, value in changes.items():
-        *parents, last = path.split(".")
-        node = config
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
-    with pytest.raises(ConfigError) as caught:
-        check_config(config, SCHEMA)
-    return str(caught.value)
 
 
 @pytest.mark.parametrize("config", ["config.yaml", "paper.yaml", "benchmark.yaml"])
