@@ -48,34 +48,30 @@ def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
     return versions
 
 
+def proc_value(path: str, key: str) -> str | None:
+    """The value of the first ``key ...: value`` line of a /proc file; None where there is none."""
+    file = Path(path)
+    if file.is_file():
+        for line in file.read_text().splitlines():
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
 def cpu_model() -> str:
     """The CPU's model name as /proc/cpuinfo gives it (``platform.processor()`` elsewhere)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+    return proc_value("/proc/cpuinfo", "model name") or platform.processor() or "unknown"
 
 
 def cpu_flags() -> set[str]:
     """The CPU's instruction-set flags as /proc/cpuinfo gives them (none elsewhere)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
+    return set((proc_value("/proc/cpuinfo", "flags") or "").split())
 
 
 def memory_gib() -> float | None:
     """The host's memory (``MemTotal`` of /proc/meminfo) in GiB, None where there is none."""
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    return None
+    total = proc_value("/proc/meminfo", "MemTotal:")
+    return round(int(total.split()[0]) / 2**20, 1) if total else None
 
 
 def provenance(extra: dict[str, Any] | None = None) -> dict[str, Any]:
